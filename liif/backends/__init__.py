@@ -1,0 +1,40 @@
+"""Framework backends. Everything framework-specific lives in this package.
+
+`get(name)` returns a module that exports the *backend contract*; both
+`torch.py` and `jittor.py` define the same public names, in the same order:
+
+  name, Module, nn (Conv2d, Linear, ReLU, Sequential, ModuleList, PixelShuffle)
+  device(name)                -> the resolved device string ('cpu' / 'cuda')
+  tensor(array, like=None)    numpy -> framework tensor (on `like`'s device)
+  to_numpy(t)                 framework tensor -> numpy
+  cat, stack, bmm             as in torch
+  unfold3x3(feat)             (B,C,h,w) -> (B,9C,h,w), torch's F.unfold channel order, zero pad
+  grid_sample_nearest(x, coord)   x (B,C,h,w), coord (B,Q,2) as (row, col) -> (B,Q,C),
+                              torch's nearest grid_sample, align_corners=False, zero padding
+  no_grad()                   context manager
+  frozen(module)              mark a module's parameters as not trainable
+  set_parameter(p, array)     copy a numpy array into a parameter
+  state_dict_numpy(model)     {name: numpy}
+  load_state_dict_numpy(model, sd)   strict: raises on missing, unexpected or mis-shaped keys
+  load_file(path)             read a checkpoint file (torch format) with tensors as numpy
+  save_file(obj, path)        write a checkpoint file (torch format) from numpy
+  to_device(model, device)    move a model
+  seed(n)                     seed the framework's own RNG
+
+No module-level "current backend": a Hydra multirun may run torch and jittor jobs in
+one process, so the backend is passed explicitly.
+"""
+import importlib
+
+FRAMEWORKS = ("torch", "jittor")
+
+
+def get(name):
+    if name not in FRAMEWORKS:
+        raise ValueError(f"unknown framework '{name}'; choose one of: {', '.join(FRAMEWORKS)}")
+    try:
+        return importlib.import_module(f"liif.backends.{name}")
+    except ModuleNotFoundError as e:
+        if e.name != name:
+            raise
+        raise ImportError(f"framework '{name}' is not installed: pip install -e '.[{name}]'") from None

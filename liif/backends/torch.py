@@ -1,0 +1,106 @@
+"""PyTorch backend: the backend contract (see `liif.backends`) on torch."""
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn  # noqa: F401  (part of the contract)
+
+name = "torch"
+Module = torch.nn.Module
+
+
+def device(requested="auto"):
+    if requested in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device={requested} was asked for, but PyTorch sees no CUDA GPU; use device=cpu or device=auto")
+    if requested != "cpu" and not requested.startswith("cuda"):
+        raise ValueError(f"unknown device '{requested}'; use auto, cpu or cuda")
+    return requested
+
+
+def tensor(array, like=None):
+    t = torch.from_numpy(np.ascontiguousarray(array))
+    return t if like is None else t.to(like.device)
+
+
+def to_numpy(t):
+    return t.detach().cpu().numpy()
+
+
+cat = torch.cat
+stack = torch.stack
+bmm = torch.bmm
+
+
+def unfold3x3(feat):
+    b, c, h, w = feat.shape
+    return F.unfold(feat, 3, padding=1).view(b, c * 9, h, w)
+
+
+def grid_sample_nearest(x, coord):
+    # grid_sample wants (x, y) = (col, row); its nearest mode rounds half to even.
+    out = F.grid_sample(x, coord.flip(-1).unsqueeze(1), mode="nearest", align_corners=False)
+    return out[:, :, 0, :].permute(0, 2, 1)
+
+
+no_grad = torch.no_grad
+
+
+def frozen(module):
+    for p in module.parameters():
+        p.requires_grad = False
+    return module
+
+
+def set_parameter(p, array):
+    with torch.no_grad():
+        p.copy_(torch.from_numpy(np.asarray(array, dtype=np.float32)))
+
+
+def state_dict_numpy(model):
+    return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+
+
+def load_state_dict_numpy(model, sd):
+    own = model.state_dict()
+    _check_keys(own, sd)
+    model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in sd.items()}, strict=True)
+
+
+def load_file(path):
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    return _map_tensors(obj, lambda t: t.numpy())
+
+
+def save_file(obj, path):
+    torch.save(_map_tensors(obj, lambda a: torch.from_numpy(np.ascontiguousarray(a)), np.ndarray), path)
+
+
+def to_device(model, dev):
+    return model.to(dev)
+
+
+def seed(n):
+    torch.manual_seed(n)
+
+
+def _map_tensors(obj, fn, kind=torch.Tensor):
+    if isinstance(obj, kind):
+        return fn(obj)
+    if isinstance(obj, dict):
+        return {k: _map_tensors(v, fn, kind) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_map_tensors(v, fn, kind) for v in obj)
+    return obj
+
+
+def _check_keys(own, sd):
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    shapes = [k for k in own if k in sd and tuple(own[k].shape) != tuple(np.shape(sd[k]))]
+    if missing or unexpected or shapes:
+        raise ValueError(
+            "checkpoint does not fit the model: "
+            + "; ".join(f"{what}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
+                        for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)) if keys))

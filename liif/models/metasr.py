@@ -1,0 +1,57 @@
+"""Meta-SR's meta-upscale module (Hu et al. 2019) on a LIIF encoder, registered `metasr`.
+
+As in the original LIIF code: per query, a small MLP maps (offset inside the latent
+cell, 1/scale) to the weights of a 9C -> 3 linear map applied to the nearest unfolded
+latent code. No ensemble, no area weighting.
+"""
+import numpy as np
+
+from liif.coords import make_coord
+from liif.registry import make, register
+
+
+@register("metasr")
+class MetaSR:
+    def __init__(self, encoder_spec: dict):
+        super().__init__()
+        self.encoder = make(encoder_spec, self.B)
+        # original: the decoder is hard-coded, not configurable
+        imnet_spec = {"name": "mlp", "args": {"in_dim": 3, "out_dim": self.encoder.out_dim * 9 * 3, "hidden_list": [256]}}
+        self.imnet = make(imnet_spec, self.B)
+
+    def gen_feat(self, inp):
+        self._feat = self.encoder(inp)
+        return self._feat
+
+    def query_rgb(self, coord, cell=None):
+        B = self.B
+        feat = B.unfold3x3(self._feat)
+        n, c, h, w = feat.shape
+        feat_coord = make_coord((h, w), flatten=False)
+        # the top-left corner of each latent cell (float32 steps, as the original's in-place ops)
+        feat_coord[:, :, 0] -= np.float32((2 / h) / 2)
+        feat_coord[:, :, 1] -= np.float32((2 / w) / 2)
+        feat_coord = np.ascontiguousarray(np.broadcast_to(feat_coord.transpose(2, 0, 1), (n, 2, h, w)))
+        feat_coord = B.tensor(feat_coord, like=feat)
+
+        coord_ = coord.clone()  # the top-left corner of the query pixel
+        coord_[:, :, 0] -= cell[:, :, 0] / 2
+        coord_[:, :, 1] -= cell[:, :, 1] / 2
+        coord_q = (coord_ + 1e-6).clamp(-1 + 1e-6, 1 - 1e-6)
+        q_feat = B.grid_sample_nearest(feat, coord_q)
+        q_coord = B.grid_sample_nearest(feat_coord, coord_q)
+
+        rel_coord = coord_ - q_coord
+        rel_coord[:, :, 0] *= h / 2
+        rel_coord[:, :, 1] *= w / 2
+        r_rev = cell[:, :, 0] * (h / 2)
+        inp = B.cat([rel_coord, r_rev.unsqueeze(-1)], -1)
+
+        bs, q = coord.shape[:2]
+        weight = self.imnet(inp.view(bs * q, -1)).view(bs * q, c, 3)
+        pred = B.bmm(q_feat.contiguous().view(bs * q, 1, -1), weight)
+        return pred.view(bs, q, 3)
+
+    def forward(self, inp, coord, cell):
+        self.gen_feat(inp)
+        return self.query_rgb(coord, cell)

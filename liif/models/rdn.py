@@ -1,0 +1,71 @@
+"""RDN encoder (Zhang et al. 2018, Residual Dense Network), as in the original LIIF code.
+
+Registered name `rdn`. Config A = (D=20, C=6, G=32), B = (D=16, C=8, G=64).
+With `no_upsampling` it returns the G0-channel feature map.
+"""
+from liif.registry import bind, register
+
+
+class RDBConv:
+    def __init__(self, in_channels, grow_rate, k_size):
+        super().__init__()
+        nn = self.B.nn
+        self.conv = nn.Sequential(nn.Conv2d(in_channels, grow_rate, k_size, padding=(k_size - 1) // 2), nn.ReLU())
+
+    def forward(self, x):
+        return self.B.cat([x, self.conv(x)], 1)
+
+
+class RDB:
+    def __init__(self, g0, grow_rate, n_layers, k_size):
+        super().__init__()
+        nn = self.B.nn
+        conv = bind(RDBConv, self.B)
+        self.convs = nn.Sequential(*[conv(g0 + c * grow_rate, grow_rate, k_size) for c in range(n_layers)])
+        self.LFF = nn.Conv2d(g0 + n_layers * grow_rate, g0, 1)  # local feature fusion
+
+    def forward(self, x):
+        return self.LFF(self.convs(x)) + x
+
+
+CONFIGS = {"A": (20, 6, 32), "B": (16, 8, 64)}
+
+
+@register("rdn")
+class RDN:
+    def __init__(self, G0: int = 64, RDNkSize: int = 3, RDNconfig: str = "B", scale: int = 2,
+                 no_upsampling: bool = False):
+        super().__init__()
+        nn = self.B.nn
+        D, C, G = CONFIGS[RDNconfig]
+        pad = (RDNkSize - 1) // 2
+        self.D = D
+        self.SFENet1 = nn.Conv2d(3, G0, RDNkSize, padding=pad)
+        self.SFENet2 = nn.Conv2d(G0, G0, RDNkSize, padding=pad)
+        rdb = bind(RDB, self.B)
+        self.RDBs = nn.ModuleList([rdb(G0, G, C, RDNkSize) for _ in range(D)])
+        self.GFF = nn.Sequential(nn.Conv2d(D * G0, G0, 1), nn.Conv2d(G0, G0, RDNkSize, padding=pad))  # global fusion
+        self.no_upsampling = no_upsampling
+        if no_upsampling:
+            self.out_dim = G0
+            return
+        self.out_dim = 3
+        if scale in (2, 3):
+            self.UPNet = nn.Sequential(nn.Conv2d(G0, G * scale * scale, RDNkSize, padding=pad), nn.PixelShuffle(scale),
+                                       nn.Conv2d(G, 3, RDNkSize, padding=pad))
+        elif scale == 4:
+            self.UPNet = nn.Sequential(nn.Conv2d(G0, G * 4, RDNkSize, padding=pad), nn.PixelShuffle(2),
+                                       nn.Conv2d(G, G * 4, RDNkSize, padding=pad), nn.PixelShuffle(2),
+                                       nn.Conv2d(G, 3, RDNkSize, padding=pad))
+        else:
+            raise ValueError(f"RDN upsampling supports scale 2, 3 or 4, not {scale}")
+
+    def forward(self, x):
+        f_1 = self.SFENet1(x)
+        x = self.SFENet2(f_1)
+        outs = []
+        for rdb in self.RDBs:
+            x = rdb(x)
+            outs.append(x)
+        x = self.GFF(self.B.cat(outs, 1)) + f_1
+        return x if self.no_upsampling else self.UPNet(x)
