@@ -19,6 +19,10 @@
   load_file(path)             read a checkpoint file (torch format) with tensors as numpy
   save_file(obj, path)        write a checkpoint file (torch format) from numpy
   to_device(model, device)    move a model
+  adam(model, lr)             Adam with torch's update formula over model.parameters()
+  set_lr(optimizer, lr)       the schedule itself is framework-neutral (liif.schedule)
+  train_step(model, optimizer, batch) -> float   one L1 step on a dict of numpy arrays
+  optimizer_state_numpy(opt) / load_optimizer_state_numpy(opt, sd)   torch's state_dict layout
   seed(n)                     seed the framework's own RNG
 
 No module-level "current backend": a Hydra multirun may run torch and jittor jobs in

@@ -81,6 +81,36 @@ def to_device(model, dev):
     return model.to(dev)
 
 
+def adam(model, lr):
+    """Adam over all of model.parameters() (frozen ones included, as the original), torch's formula."""
+    return torch.optim.Adam(model.parameters(), lr=lr)
+
+
+def set_lr(optimizer, lr):
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def train_step(model, optimizer, batch):
+    """One L1 step on a batch of normalised numpy arrays (inp, coord, cell, gt); returns the loss."""
+    like = next(iter(model.parameters()))
+    inp, coord, cell, gt = (tensor(batch[k], like) for k in ("inp", "coord", "cell", "gt"))
+    loss = (model(inp, coord, cell) - gt).abs().mean()
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def optimizer_state_numpy(optimizer):
+    """torch's optimizer.state_dict() layout with tensors as numpy (what checkpoints hold)."""
+    return _map_tensors(optimizer.state_dict(), lambda t: t.detach().cpu().numpy())
+
+
+def load_optimizer_state_numpy(optimizer, sd):
+    optimizer.load_state_dict(_map_tensors(sd, lambda a: torch.from_numpy(np.asarray(a)), np.ndarray))
+
+
 def seed(n):
     torch.manual_seed(n)
 
