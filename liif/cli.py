@@ -1,0 +1,38 @@
+"""Task dispatch for run.py, and the one-line error policy.
+
+A user error (bad input, missing data, impossible scale) ends a single run with one line
+on stderr and exit status 2; `debug=true` shows the traceback instead. In a multirun the
+error is raised, so Hydra records the failed job and the sweep goes on.
+"""
+import importlib
+import logging
+import sys
+
+log = logging.getLogger("liif")
+
+TASKS = {"train": "liif.train", "test": "liif.evaluate", "demo": "liif.demo"}
+
+
+class UserError(Exception):
+    """Something the user can fix: the message says what and how."""
+
+
+USER_ERRORS = (UserError, ValueError, FileNotFoundError, ImportError, RuntimeError, KeyError)
+
+
+def run_task(cfg):
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    name = cfg.task.name
+    if name not in TASKS:
+        raise UserError(f"unknown task '{name}'; choose one of: {', '.join(TASKS)}")
+    try:
+        return importlib.import_module(TASKS[name]).main(cfg)
+    except USER_ERRORS as e:
+        multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+        if cfg.get("debug") or multirun:
+            raise
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,35 @@
+"""The single entry point: `python run.py [task=train|test|demo] [group=option ...] [key=value ...]`.
+
+Configs live in conf/ (see README). `python run.py -m experiment=ablation_*` works as typed:
+Hydra only understands `experiment=glob(ablation_*)`, so bare patterns for config groups
+are rewritten to that before Hydra parses the command line.
+"""
+import os
+import sys
+
+import hydra
+
+CONF_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "conf")
+
+
+def expand_group_globs(argv):
+    """`group=pat*` -> `group=glob(pat*)` for the config groups in conf/."""
+    groups = {d for d in os.listdir(CONF_DIR) if os.path.isdir(os.path.join(CONF_DIR, d))}
+    out = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and key.lstrip("+~") in groups and "*" in value and not value.startswith("glob("):
+            arg = f"{key}=glob({value})"
+        out.append(arg)
+    return out
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg):
+    from liif.cli import run_task
+    return run_task(cfg)
+
+
+if __name__ == "__main__":
+    sys.argv = [sys.argv[0]] + expand_group_globs(sys.argv[1:])
+    main()
