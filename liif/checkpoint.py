@@ -23,7 +23,8 @@ def read(path, backend):
     try:
         obj = backend.load_file(path)
     except Exception as e:  # any unpickling/zip error means "not a checkpoint"
-        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        reason = (str(e).strip().splitlines() or [""])[0][:200]
+        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: {reason})") from None
     if not (isinstance(obj, dict) and isinstance(obj.get("model"), dict) and {"name", "sd"} <= set(obj["model"])):
         raise ValueError(f"{path} is not a LIIF checkpoint: expected a dict with 'model': {{'name', 'args', 'sd'}}")
     obj["model"].setdefault("args", {})

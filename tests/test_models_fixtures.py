@@ -1,0 +1,58 @@
+"""The PyTorch backend computes exactly what the original LIIF code computes."""
+import numpy as np
+import pytest
+
+import liif
+
+VARIANTS = ["edsr-baseline-liif", "edsr-baseline-liif-c", "edsr-baseline-liif-u", "edsr-baseline-liif-e",
+            "edsr-baseline-liif-d", "edsr-baseline-metasr"]
+
+
+@pytest.fixture(scope="module")
+def inputs(fixtures_dir):
+    return np.load(fixtures_dir / "inputs.npz")
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_original_checkpoint_reproduces_every_case(variant, fixtures_dir, inputs):
+    model = liif.load_model(str(fixtures_dir / f"ckpt_{variant}.pth"), framework="torch", device="cpu")
+    out = np.load(fixtures_dir / f"out_{variant}.npz")
+    cases = [k[len("pred_"):] for k in out.files if k.startswith("pred_")]
+    assert len(cases) >= 6
+    for case in cases:
+        pred = model.query(inputs["inp_norm"], inputs[f"coord_{case}"], inputs[f"cell_{case}"], bsize=30000)
+        err = np.abs(pred - out[f"pred_{case}"]).max()
+        # ties (-e only) included: the torch backend uses torch's own half-to-even rounding
+        assert err <= 1e-5, f"{variant} {case}: max abs error {err}"
+
+
+def test_query_chunking_does_not_change_results(fixtures_dir, inputs):
+    model = liif.load_model(str(fixtures_dir / "ckpt_edsr-baseline-liif.pth"), device="cpu")
+    a = model.query(inputs["inp_norm"], inputs["coord_x2"], inputs["cell_x2"], bsize=30000)
+    b = model.query(inputs["inp_norm"], inputs["coord_x2"], inputs["cell_x2"], bsize=777)
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("variant", ["edsr-baseline-liif", "edsr-baseline-liif-e", "edsr-baseline-metasr"])
+def test_decoder_inputs_match_the_trace(variant, fixtures_dir, inputs):
+    """Every decoder call (inputs and outputs) for 16 traced queries, and their prediction."""
+    dbg = np.load(fixtures_dir / "liif_debug.npz")
+    model = liif.load_model(str(fixtures_dir / f"ckpt_{variant}.pth"), device="cpu")
+    seen = []
+    handle = model.net.imnet.register_forward_hook(lambda m, i, o: seen.append((i[0].detach().numpy(), o.detach().numpy())))
+    pred = model.query(inputs["inp_norm"], dbg["coord"], dbg["cell"])
+    handle.remove()
+    want_in, want_out = dbg[f"{variant}_imnet_in"], dbg[f"{variant}_imnet_out"]
+    assert len(seen) == len(want_in)
+    for (got_in, got_out), ref_in, ref_out in zip(seen, want_in, want_out):
+        np.testing.assert_allclose(got_in.reshape(ref_in.shape), ref_in, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(got_out.reshape(ref_out.shape), ref_out, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(pred, dbg[f"{variant}_pred"], atol=1e-5, rtol=0)
+
+
+def test_param_counts_match_the_original(fixtures_dir):
+    import json
+    manifest = json.loads((fixtures_dir / "manifest.json").read_text())
+    for variant, info in manifest["variants"].items():
+        model = liif.load_model(str(fixtures_dir / f"ckpt_{variant}.pth"), device="cpu")
+        assert sum(p.numel() for p in model.net.parameters()) == info["n_params"], variant
