@@ -1,0 +1,56 @@
+"""Framework-neutral data pipeline (NumPy + Pillow): the original LIIF datasets and wrappers.
+
+The registry keeps the original names and config shape, so an original dataset spec
+`{'dataset': {name, args}, 'wrapper': {name, args}}` builds unchanged with `make_wrapped`.
+"""
+import copy
+
+from liif.data.image_folder import (ImageError, ImageFolder, PairedImageFolders, image_folder,
+                                    paired_image_folders, read_image)
+from liif.data.layouts import DataLayoutError, benchmark, div2k, folder, require, test_set
+from liif.data.loader import iterate_batches, len_batches
+from liif.data.resize import resize_bicubic
+from liif.data.sample import ensure_sample_set
+from liif.data.wrappers import SRImplicitDownsampled, SRImplicitPaired, SRImplicitUniformVaried
+
+datasets = {}
+
+
+def register(name):
+    def decorator(fn):
+        if name in datasets:
+            raise ValueError(f"dataset '{name}' is registered twice")
+        datasets[name] = fn
+        return fn
+    return decorator
+
+
+def make(spec, args=None):
+    """Build `spec` = {'name', 'args'}; `args` (if given) update a copy of spec['args']."""
+    if spec["name"] not in datasets:
+        raise KeyError(f"unknown dataset '{spec['name']}'; known: {', '.join(sorted(datasets))}")
+    dataset_args = copy.deepcopy(dict(spec.get("args") or {}))
+    if args is not None:
+        dataset_args.update(args)
+    return datasets[spec["name"]](**dataset_args)
+
+
+def make_wrapped(spec):
+    """The original `{'dataset': ..., 'wrapper': ...}` config node -> the wrapped dataset."""
+    return make(spec["wrapper"], args={"dataset": make(spec["dataset"])})
+
+
+# config argument names are the original's (root_path, root_path_1, ...), hence the factories
+register("image-folder")(image_folder)
+register("paired-image-folders")(paired_image_folders)
+register("sr-implicit-downsampled")(SRImplicitDownsampled)
+register("sr-implicit-paired")(SRImplicitPaired)
+register("sr-implicit-uniform-varied")(SRImplicitUniformVaried)
+
+__all__ = [
+    "register", "make", "make_wrapped", "datasets",
+    "read_image", "ImageError", "ImageFolder", "PairedImageFolders",
+    "resize_bicubic", "SRImplicitDownsampled", "SRImplicitPaired", "SRImplicitUniformVaried",
+    "iterate_batches", "len_batches", "ensure_sample_set",
+    "DataLayoutError", "require", "div2k", "benchmark", "folder", "test_set",
+]

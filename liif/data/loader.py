@@ -1,0 +1,72 @@
+"""A framework-free DataLoader: batches of stacked numpy arrays, optionally from worker processes.
+
+Batches depend only on (dataset, batch_size, shuffle, seed, epoch, drop_last): the shuffle
+order comes from its own generator and every item draws its randomness from
+(seed, epoch, index) inside the wrapper, so `num_workers` changes the speed, never the data.
+"""
+import multiprocessing
+
+import numpy as np
+
+# The shuffle generator's third seed word. Item generators use the item index there
+# (0 .. len-1), so this value keeps the two streams apart for any dataset under 2**31 items.
+SHUFFLE_STREAM = 2**31 - 1
+
+_worker_dataset = None
+
+
+def _init_worker(dataset):
+    global _worker_dataset
+    _worker_dataset = dataset
+
+
+def _get_item(i):
+    return _worker_dataset[i]
+
+
+def len_batches(dataset, batch_size, drop_last=False):
+    """Number of batches `iterate_batches` yields for `dataset` (or a length)."""
+    n = dataset if isinstance(dataset, int) else len(dataset)
+    return n // batch_size if drop_last else -(-n // batch_size)
+
+
+def batch_order(n, shuffle=False, seed=0, epoch=0):
+    """The item indices of one epoch, in the order they are batched."""
+    if not shuffle:
+        return np.arange(n)
+    return np.random.default_rng([seed, epoch, SHUFFLE_STREAM]).permutation(n)
+
+
+def collate(items):
+    """A list of sample dicts -> one dict of arrays stacked on a new first axis."""
+    return {k: np.stack([item[k] for item in items]) for k in items[0]}
+
+
+def iterate_batches(dataset, batch_size, shuffle=False, seed=0, epoch=0, drop_last=False, num_workers=0):
+    """Yield the batches of one epoch as dicts of stacked numpy arrays.
+
+    `dataset.set_epoch(epoch)` is called first when it exists. With num_workers > 0 the
+    items are made by a pool of forked processes (the dataset is inherited, not pickled)
+    and come back in order, so the batches equal those of num_workers=0. Fork is
+    POSIX-only; forking after a framework has started threads is allowed but best
+    avoided (create the iterator before heavy framework work, or use num_workers=0).
+    """
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(epoch)
+    order = batch_order(len(dataset), shuffle, seed, epoch).tolist()
+    n_batches = len_batches(len(order), batch_size, drop_last)
+    order = order[:n_batches * batch_size]
+
+    if num_workers > 0:
+        pool = multiprocessing.get_context("fork").Pool(num_workers, _init_worker, (dataset,))
+        items = pool.imap(_get_item, order, chunksize=max(1, batch_size // num_workers))
+    else:
+        pool, items = None, (dataset[i] for i in order)
+    try:
+        for b in range(n_batches):
+            size = min(batch_size, len(order) - b * batch_size)
+            yield collate([next(items) for _ in range(size)])
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
