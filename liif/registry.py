@@ -44,3 +44,19 @@ def make(spec, backend, args=None):
     if args is not None:
         model_args.update(args)
     return bind(_classes[name], backend)(**model_args)
+
+
+def with_defaults(spec):
+    """`spec` with every constructor default spelled out (nested `*_spec` too), so that an
+    original checkpoint's terse args compare equal to a config's explicit ones."""
+    import inspect
+    import liif.models  # noqa: F401
+
+    args = dict(spec.get("args") or {})
+    for name, param in inspect.signature(_classes[spec["name"]].__init__).parameters.items():
+        if name != "self" and param.default is not inspect.Parameter.empty:
+            args.setdefault(name, param.default)
+    for key, value in args.items():
+        if key.endswith("_spec") and isinstance(value, dict):
+            args[key] = with_defaults(value)
+    return {"name": spec["name"], "args": args}

@@ -24,6 +24,7 @@
   train_step(model, optimizer, batch) -> float   one L1 step on a dict of numpy arrays
   optimizer_state_numpy(opt) / load_optimizer_state_numpy(opt, sd)   torch's state_dict layout
   seed(n)                     seed the framework's own RNG
+  set_threads(n)              CPU threads (None/0: leave the framework's default)
 
 No module-level "current backend": a Hydra multirun may run torch and jittor jobs in
 one process, so the backend is passed explicitly.

@@ -115,6 +115,11 @@ def seed(n):
     torch.manual_seed(n)
 
 
+def set_threads(n):
+    if n:
+        torch.set_num_threads(int(n))
+
+
 def _map_tensors(obj, fn, kind=torch.Tensor):
     if isinstance(obj, kind):
         return fn(obj)

@@ -1,0 +1,127 @@
+"""`task=test`: PSNR/SSIM over datasets x scales with the original test protocols.
+
+For each test set of the dataset config and each scale: x2-x4 read the set's LR files
+when they exist (the paired wrapper), other scales (and sets without LR files) downsample
+the HR with Pillow bicubic after cropping it to a multiple of the scale, exactly as the
+original test configs. Predictions are decoded in chunks of `eval_bsize` queries, clamped
+to [0, 1] and compared unquantised, one image at a time (the original's batch size 1).
+Bicubic upsampling of the same LR is measured beside the model as the floor to beat.
+"""
+import logging
+import math
+import os
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+from liif import metrics
+from liif.cli import UserError
+
+log = logging.getLogger(__name__)
+
+
+def main(cfg):
+    from liif.api import load_model
+    from liif.train import finish_run, start_run
+    if cfg.get("checkpoint") is None:
+        raise UserError("task=test needs checkpoint=PATH (a checkpoint of the original code or of ours)")
+    out_dir, started = start_run(cfg, "test")
+    model = load_model(cfg.checkpoint, framework=cfg.framework.name, device=cfg.device)
+    status = "failed"
+    records = []
+    try:
+        records = evaluate(model, cfg, out_dir)
+        status = "ok"
+    finally:
+        finish_run(cfg, out_dir, started, status, records, model_spec=model.spec)
+    print_table(records)
+    return records
+
+
+def test_entries(cfg):
+    """[(entry, scales)] from `dataset.test`, with `scales=` overriding every set's list."""
+    entries = cfg.dataset.get("test") or []
+    if not entries:
+        raise UserError(f"dataset '{cfg.dataset.name}' defines no test sets")
+    out = []
+    for entry in entries:
+        scales = list(cfg.scales) if cfg.get("scales") is not None else list(entry.scales)
+        for s in scales:
+            if not isinstance(s, (int, float)) or isinstance(s, bool) or s <= 0 or float(s) != int(s):
+                raise UserError(f"test scales must be positive integers (the protocols shave s pixels), got {s!r}")
+        out.append((entry, [int(s) for s in scales]))
+    return out
+
+
+def evaluate(model, cfg, out_dir=None):
+    from liif.data import layouts
+    records = []
+    for entry, scales in test_entries(cfg):
+        for scale in scales:
+            lr_dir = entry.lr.format(scale=scale) if entry.get("lr") else None
+            dataset = layouts.test_set(entry.hr, lr_dir, scale)
+            eval_type = "none" if entry.protocol == "none" else f"{entry.protocol}-{scale}"
+            record = evaluate_set(model, dataset, eval_type, cfg.eval_bsize, f"{entry.name} x{scale}",
+                                  sample_dir=os.path.join(out_dir, "samples") if out_dir else None)
+            record.update(dataset=entry.name, scale=scale, lr_source="files" if _is_paired(dataset) else "pillow-bicubic")
+            records.append(record)
+            log.info("%s x%d (%s): PSNR %.4f dB, SSIM %.4f, bicubic %.4f dB, %d images", entry.name, scale, eval_type,
+                     record["psnr"], record["ssim"], record["psnr_bicubic"], record["n_images"])
+    return records
+
+
+def _is_paired(dataset):
+    return type(dataset).__name__ == "SRImplicitPaired"
+
+
+def evaluate_set(model, dataset, eval_type, bsize=30000, desc="test", sample_dir=None):
+    psnrs, ssims, bicubics = [], [], []
+    started = time.time()
+    for i in tqdm(range(len(dataset)), desc=desc, leave=False, disable=None):
+        sample = dataset[i]
+        sr, hr, shape = predict_image(model, sample, bsize)
+        psnrs.append(metrics.psnr(sr, hr, eval_type))
+        ssims.append(metrics.ssim(sr, hr, eval_type))
+        bicubics.append(metrics.psnr(bicubic_upsample(sample["inp"], shape), hr, eval_type))
+        if sample_dir and i == 0:
+            save_sample(sr, os.path.join(sample_dir, f"{desc.replace(' ', '_')}.png"))
+    return {"eval_type": eval_type, "psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims)),
+            "psnr_bicubic": float(np.mean(bicubics)), "n_images": len(psnrs),
+            "seconds": round(time.time() - started, 3)}
+
+
+def predict_image(model, sample, bsize):
+    """Whole-image prediction in [0, 1] as (1, 3, H, W), the ground truth likewise, and (H, W)."""
+    inp = ((sample["inp"] - 0.5) / 0.5)[None]
+    pred = model.query(inp, sample["coord"][None], sample["cell"][None], bsize=bsize)
+    pred = np.clip(pred * 0.5 + 0.5, 0, 1)
+    # original: the output shape is inferred from the query count (same ratio on both axes)
+    ih, iw = sample["inp"].shape[-2:]
+    s = math.sqrt(sample["coord"].shape[0] / (ih * iw))
+    shape = (round(ih * s), round(iw * s))
+    to_image = lambda x: x.reshape(1, shape[0], shape[1], 3).transpose(0, 3, 1, 2)  # noqa: E731
+    return to_image(pred), to_image(sample["gt"][None]), shape
+
+
+def bicubic_upsample(inp, shape):
+    """The LR (3, h, w) in [0, 1] upsampled by Pillow bicubic to `shape`, as (1, 3, H, W)."""
+    from liif.data.resize import resize_bicubic
+    lr = np.round(inp.transpose(1, 2, 0) * 255).astype(np.uint8)
+    up = resize_bicubic(lr, tuple(shape)).astype(np.float32) / 255
+    return up.transpose(2, 0, 1)[None]
+
+
+def save_sample(sr, path):
+    from liif.demo import write_png
+    write_png(np.round(sr[0].transpose(1, 2, 0) * 255).astype(np.uint8), path)
+
+
+def print_table(records):
+    if not records:
+        return
+    lines = [f"{'dataset':<12}{'scale':>6}  {'eval_type':<13}{'PSNR':>9}{'bicubic':>9}{'SSIM':>8}{'images':>8}"]
+    for r in records:
+        lines.append(f"{r['dataset']:<12}{'x' + str(r['scale']):>6}  {r['eval_type']:<13}{r['psnr']:>9.3f}"
+                     f"{r['psnr_bicubic']:>9.3f}{r['ssim']:>8.4f}{r['n_images']:>8}")
+    print("\n".join(lines))

@@ -1,0 +1,64 @@
+"""What a run directory holds besides Hydra's `.hydra/`: the resolved config with library
+versions, `metrics.json` (the contract the report relies on) and `history.csv`.
+Every file is written atomically, so an interrupted run never leaves a torn one."""
+import json
+import os
+import platform
+import sys
+import tempfile
+
+
+def write_text_atomic(path, text):
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json(path, obj):
+    write_text_atomic(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
+
+
+def _jsonable(x):
+    if hasattr(x, "item"):
+        return x.item()
+    if hasattr(x, "tolist"):
+        return x.tolist()
+    return str(x)
+
+
+def versions(framework=None):
+    import numpy
+    import PIL
+    out = {"python": platform.python_version(), "numpy": numpy.__version__, "pillow": PIL.__version__,
+           "platform": platform.platform()}
+    for name in ("torch", "jittor", "hydra"):
+        if name in sys.modules or name == framework:
+            try:
+                out[name] = str(__import__(name).__version__)
+            except Exception:  # not installed
+                pass
+    return out
+
+
+def save_config(cfg, out_dir, framework=None):
+    """`config.yaml`: the fully resolved config plus versions (Hydra's own copy is unresolved)."""
+    from omegaconf import OmegaConf
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved["versions"] = versions(framework)
+    write_text_atomic(os.path.join(out_dir, "config.yaml"), OmegaConf.to_yaml(resolved))
+    return resolved
+
+
+def write_history(path, rows):
+    if not rows:
+        return
+    keys = list(rows[0])
+    lines = [",".join(keys)] + [",".join("" if r.get(k) is None else f"{r[k]}" for k in keys) for r in rows]
+    write_text_atomic(path, "\n".join(lines) + "\n")

@@ -1,0 +1,294 @@
+"""`task=train` (the main job): train a LIIF-family model, then test it.
+
+The original recipe (L1 loss, Adam, multi-step LR, validation PSNR every `epoch_val`,
+checkpoints `epoch-last`, `epoch-best` and every `epoch_save`), with what the original
+lacks: a resume that continues exactly where the run stopped (mid-epoch included, the
+learning rate decayed once, not twice), atomic checkpoints, a resumable checkpoint on
+Ctrl-C/SIGTERM, a clear stop on a NaN loss, and seeded, framework-independent batches.
+"""
+import logging
+import math
+import os
+import signal
+import time
+
+import numpy as np
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from liif import backends, checkpoint, registry, rundir
+from liif.cli import UserError
+from liif.schedule import learning_rate
+
+log = logging.getLogger(__name__)
+
+
+def main(cfg):
+    from liif.evaluate import evaluate, print_table
+    out_dir, started = start_run(cfg, "train")
+    trainer = None
+    status, records = "failed", []
+    try:
+        trainer = Trainer(cfg, out_dir)
+        stopped_by = trainer.fit()
+        if stopped_by is None:
+            records = evaluate(trainer.as_model(), cfg, out_dir)
+            status = "ok"
+        else:
+            status = "interrupted"
+    finally:
+        finish_run(cfg, out_dir, started, status, records,
+                   model_spec=trainer.spec if trainer else None, train=trainer.summary() if trainer else None)
+    if status == "interrupted":
+        log.warning("interrupted by %s: a resumable checkpoint is in %s; continue with resume=%s",
+                    signal.Signals(stopped_by).name, trainer.ckpt_dir, out_dir)
+        raise SystemExit(128 + stopped_by)
+    print_table(records)
+    return records
+
+
+def start_run(cfg, task):
+    out_dir = str(cfg.output_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    rundir.save_config(cfg, out_dir, cfg.framework.name)
+    return out_dir, time.time()
+
+
+def finish_run(cfg, out_dir, started, status, records, model_spec=None, **extra):
+    """metrics.json, written last (and on failure too): the contract of the report."""
+    choices = {}
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        choices = dict(HydraConfig.get().runtime.choices)
+    except Exception:  # not inside a Hydra job (tests, the API)
+        pass
+    rundir.write_json(os.path.join(out_dir, "metrics.json"), {
+        "status": status, "task": cfg.task.name, "run_name": _safe(cfg, "run_name"),
+        "model": choices.get("model") or (model_spec or {}).get("name"), "model_spec": model_spec,
+        "framework": cfg.framework.name, "dataset": cfg.dataset.name, "seed": cfg.seed,
+        "paper": OmegaConf.to_container(cfg.paper) if "paper" in cfg else None,
+        "choices": choices, "wall_time_s": round(time.time() - started, 2), "records": records, **extra})
+
+
+def _safe(cfg, key):
+    try:
+        return cfg[key]
+    except Exception:  # an interpolation that needs Hydra (run_name outside a job)
+        return None
+
+
+def make_train_sets(cfg):
+    """The training and validation sets of the original recipe, on the dataset's folders."""
+    from liif.data.image_folder import ImageFolder
+    from liif.data.wrappers import SRImplicitDownsampled
+    ds, t = cfg.dataset, cfg.train
+    if ds.get("train") is None:
+        raise UserError(f"dataset '{ds.name}' is a test-only dataset; train on dataset=sample, div2k or folder")
+    if ds.name == "sample":
+        from liif.data.sample import ensure_sample_set
+        ensure_sample_set(os.path.dirname(ds.train.root))
+    if cfg.scale.min <= 0 or (cfg.scale.max is not None and cfg.scale.max < cfg.scale.min):
+        raise UserError(f"impossible scale range: scale.min={cfg.scale.min}, scale.max={cfg.scale.max} "
+                        "(need 0 < min <= max)")
+
+    def wrapped(node, augment):
+        folder = ImageFolder(node.root, first_k=node.get("first_k"), repeat=node.get("repeat", 1), cache=node.get("cache", "none"))
+        return SRImplicitDownsampled(folder, inp_size=t.inp_size, scale_min=cfg.scale.min, scale_max=cfg.scale.max,
+                                     augment=augment, sample_q=t.sample_q, seed=cfg.seed)
+
+    return wrapped(ds.train, t.augment), (wrapped(ds.val, False) if ds.get("val") else None)
+
+
+class Trainer:
+    def __init__(self, cfg, out_dir):
+        self.cfg, self.t = cfg, cfg.train
+        self.B = B = backends.get(cfg.framework.name)
+        B.set_threads(cfg.framework.get("threads"))
+        self.device = B.device(cfg.device)
+        self.ckpt_dir = os.path.join(out_dir, "checkpoints")
+        self.spec = OmegaConf.to_container(cfg.model, resolve=True)
+        self.train_set, self.val_set = make_train_sets(cfg)
+        B.seed(cfg.seed)
+        self.net = B.to_device(registry.make(self.spec, B), self.device)
+        self.opt = B.adam(self.net, self.t.lr)
+        self.epoch, self.step_in_epoch, self.loss_sum = 1, 0, 0.0  # next epoch/step to run
+        self.history, self.best_psnr, self.steps_done = [], -math.inf, 0
+        self.writer = _tensorboard(os.path.join(out_dir, "tb"))
+        if cfg.get("resume"):
+            self.load(resume_path(cfg.resume, out_dir))
+        elif cfg.get("checkpoint"):
+            self.load_weights(cfg.checkpoint)
+
+    # ---- the loop --------------------------------------------------------------------
+    def fit(self):
+        """Train to `train.epochs`; returns None, or the signal number that interrupted it."""
+        from liif.data.loader import iterate_batches, len_batches
+        t, B = self.t, self.B
+        stop = _StopFlag()
+        with stop:
+            while self.epoch <= t.epochs:
+                lr = learning_rate(self.epoch, t.lr, t.milestones, t.gamma)
+                B.set_lr(self.opt, lr)
+                n_steps = len_batches(len(self.train_set), t.batch_size)
+                if t.get("max_steps_per_epoch"):
+                    n_steps = min(n_steps, t.max_steps_per_epoch)
+                started = time.time()
+                batches = iterate_batches(self.train_set, t.batch_size, shuffle=True, seed=self.cfg.seed,
+                                          epoch=self.epoch, num_workers=t.get("num_workers", 0))
+                bar = tqdm(total=n_steps, initial=self.step_in_epoch, desc=f"epoch {self.epoch}/{t.epochs}",
+                           leave=False, disable=None)
+                for step, batch in enumerate(batches):
+                    if step >= n_steps:
+                        break
+                    if step < self.step_in_epoch:  # resumed mid-epoch: these steps are done
+                        continue
+                    loss = B.train_step(self.net, self.opt, normalise(batch))
+                    if not math.isfinite(loss):
+                        raise UserError(f"the loss became {loss} at epoch {self.epoch}, step {step + 1}: training "
+                                        f"stopped; the last good checkpoint is in {self.ckpt_dir} (try a lower train.lr)")
+                    self.loss_sum += loss
+                    self.step_in_epoch, self.steps_done = step + 1, self.steps_done + 1
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.4f}")
+                    if self.writer:
+                        self.writer.add_scalar("loss/step", loss, self.steps_done)
+                    if stop.signum is not None:
+                        bar.close()
+                        self.save("epoch-last.pth")
+                        return stop.signum
+                bar.close()
+                self.end_epoch(lr, n_steps, time.time() - started)
+        return None
+
+    def end_epoch(self, lr, n_steps, seconds):
+        t, epoch = self.t, self.epoch
+        row = {"epoch": epoch, "loss": self.loss_sum / max(n_steps, 1), "lr": lr, "val_psnr": None,
+               "seconds": round(seconds, 2)}
+        if self.val_set is not None and epoch % t.epoch_val == 0:
+            row["val_psnr"] = self.validate()
+        self.history.append(row)
+        self.epoch, self.step_in_epoch, self.loss_sum = epoch + 1, 0, 0.0
+        self.save("epoch-last.pth")
+        if epoch % t.epoch_save == 0:
+            self.save(f"epoch-{epoch}.pth")
+        if row["val_psnr"] is not None and row["val_psnr"] > self.best_psnr:
+            self.best_psnr = row["val_psnr"]
+            self.save("epoch-best.pth")
+        if self.writer:
+            for key in ("loss", "lr", "val_psnr"):
+                if row[key] is not None:
+                    self.writer.add_scalar(key, row[key], epoch)
+            self.writer.flush()
+        rundir.write_history(os.path.join(self.ckpt_dir, "..", "history.csv"), self.history)
+        val = f", val PSNR {row['val_psnr']:.3f} dB" if row["val_psnr"] is not None else ""
+        log.info("epoch %d/%d: loss %.4f, lr %.2e%s (%.1f s)", epoch, t.epochs, row["loss"], lr, val, seconds)
+
+    def validate(self):
+        """The original's training-time validation: RGB PSNR on the sampled pixels of
+        fixed random patches (the draws of epoch 0, so every validation sees the same)."""
+        from liif.data.loader import iterate_batches
+        from liif.metrics import psnr
+        model, total, count = self.as_model(), 0.0, 0
+        for batch in iterate_batches(self.val_set, self.t.val_batch_size, seed=self.cfg.seed, epoch=0):
+            pred = model.query((batch["inp"] - 0.5) / 0.5, batch["coord"], batch["cell"], bsize=self.cfg.eval_bsize)
+            n = len(pred)
+            total += psnr(np.clip(pred * 0.5 + 0.5, 0, 1), batch["gt"]) * n
+            count += n
+        return total / count
+
+    def as_model(self):
+        from liif.api import Model
+        return Model(self.net, self.B, self.spec, self.device)
+
+    # ---- checkpoints -----------------------------------------------------------------
+    def save(self, name):
+        B = self.B
+        state = {"framework": self.B.name, "next_epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
+                 "loss_sum": self.loss_sum, "steps_done": self.steps_done, "best_psnr": self.best_psnr,
+                 "history": self.history, "seed": self.cfg.seed}
+        optimizer = {"name": "adam", "args": {"lr": self.t.lr}, "sd": B.optimizer_state_numpy(self.opt)}
+        obj = checkpoint.envelope(self.spec, B.state_dict_numpy(self.net), optimizer, epoch=self.epoch - 1, extra=state)
+        checkpoint.write(obj, os.path.join(self.ckpt_dir, name), B)
+
+    def load_weights(self, path):
+        ckpt = checkpoint.read(str(path), self.B)
+        spec = {"name": ckpt["model"]["name"], "args": ckpt["model"]["args"]}
+        if _canonical(spec) != _canonical(self.spec):
+            raise UserError(f"{path} holds a different model than the config asks for: checkpoint "
+                            f"{_describe(spec)}, config {_describe(self.spec)}")
+        try:
+            self.B.load_state_dict_numpy(self.net, ckpt["model"]["sd"])
+        except ValueError as e:
+            raise UserError(f"{path}: {e}") from None
+        return ckpt
+
+    def load(self, path):
+        ckpt = self.load_weights(path)
+        state = ckpt.get("liif")
+        if not state:  # an original checkpoint: epochs are complete, no mid-epoch state
+            state = {"next_epoch": ckpt["epoch"] + 1, "step_in_epoch": 0, "loss_sum": 0.0}
+        if ckpt.get("optimizer", {}).get("sd", {}).get("param_groups"):
+            self.B.load_optimizer_state_numpy(self.opt, ckpt["optimizer"]["sd"])
+        self.epoch, self.step_in_epoch = int(state["next_epoch"]), int(state["step_in_epoch"])
+        self.loss_sum, self.steps_done = float(state["loss_sum"]), int(state.get("steps_done", 0))
+        self.best_psnr = float(state.get("best_psnr", -math.inf))
+        self.history = list(state.get("history", []))
+        log.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.step_in_epoch)
+
+    def summary(self):
+        return {"epochs": self.t.epochs, "epochs_done": self.epoch - 1, "steps": self.steps_done,
+                "best_val_psnr": None if self.best_psnr == -math.inf else self.best_psnr, "history": self.history}
+
+
+def normalise(batch):
+    """The original data_norm: inputs and targets mapped from [0, 1] to [-1, 1]."""
+    return {"inp": (batch["inp"] - 0.5) / 0.5, "coord": batch["coord"], "cell": batch["cell"], "gt": (batch["gt"] - 0.5) / 0.5}
+
+
+def resume_path(resume, out_dir):
+    """resume=true: this run's own last checkpoint; resume=DIR or resume=FILE: that one."""
+    target = out_dir if resume is True else str(resume)
+    path = os.path.join(target, "checkpoints", "epoch-last.pth") if os.path.isdir(target) else target
+    if not os.path.isfile(path):
+        raise UserError(f"nothing to resume: {path} does not exist (resume=<run dir> or resume=<checkpoint.pth>; "
+                        "resume=true resumes the run in hydra.run.dir)")
+    return path
+
+
+def _canonical(spec):
+    import json
+    return json.dumps(registry.with_defaults(spec), sort_keys=True, default=str)
+
+
+def _describe(spec):
+    enc = (spec.get("args") or {}).get("encoder_spec", {})
+    return f"'{spec['name']}'" + (f" on '{enc.get('name')}'" if enc else "")
+
+
+def _tensorboard(folder):
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:  # optional
+        return None
+    return SummaryWriter(folder)
+
+
+class _StopFlag:
+    """Turns SIGINT/SIGTERM into a flag checked after each step, so the loop can save a
+    resumable checkpoint and exit instead of dying mid-write."""
+
+    def __enter__(self):
+        self.signum, self._old = None, {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. a launcher's worker thread)
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
