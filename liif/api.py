@@ -102,10 +102,12 @@ def to_rgb(image):
 def parse_size(size):
     """(H, W) of positive integers, or a clear ValueError."""
     try:
+        if isinstance(size, (str, bytes)):
+            raise TypeError
         height, width = size
     except (TypeError, ValueError):
         raise ValueError(f"size must be [height, width], got {size!r}") from None
     for v in (height, width):
-        if isinstance(v, bool) or not float(v).is_integer() or int(v) <= 0:
+        if isinstance(v, (bool, str)) or not isinstance(v, (int, float, np.number)) or not float(v).is_integer() or v <= 0:
             raise ValueError(f"size must be two positive integers [height, width], got {list(size)!r}")
     return int(height), int(width)
