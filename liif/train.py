@@ -113,6 +113,7 @@ class Trainer:
         self.opt = B.adam(self.net, self.t.lr)
         self.epoch, self.step_in_epoch, self.loss_sum = 1, 0, 0.0  # next epoch/step to run
         self.history, self.best_psnr, self.steps_done = [], -math.inf, 0
+        self.step_losses = []  # this process's losses, step by step (tests, alignment)
         self.writer = _tensorboard(os.path.join(out_dir, "tb"))
         if cfg.get("resume"):
             self.load(resume_path(cfg.resume, out_dir))
@@ -147,6 +148,7 @@ class Trainer:
                         raise UserError(f"the loss became {loss} at epoch {self.epoch}, step {step + 1}: training "
                                         f"stopped; the last good checkpoint is in {self.ckpt_dir} (try a lower train.lr)")
                     self.loss_sum += loss
+                    self.step_losses.append(loss)
                     self.step_in_epoch, self.steps_done = step + 1, self.steps_done + 1
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.4f}")

@@ -1,0 +1,102 @@
+"""Training end to end on the sample set with a tiny model: it learns, it resumes exactly,
+it stops cleanly on a signal and on a NaN loss."""
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from conftest import compose
+from liif.train import Trainer
+
+TINY = ["model.args.encoder_spec.args.n_resblocks=2", "model.args.encoder_spec.args.n_feats=16",
+        "model.args.imnet_spec.args.hidden_list=[32,32]", "train.batch_size=2", "train.inp_size=16",
+        "train.sample_q=128", "train.max_steps_per_epoch=4", "train.epochs=3", "train.milestones=[2]",
+        "train.epoch_val=1", "dataset.val.repeat=1", "framework.threads=1"]
+
+
+@pytest.fixture(scope="module")
+def sample_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("data") / "sample")
+
+
+def tiny_cfg(sample_dir, out_dir, *extra):
+    return compose(f"paths.sample_dir={sample_dir}", *TINY, f"output_dir={out_dir}", *extra)
+
+
+def test_resume_after_interruption_gives_the_same_losses(sample_dir, tmp_path):
+    full = Trainer(tiny_cfg(sample_dir, tmp_path / "full"), str(tmp_path / "full"))
+    assert full.fit() is None
+    assert len(full.step_losses) == 12
+
+    first = Trainer(tiny_cfg(sample_dir, tmp_path / "cut"), str(tmp_path / "cut"))
+    original_step = first.B.train_step
+
+    def step_then_interrupt(*args):  # SIGTERM arrives during step 6 (mid-epoch 2)
+        loss = original_step(*args)
+        if len(first.step_losses) == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return loss
+
+    first.B = type("PatchedBackend", (), {"__getattr__": lambda self, n: getattr(full.B, n),
+                                          "train_step": staticmethod(step_then_interrupt)})()
+    assert first.fit() == signal.SIGTERM
+    assert len(first.step_losses) == 6
+
+    resumed = Trainer(tiny_cfg(sample_dir, tmp_path / "cut", "resume=true"), str(tmp_path / "cut"))
+    assert (resumed.epoch, resumed.step_in_epoch) == (2, 2)
+    assert resumed.fit() is None
+    assert first.step_losses + resumed.step_losses == full.step_losses  # bit for bit
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in full.history]
+    assert [r["lr"] for r in resumed.history] == [4e-4, 4e-4, 2e-4]  # decayed once, not twice
+
+
+def test_same_seed_same_run_other_seed_other_run(sample_dir, tmp_path):
+    runs = [Trainer(tiny_cfg(sample_dir, tmp_path / str(i), f"seed={seed}", "train.epochs=1"), str(tmp_path / str(i)))
+            for i, seed in enumerate([3, 3, 4])]
+    for run in runs:
+        run.fit()
+    assert runs[0].step_losses == runs[1].step_losses
+    assert runs[0].step_losses != runs[2].step_losses
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(sample_dir, tmp_path):
+    from liif import backends, checkpoint
+    from liif.cli import UserError
+    trainer = Trainer(tiny_cfg(sample_dir, tmp_path), str(tmp_path))
+    real = trainer.B
+
+    def nan_in_epoch_2(*args):
+        loss = real.train_step(*args)
+        return float("nan") if len(trainer.step_losses) == 5 else loss
+
+    trainer.B = type("PatchedBackend", (), {"__getattr__": lambda self, n: getattr(real, n),
+                                            "train_step": staticmethod(nan_in_epoch_2)})()
+    with pytest.raises(UserError, match="the loss became nan at epoch 2, step 2"):
+        trainer.fit()
+    kept = checkpoint.read(str(tmp_path / "checkpoints" / "epoch-last.pth"), backends.get("torch"))
+    assert kept["epoch"] == 1 and kept["liif"]["step_in_epoch"] == 0  # the end of epoch 1, not the NaN state
+    assert all(np.isfinite(v).all() for v in kept["model"]["sd"].values())
+
+
+@pytest.mark.slow
+def test_a_tiny_model_learns_to_beat_bicubic_at_x2(sample_dir, tmp_path):
+    """A real learning check: overfit one training photo at x2 and beat bicubic on it."""
+    from liif.data.layouts import test_set
+    from liif.evaluate import evaluate_set
+    cfg = compose(f"paths.sample_dir={sample_dir}", f"output_dir={tmp_path}", "scale=x2_only",
+                  "dataset.train.first_k=1", "dataset.train.repeat=400", "dataset.val=null",
+                  "model.args.encoder_spec.args.n_resblocks=2", "model.args.encoder_spec.args.n_feats=32",
+                  "model.args.imnet_spec.args.hidden_list=[64,64]", "train.batch_size=4", "train.inp_size=24",
+                  "train.sample_q=576", "train.max_steps_per_epoch=null", "train.epochs=4", "train.lr=2e-3",
+                  "train.milestones=[2,3]", "framework.threads=2")
+    trainer = Trainer(cfg, str(tmp_path))
+    trainer.fit()
+    losses = trainer.step_losses
+    assert np.mean(losses[-20:]) < 0.5 * np.mean(losses[:20])
+    image = sorted(os.listdir(cfg.dataset.train.root))[0]
+    os.makedirs(tmp_path / "one")
+    os.link(os.path.join(cfg.dataset.train.root, image), tmp_path / "one" / image)
+    record = evaluate_set(trainer.as_model(), test_set(str(tmp_path / "one"), None, 2), "div2k-2")
+    assert record["psnr"] > record["psnr_bicubic"], record
