@@ -60,7 +60,7 @@ def evaluate(model, cfg, out_dir=None):
     for entry, scales in test_entries(cfg):
         for scale in scales:
             lr_dir = entry.lr.format(scale=scale) if entry.get("lr") else None
-            dataset = layouts.test_set(entry.hr, lr_dir, scale)
+            dataset = layouts.test_set(entry.hr, lr_dir, scale, layout_text=expected_layout(entry))
             eval_type = "none" if entry.protocol == "none" else f"{entry.protocol}-{scale}"
             record = evaluate_set(model, dataset, eval_type, cfg.eval_bsize, f"{entry.name} x{scale}",
                                   sample_dir=os.path.join(out_dir, "samples") if out_dir else None)
@@ -69,6 +69,14 @@ def evaluate(model, cfg, out_dir=None):
             log.info("%s x%d (%s): PSNR %.4f dB, SSIM %.4f, bicubic %.4f dB, %d images", entry.name, scale, eval_type,
                      record["psnr"], record["ssim"], record["psnr_bicubic"], record["n_images"])
     return records
+
+
+def expected_layout(entry):
+    text = f"{entry.hr}/*.png"
+    if entry.get("lr"):
+        text += f"\n{entry.lr.format(scale='{2,3,4}')}/*.png   (optional: used for x2-x4 when present; " \
+                "otherwise the HR is downsampled)"
+    return text
 
 
 def _is_paired(dataset):
