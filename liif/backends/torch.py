@@ -20,7 +20,8 @@ def device(requested="auto"):
 
 
 def tensor(array, like=None):
-    t = torch.from_numpy(np.ascontiguousarray(array))
+    array = np.ascontiguousarray(array)
+    t = torch.from_numpy(array if array.flags.writeable else array.copy())
     return t if like is None else t.to(like.device)
 
 
