@@ -62,3 +62,46 @@ def write_history(path, rows):
     keys = list(rows[0])
     lines = [",".join(keys)] + [",".join("" if r.get(k) is None else f"{r[k]}" for k in keys) for r in rows]
     write_text_atomic(path, "\n".join(lines) + "\n")
+
+
+LOCK = ".running"
+
+
+def claim(out_dir, resuming=False):
+    """Refuse to write into a directory that holds another run: a finished one (unless we
+    resume it) or a live one (its lock names a running pid). The lock is created with
+    O_EXCL, so two processes that race for the same directory cannot both win."""
+    lock = os.path.join(out_dir, LOCK)
+    if os.path.exists(lock):
+        pid = _read_pid(lock)
+        if pid is not None and pid != os.getpid() and _alive(pid):
+            raise RuntimeError(f"{out_dir} is in use by another run (pid {pid}); choose another hydra.run.dir")
+        os.remove(lock)  # stale: its process is gone
+    if not resuming and any(os.path.exists(os.path.join(out_dir, f)) for f in ("metrics.json", "checkpoints")):
+        raise RuntimeError(f"{out_dir} already holds a run; continue it with resume=true, or choose another hydra.run.dir")
+    fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+
+
+def release(out_dir):
+    lock = os.path.join(out_dir, LOCK)
+    if _read_pid(lock) == os.getpid():
+        os.remove(lock)
+
+
+def _read_pid(path):
+    try:
+        return int(open(path).read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

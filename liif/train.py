@@ -50,6 +50,7 @@ def main(cfg):
 def start_run(cfg, task):
     out_dir = str(cfg.output_dir)
     os.makedirs(out_dir, exist_ok=True)
+    rundir.claim(out_dir, resuming=bool(cfg.get("resume")) and task == "train")
     rundir.save_config(cfg, out_dir, cfg.framework.name)
     return out_dir, time.time()
 
@@ -62,6 +63,7 @@ def finish_run(cfg, out_dir, started, status, records, model_spec=None, **extra)
         choices = dict(HydraConfig.get().runtime.choices)
     except Exception:  # not inside a Hydra job (tests, the API)
         pass
+    rundir.release(out_dir)
     rundir.write_json(os.path.join(out_dir, "metrics.json"), {
         "status": status, "task": cfg.task.name, "run_name": _safe(cfg, "run_name"),
         "model": choices.get("model") or (model_spec or {}).get("name"), "model_spec": model_spec,
@@ -92,11 +94,26 @@ def make_train_sets(cfg):
                         "(need 0 < min <= max)")
 
     def wrapped(node, augment):
-        folder = ImageFolder(node.root, first_k=node.get("first_k"), repeat=node.get("repeat", 1), cache=node.get("cache", "none"))
+        from liif.data.layouts import FOLDER_TREE, require
+        require(node.root, FOLDER_TREE.format(root=node.root))
+        folder = ImageFolder(node.root, first_k=node.get("first_k"), repeat=node.get("repeat", 1),
+                             cache=node.get("cache", "none"), on_bad_file=cfg.get("on_bad_file", "error"))
+        check_crop_fits(folder, round(t.inp_size * (cfg.scale.max or cfg.scale.min)))
         return SRImplicitDownsampled(folder, inp_size=t.inp_size, scale_min=cfg.scale.min, scale_max=cfg.scale.max,
                                      augment=augment, sample_q=t.sample_q, seed=cfg.seed)
 
     return wrapped(ds.train, t.augment), (wrapped(ds.val, False) if ds.get("val") else None)
+
+
+def check_crop_fits(folder, side):
+    """Every training image must hold the largest HR crop (checked from file headers, up front,
+    rather than failing in the middle of an epoch)."""
+    from liif.data.image_folder import image_size
+    for path in folder.files:
+        h, w = image_size(path)
+        if min(h, w) < side:
+            raise UserError(f"{path} is {h}x{w}, smaller than the {side}x{side} HR crop that train.inp_size and "
+                            "scale.max need; remove it, or lower train.inp_size or scale.max")
 
 
 class Trainer:
