@@ -94,8 +94,9 @@ def make_train_sets(cfg):
                         "(need 0 < min <= max)")
 
     def wrapped(node, augment):
-        from liif.data.layouts import FOLDER_TREE, require
-        require(node.root, FOLDER_TREE.format(root=node.root))
+        from liif.data import layouts
+        tree = layouts.div2k(cfg.paths.data_dir).tree if ds.get("layout") == "div2k" else layouts.FOLDER_TREE.format(root=node.root)
+        layouts.require(node.root, tree)
         folder = ImageFolder(node.root, first_k=node.get("first_k"), repeat=node.get("repeat", 1),
                              cache=node.get("cache", "none"), on_bad_file=cfg.get("on_bad_file", "error"))
         check_crop_fits(folder, round(t.inp_size * (cfg.scale.max or cfg.scale.min)))
