@@ -1,0 +1,563 @@
+"""Jittor backend: the backend contract (see `liif.backends`) on Jittor 1.3.11.
+
+Same public names, in the same order, as `liif.backends.torch`. Where Jittor's own
+behaviour differs from PyTorch's, this module follows PyTorch (docs/jittor.md lists them):
+- `Module.__call__` runs `forward` (Jittor calls `execute`); `eval()`/`train()` only set the
+  mode and never switch gradients off (Jittor's own `eval()` stops every parameter's grad);
+- `unfold3x3` is pad + 9 slices (`jt.nn.unfold` compiles a new kernel per feature-map size);
+- `grid_sample_nearest` rounds exact halves to even, as torch (Jittor rounds them away from 0);
+- `adam` uses torch's Adam formula and counts one step per optimizer step (Jittor's Adam
+  scales eps differently and counts backward calls); its state_dict has torch's layout;
+- `load_state_dict_numpy` is strict (Jittor's loader only logs mismatches);
+- `load_file`/`save_file` read and write torch's checkpoint format without torch.
+Jittor chooses the device globally (`jt.flags.use_cuda`), not per tensor.
+"""
+import collections
+import io
+import math
+import os
+import pickle
+import struct
+import types
+import zipfile
+
+import numpy as np
+
+from liif.backends import jittor_setup as _setup
+
+jt = _setup.import_jittor()
+
+nn = types.ModuleType(__name__ + ".nn", "torch.nn's layer classes (the ones LIIF uses), on Jittor")
+
+name = "jittor"
+
+
+class Module(jt.nn.Module):
+    """jt.nn.Module with torch's conventions: calling it runs `forward`; eval/train keep gradients."""
+
+    def execute(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def train(self, mode=True):
+        for m in self.modules():
+            m.is_train = bool(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+
+class _Conv2d(jt.nn.Conv2d):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                 bias=True, padding_mode="zeros"):
+        if padding_mode != "zeros":
+            raise ValueError(f"padding_mode='{padding_mode}' is not supported on jittor (only 'zeros')")
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)
+
+
+class _ReLU(jt.nn.ReLU):
+    def __init__(self, inplace=False):
+        super().__init__()
+
+
+nn.Conv2d = _Conv2d
+nn.Linear = jt.nn.Linear                # (in_features, out_features, bias=True), as torch
+nn.ReLU = _ReLU
+nn.Sequential = jt.nn.Sequential
+nn.ModuleList = jt.nn.ModuleList        # an alias of Sequential in jittor; same state_dict names
+nn.PixelShuffle = jt.nn.PixelShuffle    # (upscale_factor), same channel order as torch
+
+
+def device(requested="auto"):
+    if requested in (None, "auto"):
+        return "cuda" if jt.has_cuda else "cpu"
+    if requested.startswith("cuda") and not jt.has_cuda:
+        raise RuntimeError(f"device={requested} was asked for, but Jittor has no CUDA (no GPU found, or jittor was "
+                           "set up without CUDA: nvcc_path is empty); use device=cpu or device=auto")
+    if requested not in ("cpu", "cuda", "cuda:0"):
+        if requested.startswith("cuda"):
+            raise ValueError(f"jittor uses one GPU per process; use device=cuda, not '{requested}' (pick it with CUDA_VISIBLE_DEVICES)")
+        raise ValueError(f"unknown device '{requested}'; use auto, cpu or cuda")
+    return "cuda" if requested.startswith("cuda") else "cpu"
+
+
+def tensor(array, like=None):
+    # `like` is accepted for the contract; jittor's device is global.
+    # note: jittor stores float64 as float32 and int64 as int32
+    return jt.array(np.ascontiguousarray(array))
+
+
+def to_numpy(t):
+    return t.numpy()
+
+
+def cat(tensors, dim=0):
+    return jt.concat(list(tensors), dim)
+
+
+def stack(tensors, dim=0):
+    return jt.stack(list(tensors), dim)
+
+
+def bmm(a, b):
+    return jt.nn.bmm(a, b)
+
+
+def unfold3x3(feat):
+    # F.unfold(feat, 3, padding=1) without jt.nn.unfold (which recompiles for every h, w):
+    # channel 9c + k holds neighbour k = 3*di + dj of channel c
+    b, c, h, w = feat.shape
+    padded = jt.nn.pad(feat, [1, 1, 1, 1])
+    taps = [padded[:, :, i:i + h, j:j + w] for i in range(3) for j in range(3)]
+    return jt.stack(taps, 2).reshape(b, c * 9, h, w)
+
+
+def grid_sample_nearest(x, coord):
+    # torch's grid_sample(mode="nearest", align_corners=False, padding_mode="zeros"): the pixel index
+    # is round(((c + 1) * size - 1) / 2) in float32 with exact halves rounded to even
+    # (jittor's own grid_sample rounds them away from zero); outside the map gives 0.
+    b, c, h, w = x.shape
+    q = coord.shape[1]
+    coord = coord.stop_grad()  # torch's nearest mode has no gradient w.r.t. the grid either
+    row = _round_half_even(((coord[:, :, 0] + 1) * h - 1) / 2)
+    col = _round_half_even(((coord[:, :, 1] + 1) * w - 1) / 2)
+    return x.reindex([b, q, c], ["i0", "i2", "@e0(i0,i1)", "@e1(i0,i1)"], overflow_value=0, extras=[row, col])
+
+
+no_grad = jt.no_grad
+
+
+def frozen(module):
+    for p in module.parameters():
+        p.requires_grad = False
+    return module
+
+
+def set_parameter(p, array):
+    array = np.asarray(array, dtype=np.float32)
+    if tuple(p.shape) != array.shape:
+        raise ValueError(f"shape mismatch: parameter {tuple(p.shape)}, array {array.shape}")
+    p.update(jt.array(array))
+
+
+def state_dict_numpy(model):
+    return {k: v.numpy() for k, v in model.state_dict().items()}
+
+
+def load_state_dict_numpy(model, sd):
+    own = model.state_dict()
+    _check_keys(own, sd)
+    for k, v in own.items():
+        v.update(jt.array(np.asarray(sd[k], dtype=str(v.dtype))))
+    jt.sync(list(own.values()))
+
+
+def load_file(path):
+    """Read a torch checkpoint (zip format, or the legacy pre-1.6 format) without torch: tensors become numpy."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:4] == b"PK\x03\x04":
+        obj = _load_zip(data)
+    else:
+        obj = _load_legacy(data)
+    return _map_arrays(obj)
+
+
+def save_file(obj, path):
+    """Write `obj` (numpy arrays in dicts/lists/tuples of str/int/float/bool/None) in torch's zip format.
+
+    `torch.load(path, weights_only=True)` reads it back with every array as a tensor.
+    """
+    _TorchWriter(path).save(obj)
+
+
+def to_device(model, dev):
+    jt.flags.use_cuda = int(str(dev).startswith("cuda"))
+    return model
+
+
+def adam(model, lr):
+    """Adam over all of model.parameters() (frozen ones included, as the original), torch's formula."""
+    return _TorchAdam(model.parameters(), lr=lr)
+
+
+def set_lr(optimizer, lr):
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def train_step(model, optimizer, batch):
+    """One L1 step on a batch of normalised numpy arrays (inp, coord, cell, gt); returns the loss."""
+    inp, coord, cell, gt = (tensor(np.asarray(batch[k], dtype=np.float32)) for k in ("inp", "coord", "cell", "gt"))
+    loss = (model(inp, coord, cell) - gt).abs().mean()
+    optimizer.step(loss)
+    return float(loss.item())
+
+
+def optimizer_state_numpy(optimizer):
+    """torch's optimizer.state_dict() layout with tensors as numpy (what checkpoints hold)."""
+    return optimizer.state_dict_numpy()
+
+
+def load_optimizer_state_numpy(optimizer, sd):
+    optimizer.load_state_dict_numpy(sd)
+
+
+def seed(n):
+    jt.set_seed(n)
+
+
+def set_threads(n):
+    # jittor's CPU convs and matmuls run in oneDNN, built with OpenMP (libgomp, loaded by jittor)
+    if n:
+        import ctypes.util
+        lib = ctypes.util.find_library("gomp")
+        if lib:
+            ctypes.CDLL(lib).omp_set_num_threads(int(n))
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+def _round_half_even(u):
+    """float32 Var -> int32 Var, rounding exact halves to the even integer (C's nearbyint)."""
+    f = u.floor()
+    frac = u - f  # exact in float32
+    odd = (f - (f * 0.5).floor() * 2) == 1
+    up = (frac > 0.5).logical_or((frac == 0.5).logical_and(odd))
+    return (f + up.float32()).int32()
+
+
+class _TorchAdam(jt.optim.Optimizer):
+    """torch.optim.Adam (amsgrad=False, maximize=False) on jittor, update for update.
+
+    torch: m = lerp(m, g, 1-b1); v = v*b2 + (1-b2)*g*g; p += -(lr/bc1) * m / (sqrt(v)/sqrt(bc2) + eps),
+    with bc_i = 1 - b_i**step and `step` counted per parameter, per optimizer step. Jittor's own Adam
+    folds sqrt(bc2) into the step size (its eps is effectively eps/sqrt(bc2)) and counts backward calls.
+    Parameters that do not require grad are skipped and get no state, as torch's (grad is None).
+    """
+
+    GROUP_KEYS = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "foreach", "capturable",
+                  "differentiable", "fused", "decoupled_weight_decay")  # torch 2.13's Adam param_group
+
+    def __init__(self, params, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0):
+        super().__init__(list(params), lr)
+        for group in self.param_groups:
+            group.setdefault("lr", lr)
+            group.setdefault("betas", tuple(betas))
+            group.setdefault("eps", eps)
+            group.setdefault("weight_decay", weight_decay)
+        self.state = [None] * sum(len(g["params"]) for g in self.param_groups)
+
+    def step(self, loss=None, retain_graph=False):
+        self.pre_step(loss, retain_graph)  # backward: fills group["grads"]
+        index = 0
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
+            for p, g in zip(group["params"], group["grads"]):
+                i, index = index, index + 1
+                if p.is_stop_grad():
+                    continue
+                st = self.state[i]
+                if st is None:
+                    st = self.state[i] = {"step": 0.0, "exp_avg": jt.zeros(p.shape, p.dtype).stop_grad(),
+                                          "exp_avg_sq": jt.zeros(p.shape, p.dtype).stop_grad()}
+                st["step"] += 1
+                if wd != 0:
+                    g = g + p * wd
+                m, v = st["exp_avg"], st["exp_avg_sq"]
+                m.update(m + (g - m) * (1 - b1))           # torch: exp_avg.lerp_(grad, 1 - beta1)
+                v.update(v * b2 + g * (1 - b2) * g)        # torch: exp_avg_sq.mul_(b2).addcmul_(g, g, value=1 - b2)
+                step_size = lr / (1 - b1 ** st["step"])
+                denom = v.sqrt() / math.sqrt(1 - b2 ** st["step"]) + eps
+                p.update(p + m * (-step_size) / denom)     # torch: param.addcdiv_(exp_avg, denom, value=-step_size)
+        self.post_step()
+
+    def state_dict_numpy(self):
+        state = {i: {"step": np.array(st["step"], dtype=np.float32), "exp_avg": st["exp_avg"].numpy(),
+                     "exp_avg_sq": st["exp_avg_sq"].numpy()}
+                 for i, st in enumerate(self.state) if st is not None}
+        groups, start = [], 0
+        for group in self.param_groups:
+            out = {"lr": group["lr"], "betas": tuple(group["betas"]), "eps": group["eps"],
+                   "weight_decay": group["weight_decay"], "amsgrad": False, "maximize": False, "foreach": None,
+                   "capturable": False, "differentiable": False, "fused": None, "decoupled_weight_decay": False}
+            out["params"] = list(range(start, start + len(group["params"])))
+            start += len(group["params"])
+            groups.append(out)
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict_numpy(self, sd):
+        saved_groups = sd["param_groups"]
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError("loaded state dict has a different number of parameter groups")
+        if any(len(a["params"]) != len(b["params"]) for a, b in zip(saved_groups, self.param_groups)):
+            raise ValueError("loaded state dict contains a parameter group that doesn't match the size of optimizer's group")
+        for saved in saved_groups:
+            for key in ("amsgrad", "maximize", "capturable", "differentiable"):
+                if saved.get(key):
+                    raise ValueError(f"optimizer state has {key}=True, which the jittor Adam does not support")
+        index_of, params, start = {}, [], 0
+        for saved, group in zip(saved_groups, self.param_groups):
+            for j, saved_id in enumerate(saved["params"]):
+                index_of[saved_id] = start + j
+            params += list(group["params"])
+            start += len(group["params"])
+        state = [None] * len(params)
+        for saved_id, st in sd["state"].items():
+            if saved_id not in index_of:
+                raise ValueError(f"optimizer state for parameter {saved_id}, which no parameter group lists")
+            i = index_of[saved_id]
+            shape = tuple(params[i].shape)
+            for key in ("exp_avg", "exp_avg_sq"):
+                if np.shape(st[key]) != shape:
+                    raise ValueError(f"optimizer state '{key}' of parameter {saved_id} has shape "
+                                     f"{np.shape(st[key])}, the parameter {shape}")
+            state[i] = {"step": float(np.asarray(st["step"])),
+                        "exp_avg": jt.array(np.asarray(st["exp_avg"], dtype=np.float32)).stop_grad(),
+                        "exp_avg_sq": jt.array(np.asarray(st["exp_avg_sq"], dtype=np.float32)).stop_grad()}
+        for saved, group in zip(saved_groups, self.param_groups):
+            for key in ("lr", "betas", "eps", "weight_decay"):
+                if key in saved:
+                    group[key] = tuple(saved[key]) if key == "betas" else saved[key]
+        self.state = state
+
+
+def _check_keys(own, sd):
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    shapes = [k for k in own if k in sd and tuple(own[k].shape) != tuple(np.shape(sd[k]))]
+    if missing or unexpected or shapes:
+        raise ValueError(
+            "checkpoint does not fit the model: "
+            + "; ".join(f"{what}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
+                        for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)) if keys))
+
+
+# --- torch's checkpoint format, without torch ----------------------------------------------
+
+_STORAGE_DTYPES = {  # torch's legacy typed-storage class names, still written by torch.save
+    "DoubleStorage": np.float64, "FloatStorage": np.float32, "HalfStorage": np.float16,
+    "LongStorage": np.int64, "IntStorage": np.int32, "ShortStorage": np.int16, "CharStorage": np.int8,
+    "ByteStorage": np.uint8, "BoolStorage": np.bool_,
+}
+_STORAGE_NAMES = {np.dtype(v): k for k, v in _STORAGE_DTYPES.items()}
+
+
+class _StorageType:
+    def __init__(self, storage_name):
+        if storage_name not in _STORAGE_DTYPES:
+            raise pickle.UnpicklingError(f"unsupported tensor storage torch.{storage_name}")
+        self.dtype = np.dtype(_STORAGE_DTYPES[storage_name]).newbyteorder("<")
+
+
+def _rebuild_tensor(storage, storage_offset, size, stride, *_):
+    size, stride = tuple(size), tuple(stride)
+    if any(n == 0 for n in size):
+        return np.zeros(size, dtype=storage.dtype)
+    flat = storage[storage_offset:]
+    return np.lib.stride_tricks.as_strided(flat, size, tuple(s * storage.itemsize for s in stride), writeable=False)
+
+
+def _rebuild_parameter(data, requires_grad, backward_hooks, *_):
+    return data
+
+
+_GLOBALS = {  # what torch.load(weights_only=True) accepts in LIIF checkpoints
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("torch", "Size"): tuple,
+    ("builtins", "set"): set,
+    ("builtins", "frozenset"): frozenset,
+}
+
+
+class _TorchUnpickler(pickle.Unpickler):
+    def __init__(self, file, load_storage):
+        super().__init__(file, encoding="utf-8")
+        self._load_storage = load_storage
+
+    def find_class(self, module, qualname):
+        if (module, qualname) in _GLOBALS:
+            return _GLOBALS[module, qualname]
+        if module == "torch" and qualname.endswith("Storage"):
+            return _StorageType(qualname)
+        raise pickle.UnpicklingError(f"unsupported global in checkpoint: {module}.{qualname}")
+
+    def persistent_load(self, pid):
+        if not (isinstance(pid, tuple) and pid and pid[0] == "storage"):
+            raise pickle.UnpicklingError(f"unsupported persistent id {pid!r}")
+        return self._load_storage(*pid[1:])
+
+
+def _load_zip(data):
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        names = z.namelist()
+        pkl = next((n for n in names if n.endswith("data.pkl") and n.count("/") == 1), None)
+        if pkl is None:
+            raise ValueError("no data.pkl in the zip archive")
+        prefix = pkl[: -len("data.pkl")]
+        little = z.read(prefix + "byteorder").decode().strip() != "big" if prefix + "byteorder" in names else True
+        storages = {}
+
+        def load_storage(storage_type, key, location, numel):
+            if key not in storages:
+                dtype = storage_type.dtype if little else storage_type.dtype.newbyteorder(">")
+                storages[key] = np.frombuffer(z.read(f"{prefix}data/{key}"), dtype=dtype, count=numel)
+            return storages[key]
+
+        return _TorchUnpickler(io.BytesIO(z.read(pkl)), load_storage).load()
+
+
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+
+
+def _load_legacy(data):
+    f = io.BytesIO(data)
+    if pickle.load(f) != _LEGACY_MAGIC:
+        raise ValueError("not a torch checkpoint (neither a zip archive nor the legacy format)")
+    if pickle.load(f) != 1001:
+        raise ValueError("unsupported legacy torch checkpoint protocol")
+    sys_info = pickle.load(f)
+    if not sys_info.get("little_endian", True):
+        raise ValueError("big-endian legacy checkpoints are not supported")
+    storages = {}
+
+    def load_storage(storage_type, root_key, location, numel, view_metadata=None):
+        if root_key not in storages:
+            storages[root_key] = np.empty(numel, dtype=storage_type.dtype)  # filled after the pickle
+        root = storages[root_key]
+        if view_metadata is not None:
+            _view_key, offset, view_size = view_metadata
+            return root[offset:offset + view_size]
+        return root
+
+    obj = _TorchUnpickler(f, load_storage).load()
+    for key in pickle.load(f):  # then each storage: int64 element count, raw bytes
+        numel = struct.unpack("<q", f.read(8))[0]
+        root = storages[key]
+        root[:] = np.frombuffer(f.read(numel * root.itemsize), dtype=root.dtype, count=numel)
+    return obj
+
+
+def _map_arrays(obj):
+    """Plain dicts, and every tensor as its own writable, contiguous numpy array."""
+    if isinstance(obj, np.ndarray):
+        return np.array(obj, dtype=obj.dtype.newbyteorder("="), copy=True)
+    if isinstance(obj, dict):
+        return {k: _map_arrays(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_map_arrays(v) for v in obj)
+    return obj
+
+
+class _TorchWriter:
+    """torch.save's zip format, written by hand: `<name>/data.pkl` (pickle protocol 2, tensors as
+    `torch._utils._rebuild_tensor_v2` over persistent storages), `<name>/data/<key>` (raw little-endian
+    bytes, 64-byte aligned like torch), `<name>/byteorder`, `<name>/version`."""
+
+    def __init__(self, path):
+        self.path = path
+        self.archive = os.path.splitext(os.path.basename(path))[0] or "archive"
+        if not self.archive.isidentifier():
+            self.archive = "archive"
+        self.storages = []
+
+    def save(self, obj):
+        out = bytearray(b"\x80\x02")
+        self._pickle(obj, out)
+        out += b"."
+        with zipfile.ZipFile(self.path, "w", zipfile.ZIP_STORED) as z:
+            self._write(z, "data.pkl", bytes(out))
+            self._write(z, "byteorder", b"little")
+            for key, array in enumerate(self.storages):
+                self._write(z, f"data/{key}", array.tobytes(), align=64)
+            self._write(z, "version", b"3\n")
+
+    def _write(self, z, name, payload, align=0):
+        info = zipfile.ZipInfo(f"{self.archive}/{name}", date_time=(1980, 1, 1, 0, 0, 0))
+        info.compress_type = zipfile.ZIP_STORED
+        if align:  # pad the local header's extra field so that the data starts on a multiple of `align`
+            start = z.fp.tell() + 30 + len(info.filename.encode()) + 4
+            info.extra = b"FB" + struct.pack("<H", (-start) % align) + b"Z" * ((-start) % align)
+        z.writestr(info, payload)
+
+    def _pickle(self, obj, out):
+        if obj is None:
+            out += b"N"
+        elif obj is True or obj is False:
+            out += b"\x88" if obj else b"\x89"
+        elif isinstance(obj, np.ndarray):
+            self._tensor(obj, out)
+        elif isinstance(obj, np.generic):  # numpy scalars: as the matching python value
+            self._pickle(obj.item(), out)
+        elif isinstance(obj, int):
+            if 0 <= obj < 256:
+                out += b"K" + struct.pack("<B", obj)
+            elif 0 <= obj < 65536:
+                out += b"M" + struct.pack("<H", obj)
+            elif -2 ** 31 <= obj < 2 ** 31:
+                out += b"J" + struct.pack("<i", obj)
+            else:
+                raw = obj.to_bytes((obj.bit_length() + 8) // 8, "little", signed=True)
+                out += b"\x8a" + struct.pack("<B", len(raw)) + raw
+        elif isinstance(obj, float):
+            out += b"G" + struct.pack(">d", obj)
+        elif isinstance(obj, str):
+            raw = obj.encode("utf-8")
+            out += b"X" + struct.pack("<I", len(raw)) + raw
+        elif isinstance(obj, dict):
+            out += b"}"
+            if obj:
+                out += b"("
+                for k, v in obj.items():
+                    self._pickle(k, out)
+                    self._pickle(v, out)
+                out += b"u"
+        elif isinstance(obj, list):
+            out += b"]"
+            if obj:
+                out += b"("
+                for v in obj:
+                    self._pickle(v, out)
+                out += b"e"
+        elif isinstance(obj, tuple):
+            self._tuple(obj, out)
+        else:
+            raise TypeError(f"save_file cannot store a {type(obj).__name__}")
+
+    def _tuple(self, items, out):
+        if not items:
+            out += b")"
+            return
+        out += b"("
+        for v in items:
+            self._pickle(v, out)
+        out += b"t"
+
+    def _tensor(self, array, out):
+        if array.dtype.newbyteorder("=") not in _STORAGE_NAMES:
+            raise TypeError(f"save_file cannot store a {array.dtype} array")
+        array = np.asarray(array, dtype=array.dtype.newbyteorder("<"), order="C")  # (ascontiguousarray makes 0-d 1-d)
+        key = len(self.storages)
+        self.storages.append(array)
+        stride, acc = [], 1
+        for n in reversed(array.shape):
+            stride.insert(0, acc)
+            acc *= n
+        out += b"ctorch._utils\n_rebuild_tensor_v2\n("
+        out += b"(X\x07\x00\x00\x00storage"  # persistent id: ('storage', type, key, location, numel)
+        out += f"ctorch\n{_STORAGE_NAMES[array.dtype.newbyteorder('=')]}\n".encode()
+        self._pickle(str(key), out)
+        self._pickle("cpu", out)
+        self._pickle(int(array.size), out)
+        out += b"tQ"
+        self._pickle(0, out)                      # storage_offset
+        self._tuple(tuple(int(n) for n in array.shape), out)
+        self._tuple(tuple(stride), out)
+        out += b"\x89"                            # requires_grad
+        out += b"ccollections\nOrderedDict\n)R"  # backward_hooks
+        out += b"tR"

@@ -1,0 +1,116 @@
+"""Environment defaults for Jittor 1.3.11, applied before the first `import jittor`.
+
+Jittor reads its switches from environment variables when it is imported, and several
+defaults either download things from the internet or fail on machines like ours (see
+docs/jittor.md). `configure()` fills in safe defaults with `os.environ.setdefault`, so
+anything the user has set already wins. `import_jittor()` configures, then imports
+jittor with its import-time log lines silenced and turns logging back on afterwards
+(`log_silent` also mutes errors, so it must not stay on).
+
+This module does not import jittor itself; importing it is cheap.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+# The folder name jittor 1.3.11 checks before downloading oneDNN 2.2 (compile_extern.install_mkl);
+# .ci/setup_jittor.sh links Debian's libdnnl (2.x API) there.
+ONEDNN_DIRNAME = "dnnl_lnx_2.2.0_cpu_gomp"
+
+_GPU_FLAGS = ("use_cutt", "use_cutlass", "use_nccl")  # each downloads its library when on and missing
+
+
+def jittor_home():
+    """The folder jittor puts `.cache/jittor` under: $JITTOR_HOME, else the one it remembered, else ~."""
+    if os.environ.get("JITTOR_HOME"):
+        return os.path.abspath(os.environ["JITTOR_HOME"])
+    config = Path.home() / ".cache" / "jittor" / "config.json"  # jittor persists JITTOR_HOME here
+    try:
+        remembered = json.loads(config.read_text()).get("JITTOR_HOME")
+    except (OSError, ValueError, AttributeError):
+        remembered = None
+    return os.path.abspath(remembered or str(Path.home()))
+
+
+def onednn_dir():
+    return os.path.join(jittor_home(), ".cache", "jittor", "mkl", ONEDNN_DIRNAME)
+
+
+def has_onednn():
+    return os.path.isfile(os.path.join(onednn_dir(), "lib", "libmkldnn.so"))
+
+
+def has_gpu():
+    """True when an NVIDIA driver answers (`nvidia-smi` exists and succeeds) and a CUDA compiler exists."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return False
+    try:
+        ok = subprocess.run([smi, "-L"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=20).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+    # without nvcc jittor would download a CUDA toolkit; treat that host as CPU-only
+    return ok and (shutil.which("nvcc") is not None or os.path.exists("/usr/local/cuda/bin/nvcc"))
+
+
+def configure(environ=None):
+    """Fill in jittor's environment defaults (never overriding a value that is already set).
+
+    Returns the dict of variables this call set.
+    """
+    env = os.environ if environ is None else environ
+    wanted = {"cache_name": "default",    # else the cache is named after the git branch of jittor's folder
+              "FIX_TORCH_ERROR": "0",      # else `import jittor` also imports torch
+              "use_mkl": "1" if has_onednn() else "0"}  # 1 without the folder = download oneDNN
+    if "nvcc_path" not in env and not has_gpu():
+        wanted["nvcc_path"] = ""          # set and empty: no CUDA build (unset is not the same)
+    if env.get("nvcc_path", wanted.get("nvcc_path")) != "":
+        for flag in _GPU_FLAGS:
+            wanted[flag] = "0"
+    done = {}
+    for key, value in wanted.items():
+        if key not in env:
+            env[key] = value
+            done[key] = value
+    return done
+
+
+class JittorRerunError(RuntimeError):
+    pass
+
+
+def import_jittor():
+    """configure(), then `import jittor` quietly; returns the module."""
+    if "jittor" in sys.modules:
+        return sys.modules["jittor"]
+    configure()
+    user_silent = os.environ.get("log_silent")
+    if user_silent is None:
+        os.environ["log_silent"] = "1"  # mutes the ~10 '[i ...]' lines of every import
+    import random
+
+    import numpy as np
+    # `import jittor` reseeds Python's and numpy's global RNGs from the clock; undo that
+    rng_states = random.getstate(), np.random.get_state()
+    try:
+        import jittor
+    except SystemExit as e:
+        # jittor exits (status 0, silently under log_silent) after rebuilding its core
+        # utilities, e.g. when the cache was copied or moved; the next run works.
+        sys.modules.pop("jittor", None)
+        raise JittorRerunError(
+            "jittor rebuilt its core utilities during import ('jit_utils updated, please rerun your "
+            f"command', exit status {e.code}); run the command again") from None
+    finally:
+        if user_silent is None:
+            os.environ.pop("log_silent", None)  # do not leak into child processes
+        random.setstate(rng_states[0])
+        np.random.set_state(rng_states[1])
+    if user_silent is None:
+        import jittor_utils
+        jittor.flags.log_silent = 0
+        jittor_utils.LOG.log_silent = 0
+    return jittor
