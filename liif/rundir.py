@@ -77,11 +77,23 @@ def claim(out_dir, resuming=False):
         if pid is not None and pid != os.getpid() and _alive(pid):
             raise RuntimeError(f"{out_dir} is in use by another run (pid {pid}); choose another hydra.run.dir")
         os.remove(lock)  # stale: its process is gone
-    if not resuming and any(os.path.exists(os.path.join(out_dir, f)) for f in ("metrics.json", "checkpoints")):
+    if not resuming and _holds_results(out_dir):
         raise RuntimeError(f"{out_dir} already holds a run; continue it with resume=true, or choose another hydra.run.dir")
     fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     with os.fdopen(fd, "w") as f:
         f.write(str(os.getpid()))
+
+
+def _holds_results(out_dir):
+    """Checkpoints, or a run that finished or was interrupted (a run that failed before
+    producing anything may be run again in place)."""
+    if os.path.isdir(os.path.join(out_dir, "checkpoints")) and os.listdir(os.path.join(out_dir, "checkpoints")):
+        return True
+    try:
+        with open(os.path.join(out_dir, "metrics.json")) as f:
+            return json.load(f).get("status") in ("ok", "interrupted")
+    except (OSError, ValueError):
+        return False
 
 
 def release(out_dir):

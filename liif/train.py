@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import signal
+import sys
 import time
 
 import numpy as np
@@ -40,8 +41,10 @@ def main(cfg):
         finish_run(cfg, out_dir, started, status, records,
                    model_spec=trainer.spec if trainer else None, train=trainer.summary() if trainer else None)
     if status == "interrupted":
-        log.warning("interrupted by %s: a resumable checkpoint is in %s; continue with resume=%s",
-                    signal.Signals(stopped_by).name, trainer.ckpt_dir, out_dir)
+        message = (f"interrupted by {signal.Signals(stopped_by).name}: a resumable checkpoint is in {trainer.ckpt_dir}; "
+                   f"continue with resume={out_dir}")
+        log.warning(message)
+        print(message, file=sys.stderr)
         raise SystemExit(128 + stopped_by)
     print_table(records)
     return records
