@@ -22,6 +22,7 @@ def register(name):
 
 
 def names():
+    import liif.models  # noqa: F401  (fills the registry)
     return sorted(_classes)
 
 
