@@ -10,7 +10,7 @@ import sys
 
 log = logging.getLogger("liif")
 
-TASKS = {"train": "liif.train", "test": "liif.evaluate", "demo": "liif.demo"}
+TASKS = {"train": "liif.train", "test": "liif.evaluate", "demo": "liif.demo", "report": "liif.report"}
 
 
 class UserError(Exception):

@@ -1,0 +1,168 @@
+"""Every experiment, table, profile and launcher preset composes, and says what the paper says."""
+import fnmatch
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import ROOT, compose, run_cli
+import liif.models  # noqa: F401  (registers the model names)
+from liif import backends, paper, registry
+
+CONF = ROOT / "conf"
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+TABLES = sorted(p.stem for p in (CONF / "table").glob("*.yaml"))
+PROFILES = sorted(p.stem for p in (CONF / "profile").glob("*.yaml"))
+FIXED_SCALE = {"table1_edsr_baseline": 2, "table1_edsr_baseline_x3": 3, "table1_edsr_baseline_x4": 4,
+               "table2_rdn": 2, "table2_rdn_x3": 3, "table2_rdn_x4": 4}
+ABLATION_FLAGS = {"ablation_liif": {}, "ablation_c": {"cell_decode": False}, "ablation_u": {"feat_unfold": False},
+                  "ablation_e": {"local_ensemble": False}}
+BENCHMARKS = ["Set5", "Set14", "B100", "Urban100"]
+
+
+def compose_as_cli(*overrides):
+    """Like conftest.compose, but keeps the experiment's own run_name (compose() forces 'test')."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        return hydra_compose("config", overrides=["output_dir=unused", *overrides])
+
+
+def build(cfg):
+    return registry.make(OmegaConf.to_container(cfg.model, resolve=True), backends.get("torch"))
+
+
+def test_every_paper_row_has_an_experiment():
+    expected = {"table1_edsr_baseline", "table1_edsr_baseline_metasr", "table1_edsr_baseline_liif", "table1_rdn_metasr",
+                "table1_rdn_liif", "table2_rdn", "table2_rdn_metasr", "table2_rdn_liif", "ablation_liif", "ablation_c",
+                "ablation_u", "ablation_e", "ablation_d", "ablation_x2", "ablation_x3", "ablation_x4",
+                "table4_celebahq_64_128_liif", "table4_celebahq_64_128_upsample", "table4_celebahq_32_256_liif",
+                "table4_celebahq_32_256_upsample"}
+    assert expected <= set(EXPERIMENTS)
+    tagged = {(c.paper.table, c.paper.row) for c in map(lambda e: compose(f"experiment={e}"), EXPERIMENTS)}
+    for number, spec in paper.tables().items():
+        for row in spec["rows"]:
+            if row != "Bicubic":
+                assert (number, row) in tagged, f"Table {number} row {row!r} has no experiment"
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_composes_with_its_paper_tag(experiment):
+    cfg = compose_as_cli(f"experiment={experiment}")
+    assert cfg.run_name == experiment
+    assert cfg.paper.table in paper.tables()
+    assert cfg.paper.row in paper.table(cfg.paper.table)["rows"], "the report could not find the paper's numbers"
+    assert cfg.train.epochs in (1000, 200) and cfg.train.batch_size == 16  # the paper's recipe
+    assert experiment.startswith({1: "table1_", 2: "table2_", 3: "ablation_", 4: "table4_"}[cfg.paper.table])
+    spec = OmegaConf.to_container(cfg.model, resolve=True)
+    assert spec["name"] in registry.names()
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_smoke_profile_keeps_the_experiment_but_shrinks_it(experiment):
+    plain, cfg = compose_as_cli(f"experiment={experiment}"), compose_as_cli(f"experiment={experiment}", "profile=smoke")
+    assert OmegaConf.to_container(cfg.paper) == OmegaConf.to_container(plain.paper)
+    assert cfg.run_name == plain.run_name and cfg.scale == plain.scale and cfg.get("scales") == plain.get("scales")
+    assert cfg.dataset.name == "sample", "the profile must win over the experiment's dataset"
+    assert cfg.train.epochs == 1 and cfg.train.max_steps_per_epoch == 2 and cfg.train.inp_size == 16
+    # the same model type and ablation switches, fewer parameters
+    assert cfg.model.name == plain.model.name and cfg.model.args.encoder_spec.name == plain.model.args.encoder_spec.name
+    for flag in ("local_ensemble", "feat_unfold", "cell_decode"):
+        assert cfg.model.args.get(flag) == plain.model.args.get(flag)
+    if plain.model.args.get("imnet_spec"):
+        assert len(cfg.model.args.imnet_spec.args.hidden_list) == len(plain.model.args.imnet_spec.args.hidden_list)
+    n_params = sum(p.numel() for p in build(cfg).parameters())
+    limit = 4e6 if plain.model.args.encoder_spec.name == "rdn" else 1.5e5
+    assert n_params < limit, f"{experiment}: smoke model has {n_params} parameters"
+
+
+def test_ablations_inherit_from_ablation_liif():
+    for name, flags in ABLATION_FLAGS.items():
+        cfg = compose(f"experiment={name}")
+        assert cfg.paper.table == 3 and cfg.dataset.name == "div2k" and cfg.scale.min == 1 and cfg.scale.max == 4
+        for flag in ("local_ensemble", "feat_unfold", "cell_decode"):
+            assert cfg.model.args[flag] == flags.get(flag, True)
+    assert compose("experiment=ablation_d").model.args.imnet_spec.args.hidden_list == [256, 256]
+    for k in (2, 3, 4):
+        cfg = compose(f"experiment=ablation_x{k}")
+        assert (cfg.scale.min, cfg.scale.max) == (k, k) and cfg.model.args.cell_decode
+        assert cfg.paper.row == f"LIIF (x{k}-only)"
+
+
+@pytest.mark.parametrize("experiment,k", sorted(FIXED_SCALE.items()))
+def test_fixed_scale_rows_train_and_test_at_their_scale(experiment, k):
+    cfg = compose(f"experiment={experiment}")
+    assert cfg.model.args.encoder_spec.args.scale == k and not cfg.model.args.encoder_spec.args.no_upsampling
+    assert (cfg.scale.min, cfg.scale.max) == (k, k) and list(cfg.scales) == [k]
+
+
+def test_table2_trains_on_div2k_and_tests_on_the_benchmarks():
+    for name in ("table2_rdn", "table2_rdn_metasr", "table2_rdn_liif"):
+        cfg = compose(f"experiment={name}")
+        assert cfg.dataset.train.root.endswith("DIV2K/DIV2K_train_HR")
+        assert [t.name for t in cfg.dataset.test] == BENCHMARKS
+        assert all(list(t.scales) == [2, 3, 4, 6, 8] for t in cfg.dataset.test)
+
+
+def test_table4_is_config_only_and_cannot_silently_train_the_wrong_recipe():
+    for name in ("table4_celebahq_64_128_liif", "table4_celebahq_32_256_upsample"):
+        cfg = compose(f"experiment={name}")
+        assert cfg.dataset.train.wrapper == "sr-implicit-uniform-varied"
+        assert "root" not in cfg.dataset.train  # liif/train.py reads train.root: it stops instead
+        assert cfg.train.epochs == 200 and list(cfg.train.milestones) == [100] and cfg.train.gamma == 0.1
+    up = compose("experiment=table4_celebahq_32_256_upsample")
+    assert up.model.args.encoder_spec.args.scale == 8 and up.dataset.train.gt_resize == 256
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_table_config_sweeps_exactly_its_experiments(table):
+    from hydra.types import RunMode
+    from hydra import compose as hydra_compose, initialize_config_dir
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = hydra_compose("config", overrides=["output_dir=unused", f"table={table}"], return_hydra_config=True)
+    assert cfg.hydra.mode == RunMode.MULTIRUN
+    listed = cfg.hydra.sweeper.params.experiment.split(",")
+    assert set(listed) <= set(EXPERIMENTS)
+    pattern = {"table1": "table1_*", "table2": "table2_*", "table3": "ablation_*", "table4": "table4_*"}[table]
+    assert set(listed) == set(fnmatch.filter(EXPERIMENTS, pattern)), "the table and the glob select the same rows"
+    assert {compose(f"experiment={e}").paper.table for e in listed} == {int(table[-1])}
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_profiles_compose_alone_and_with_frameworks(profile):
+    for framework in ("torch", "jittor"):
+        assert compose(f"profile={profile}", f"framework={framework}").framework.name == framework
+
+
+def test_every_encoder_and_liif_decoder_has_a_smoke_size():
+    for enc in (CONF / "model" / "encoder").glob("*.yaml"):
+        assert (CONF / "profile" / "encoder" / f"smoke_{enc.stem}.yaml").is_file(), enc.stem
+
+
+def test_no_profile_changes_nothing():
+    plain = compose("experiment=ablation_d")
+    assert plain.model.args.encoder_spec.args.n_feats == 64 and plain.dataset.name == "div2k"
+
+
+def test_report_task_and_dir_key_compose():
+    cfg = compose("task=report", "dir=/tmp/some_sweep")
+    assert cfg.task.name == "report" and cfg.dir == "/tmp/some_sweep"
+
+
+def test_report_callback_is_registered():
+    from hydra import compose as hydra_compose, initialize_config_dir
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        cfg = hydra_compose("config", overrides=["output_dir=unused"], return_hydra_config=True)
+    assert cfg.hydra.callbacks.report._target_ == "liif.hydra_callbacks.ReportCallback"
+
+
+@pytest.mark.parametrize("launcher,expected", [
+    ("slurm", ["submitit_launcher.SlurmLauncher", "gpus_per_node: 1", "tasks_per_node: 1", "timeout_min:",
+               "cpus_per_task:", "mem_gb:", "partition:", "array_parallelism:"]),
+    ("parallel", ["joblib_launcher.JoblibLauncher", "n_jobs: 2"]),
+])
+def test_launcher_presets(launcher, expected):
+    plugin = {"slurm": "hydra_plugins.hydra_submitit_launcher", "parallel": "hydra_plugins.hydra_joblib_launcher"}
+    pytest.importorskip(plugin[launcher], reason="pip install -e '.[cluster]'")
+    r = run_cli("experiment=ablation_c", f"hydra/launcher={launcher}", "--cfg", "hydra", timeout=120)
+    assert r.returncode == 0, r.stderr
+    for text in expected:
+        assert text in r.stdout, text
