@@ -28,13 +28,15 @@ def main(cfg):
         raise UserError("task=test needs checkpoint=PATH (a checkpoint of the original code or of ours)")
     out_dir, started = start_run(cfg, "test")
     model = load_model(cfg.checkpoint, framework=cfg.framework.name, device=cfg.device)
-    status = "failed"
-    records = []
+    status, records, error = "failed", [], None
     try:
         records = evaluate(model, cfg, out_dir)
         status = "ok"
+    except Exception as e:
+        error = f"{type(e).__name__}: {e}"
+        raise
     finally:
-        finish_run(cfg, out_dir, started, status, records, model_spec=model.spec)
+        finish_run(cfg, out_dir, started, status, records, error=error, model_spec=model.spec)
     print_table(records)
     return records
 

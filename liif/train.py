@@ -28,7 +28,7 @@ def main(cfg):
     from liif.evaluate import evaluate, print_table
     out_dir, started = start_run(cfg, "train")
     trainer = None
-    status, records = "failed", []
+    status, records, error = "failed", [], None
     try:
         trainer = Trainer(cfg, out_dir)
         stopped_by = trainer.fit()
@@ -37,8 +37,11 @@ def main(cfg):
             status = "ok"
         else:
             status = "interrupted"
+    except Exception as e:
+        error = f"{type(e).__name__}: {e}"
+        raise
     finally:
-        finish_run(cfg, out_dir, started, status, records,
+        finish_run(cfg, out_dir, started, status, records, error=error,
                    model_spec=trainer.spec if trainer else None, train=trainer.summary() if trainer else None)
     if status == "interrupted":
         message = (f"interrupted by {signal.Signals(stopped_by).name}: a resumable checkpoint is in {trainer.ckpt_dir}; "
@@ -89,6 +92,10 @@ def make_train_sets(cfg):
     ds, t = cfg.dataset, cfg.train
     if ds.get("train") is None:
         raise UserError(f"dataset '{ds.name}' is a test-only dataset; train on dataset=sample, div2k or folder")
+    wrapper = ds.train.get("wrapper", "sr-implicit-downsampled")
+    if wrapper != "sr-implicit-downsampled":
+        raise UserError(f"dataset '{ds.name}' trains with the '{wrapper}' wrapper, which the trainer does not build yet "
+                        "(it builds sr-implicit-downsampled from dataset.train.root)")
     if ds.name == "sample":
         from liif.data.sample import ensure_sample_set
         ensure_sample_set(os.path.dirname(ds.train.root))

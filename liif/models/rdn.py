@@ -28,7 +28,8 @@ class RDB:
         return self.LFF(self.convs(x)) + x
 
 
-CONFIGS = {"A": (20, 6, 32), "B": (16, 8, 64)}
+# (D blocks, C layers per block, G growth rate); "T" is not the paper's: a tiny RDN for smoke tests
+CONFIGS = {"A": (20, 6, 32), "B": (16, 8, 64), "T": (2, 2, 8)}
 
 
 @register("rdn")
