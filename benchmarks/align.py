@@ -5,9 +5,10 @@
 Builds the run config (default: EDSR-baseline-LIIF on the embedded sample set, batch 4 of
 24x24 patches so that 500 steps per framework fit in minutes on a CPU), takes the initial
 weights from the PyTorch model, trains with the real `liif.train.Trainer` on each framework
-for `--steps` steps, then tests both with the real evaluation loop at x2-x30. Writes
-`alignment.json` (both loss curves, their max relative difference, both PSNRs per scale and
-the gaps) and `alignment.png` (both curves and their relative difference) to `--out`.
+for `--steps` steps, then tests both with the real evaluation loop at x2-x30. A third run,
+PyTorch with 1 thread instead of 2, measures the float32 noise floor: the same code whose
+only change is the summation order. Writes `alignment.json` (the loss curves, their max
+relative differences, the PSNRs per scale and the gaps) and `alignment.png` to `--out`.
 Any trailing arguments are Hydra overrides (e.g. model=edsr_baseline_metasr).
 """
 import argparse
@@ -21,7 +22,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 DEFAULTS = ["train.batch_size=4", "train.inp_size=24", "train.sample_q=576", "train.lr=1e-4", "train.milestones=[]",
-            "train.num_workers=0", "dataset.val=null", "device=cpu", "framework.threads=2"]
+            "train.num_workers=0", "dataset.train.repeat=100", "dataset.val=null", "device=cpu"]
+# The runs compared: Jittor against PyTorch, and, as the float32 noise floor, PyTorch against
+# itself with another thread count (a different summation order, nothing else changed).
+RUNS = {"torch": ("torch", 2), "jittor": ("jittor", 2), "torch_1thread": ("torch", 1)}
 
 
 def compose(*overrides):
@@ -30,17 +34,18 @@ def compose(*overrides):
         return hydra_compose("config", overrides=["run_name=align", *overrides])
 
 
-def train_and_test(framework, overrides, steps, init_sd, out_dir):
+def train_and_test(framework, threads, overrides, steps, init_sd, out_dir):
     from liif.evaluate import evaluate
     from liif.train import Trainer
     steps_per_epoch = min(steps, 100)
-    cfg = compose(*DEFAULTS, f"framework={framework}", f"train.max_steps_per_epoch={steps_per_epoch}",
+    cfg = compose(*DEFAULTS, f"framework={framework}", f"framework.threads={threads}", f"train.max_steps_per_epoch={steps_per_epoch}",
                   f"train.epochs={-(-steps // steps_per_epoch)}", f"output_dir={out_dir}", *overrides)
     trainer = Trainer(cfg, out_dir)
     trainer.B.load_state_dict_numpy(trainer.net, init_sd)
     started = time.time()
     trainer.fit()
     seconds = time.time() - started
+    assert len(trainer.step_losses) >= steps, "an epoch has fewer than 100 batches: raise dataset.train.repeat"
     records = evaluate(trainer.as_model(), cfg)
     return trainer.step_losses[:steps], {f"x{r['scale']}": r["psnr"] for r in records}, seconds
 
@@ -54,21 +59,29 @@ def initial_weights(overrides):
     return B.state_dict_numpy(registry.make(OmegaConf.to_container(cfg.model, resolve=True), B))
 
 
+def relative_difference(a, b):
+    return [abs(x - y) / abs(x) for x, y in zip(a, b)]
+
+
 def plot(losses, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
-    t, j = np.array(losses["torch"]), np.array(losses["jittor"])
+    t = losses["torch"]
     fig, (a, b) = plt.subplots(2, 1, figsize=(8, 6), sharex=True, gridspec_kw={"height_ratios": [2, 1]})
-    a.plot(t, label="PyTorch", lw=1.5)
-    a.plot(j, label="Jittor", lw=1, ls="--")
+    a.plot(t, label="PyTorch (2 threads)", lw=1.5)
+    a.plot(losses["jittor"], label="Jittor (2 threads)", lw=1, ls="--")
     a.set_ylabel("L1 loss (normalised space)")
     a.legend()
     a.set_title("Same initial weights, same batches")
-    b.semilogy(np.abs(t - j) / np.abs(t) + 1e-12)
+    b.semilogy(np.array(relative_difference(t, losses["jittor"])) + 1e-12, label="Jittor vs PyTorch", lw=1)
+    b.semilogy(np.array(relative_difference(t, losses["torch_1thread"])) + 1e-12, label="PyTorch 1 vs 2 threads",
+               lw=1, alpha=0.7)
+    b.axhline(1e-3, color="grey", ls=":", lw=1)
     b.set_ylabel("|relative difference|")
     b.set_xlabel("step")
+    b.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -81,22 +94,32 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     init_sd = initial_weights(overrides)
     losses, psnr, seconds = {}, {}, {}
-    for framework in ("torch", "jittor"):
+    for run, (framework, threads) in RUNS.items():
         with tempfile.TemporaryDirectory() as tmp:
-            losses[framework], psnr[framework], seconds[framework] = train_and_test(framework, overrides, args.steps, init_sd, tmp)
-    rel = [abs(a - b) / abs(a) for a, b in zip(losses["torch"], losses["jittor"])]
+            losses[run], psnr[run], seconds[run] = train_and_test(framework, threads, overrides, args.steps, init_sd, tmp)
+    rel = relative_difference(losses["torch"], losses["jittor"])
+    floor = relative_difference(losses["torch"], losses["torch_1thread"])
+    first_over = lambda r: next((i for i, x in enumerate(r) if x > 1e-3), None)  # noqa: E731
     gaps = {k: psnr["jittor"][k] - psnr["torch"][k] for k in psnr["torch"]}
-    result = {"steps": args.steps, "overrides": DEFAULTS + overrides, "max_rel_loss_diff": max(rel),
-              "final_loss": {k: v[-1] for k, v in losses.items()}, "psnr": psnr, "psnr_gap_jittor_minus_torch": gaps,
-              "max_abs_psnr_gap": max(abs(g) for g in gaps.values()), "train_seconds": seconds, "losses": losses}
+    floor_gaps = {k: psnr["torch_1thread"][k] - psnr["torch"][k] for k in psnr["torch"]}
+    result = {"steps": args.steps, "overrides": DEFAULTS + overrides,
+              "max_rel_loss_diff": max(rel), "first_step_over_1e-3": first_over(rel),
+              "noise_floor_max_rel_loss_diff": max(floor), "noise_floor_first_step_over_1e-3": first_over(floor),
+              "final_loss": {k: v[-1] for k, v in losses.items()}, "psnr": psnr,
+              "psnr_gap_jittor_minus_torch": gaps, "max_abs_psnr_gap": max(abs(g) for g in gaps.values()),
+              "psnr_gap_torch_1thread_minus_torch": floor_gaps,
+              "noise_floor_max_abs_psnr_gap": max(abs(g) for g in floor_gaps.values()),
+              "train_seconds": seconds, "losses": losses}
     with open(os.path.join(args.out, "alignment.json"), "w") as f:
         json.dump(result, f, indent=1)
     plot(losses, os.path.join(args.out, "alignment.png"))
-    print(f"steps {args.steps}: max relative loss difference {max(rel):.3e}; train time torch {seconds['torch']:.0f} s, "
-          f"jittor {seconds['jittor']:.0f} s")
-    print("| scale | PyTorch PSNR | Jittor PSNR | gap (dB) |\n|---|---|---|---|")
+    print(f"steps {args.steps}: max relative loss difference Jittor vs PyTorch {max(rel):.3e} (first > 1e-3 at step "
+          f"{first_over(rel)}); PyTorch 1 vs 2 threads {max(floor):.3e} (first > 1e-3 at step {first_over(floor)}); "
+          f"train time {', '.join(f'{k} {v:.0f} s' for k, v in seconds.items())}")
+    print("| scale | PyTorch PSNR | Jittor PSNR | gap (dB) | PyTorch 1 thread | gap (dB) |\n|---|---|---|---|---|---|")
     for k in psnr["torch"]:
-        print(f"| {k} | {psnr['torch'][k]:.4f} | {psnr['jittor'][k]:.4f} | {gaps[k]:+.5f} |")
+        print(f"| {k} | {psnr['torch'][k]:.4f} | {psnr['jittor'][k]:.4f} | {gaps[k]:+.4f} | "
+              f"{psnr['torch_1thread'][k]:.4f} | {floor_gaps[k]:+.4f} |")
 
 
 if __name__ == "__main__":
