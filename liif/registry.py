@@ -1,29 +1,59 @@
-"""The original LIIF registry: `register(name)` and `make(spec)`, plus a backend.
+"""The original LIIF registries: `register(name)` and `make(spec)`, plus a backend for models.
 
 Model classes in `liif.models` are framework-neutral: they do not inherit from
 torch.nn.Module or jittor.Module. `make(spec, backend)` binds the class to the
 backend's `Module` base once (cached), so the same definition runs on both.
 A spec is the original `{'name': ..., 'args': {...}}` dict, as stored in
-checkpoints and in `conf/model/*.yaml`.
+checkpoints and in `conf/model/*.yaml`. Datasets (`liif.data`) use the same `Registry`.
 """
 import copy
+import inspect
 
-_classes = {}
+
+class Registry:
+    """name -> constructor, with the original's `make(spec, args)` semantics."""
+
+    def __init__(self, kind, loader=None):
+        self.kind, self.entries, self._loader = kind, {}, loader
+
+    def register(self, name):
+        def decorator(fn):
+            if name in self.entries:
+                raise ValueError(f"{self.kind} '{name}' is registered twice")
+            self.entries[name] = fn
+            return fn
+        return decorator
+
+    def names(self):
+        self._load()
+        return sorted(self.entries)
+
+    def get(self, name):
+        self._load()
+        if name not in self.entries:
+            raise KeyError(f"unknown {self.kind} '{name}'; known: {', '.join(sorted(self.entries))}")
+        return self.entries[name]
+
+    def args_of(self, spec, args=None):
+        """A copy of spec['args'], updated with `args` if given."""
+        out = copy.deepcopy(dict(spec.get("args") or {}))
+        if args is not None:
+            out.update(args)
+        return out
+
+    def _load(self):
+        if self._loader is not None:
+            self._loader()
+
+
+def _import_models():
+    import liif.models  # noqa: F401  (importing the package fills the registry)
+
+
+models = Registry("model", loader=_import_models)
+register = models.register
+names = models.names
 _bound = {}
-
-
-def register(name):
-    def decorator(cls):
-        if name in _classes:
-            raise ValueError(f"'{name}' is registered twice")
-        _classes[name] = cls
-        return cls
-    return decorator
-
-
-def names():
-    import liif.models  # noqa: F401  (fills the registry)
-    return sorted(_classes)
 
 
 def bind(cls, backend):
@@ -35,26 +65,15 @@ def bind(cls, backend):
 
 
 def make(spec, backend, args=None):
-    """Build `spec` on `backend`; `args` (if given) update a copy of `spec['args']`."""
-    import liif.models  # noqa: F401  (fills the registry)
-
-    name = spec["name"]
-    if name not in _classes:
-        raise KeyError(f"unknown model '{name}'; known: {', '.join(names())}")
-    model_args = copy.deepcopy(dict(spec.get("args") or {}))
-    if args is not None:
-        model_args.update(args)
-    return bind(_classes[name], backend)(**model_args)
+    """Build the model `spec` on `backend`; `args` (if given) update a copy of `spec['args']`."""
+    return bind(models.get(spec["name"]), backend)(**models.args_of(spec, args))
 
 
 def with_defaults(spec):
     """`spec` with every constructor default spelled out (nested `*_spec` too), so that an
     original checkpoint's terse args compare equal to a config's explicit ones."""
-    import inspect
-    import liif.models  # noqa: F401
-
     args = dict(spec.get("args") or {})
-    for name, param in inspect.signature(_classes[spec["name"]].__init__).parameters.items():
+    for name, param in inspect.signature(models.get(spec["name"]).__init__).parameters.items():
         if name != "self" and param.default is not inspect.Parameter.empty:
             args.setdefault(name, param.default)
     for key, value in args.items():

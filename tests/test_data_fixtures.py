@@ -5,8 +5,6 @@ uint8/255 in float32 (one correctly rounded division, as torch's ToTensor), and 
 coordinates use torch's float32 order of operations (liif/coords.py). So any difference,
 however small, is a real mismatch (a wrong crop, flip order, pixel order or scale rule).
 """
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,17 +12,12 @@ import pytest
 from liif.coords import make_coord, to_pixel_samples
 from liif.data import SRImplicitDownsampled, SRImplicitPaired, resize_bicubic
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared/fixtures/official_liif/data_pipeline.npz"
 KEYS = ("inp", "coord", "cell", "gt")
 
 
 @pytest.fixture(scope="module")
-def ref():
-    if not FIXTURE.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"fixture missing: {FIXTURE}")
-        pytest.skip(f"fixture missing: {FIXTURE}")
-    with np.load(FIXTURE) as d:
+def ref(fixtures_dir):
+    with np.load(fixtures_dir / "data_pipeline.npz") as d:
         return dict(d)
 
 

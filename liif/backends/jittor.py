@@ -24,6 +24,7 @@ import zipfile
 import numpy as np
 
 from liif.backends import jittor_setup as _setup
+from liif.backends import common as _common
 
 jt = _setup.import_jittor()
 
@@ -146,7 +147,7 @@ def state_dict_numpy(model):
 
 def load_state_dict_numpy(model, sd):
     own = model.state_dict()
-    _check_keys(own, sd)
+    _common.check_state_dict({k: v.shape for k, v in own.items()}, sd)
     for k, v in own.items():
         v.update(jt.array(np.asarray(sd[k], dtype=str(v.dtype))))
     jt.sync(list(own.values()))
@@ -321,17 +322,6 @@ class _TorchAdam(jt.optim.Optimizer):
                 if key in saved:
                     group[key] = tuple(saved[key]) if key == "betas" else saved[key]
         self.state = state
-
-
-def _check_keys(own, sd):
-    missing = sorted(set(own) - set(sd))
-    unexpected = sorted(set(sd) - set(own))
-    shapes = [k for k in own if k in sd and tuple(own[k].shape) != tuple(np.shape(sd[k]))]
-    if missing or unexpected or shapes:
-        raise ValueError(
-            "checkpoint does not fit the model: "
-            + "; ".join(f"{what}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
-                        for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)) if keys))
 
 
 # --- torch's checkpoint format, without torch ----------------------------------------------

@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn  # noqa: F401  (part of the contract)
 
+from liif.backends import common as _common
+
 name = "torch"
 Module = torch.nn.Module
 
@@ -65,7 +67,7 @@ def state_dict_numpy(model):
 
 def load_state_dict_numpy(model, sd):
     own = model.state_dict()
-    _check_keys(own, sd)
+    _common.check_state_dict({k: v.shape for k, v in own.items()}, sd)
     model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in sd.items()}, strict=True)
 
 
@@ -129,14 +131,3 @@ def _map_tensors(obj, fn, kind=torch.Tensor):
     if isinstance(obj, (list, tuple)):
         return type(obj)(_map_tensors(v, fn, kind) for v in obj)
     return obj
-
-
-def _check_keys(own, sd):
-    missing = sorted(set(own) - set(sd))
-    unexpected = sorted(set(sd) - set(own))
-    shapes = [k for k in own if k in sd and tuple(own[k].shape) != tuple(np.shape(sd[k]))]
-    if missing or unexpected or shapes:
-        raise ValueError(
-            "checkpoint does not fit the model: "
-            + "; ".join(f"{what}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
-                        for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)) if keys))

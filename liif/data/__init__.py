@@ -3,8 +3,6 @@
 The registry keeps the original names and config shape, so an original dataset spec
 `{'dataset': {name, args}, 'wrapper': {name, args}}` builds unchanged with `make_wrapped`.
 """
-import copy
-
 from liif.data.image_folder import (ImageError, ImageFolder, PairedImageFolders, image_folder,
                                     paired_image_folders, read_image)
 from liif.data.layouts import DataLayoutError, benchmark, div2k, folder, require, test_set
@@ -12,27 +10,16 @@ from liif.data.loader import iterate_batches, len_batches
 from liif.data.resize import resize_bicubic
 from liif.data.sample import ensure_sample_set
 from liif.data.wrappers import SRImplicitDownsampled, SRImplicitPaired, SRImplicitUniformVaried
+from liif.registry import Registry
 
-datasets = {}
-
-
-def register(name):
-    def decorator(fn):
-        if name in datasets:
-            raise ValueError(f"dataset '{name}' is registered twice")
-        datasets[name] = fn
-        return fn
-    return decorator
+registry = Registry("dataset")
+datasets = registry.entries
+register = registry.register
 
 
 def make(spec, args=None):
     """Build `spec` = {'name', 'args'}; `args` (if given) update a copy of spec['args']."""
-    if spec["name"] not in datasets:
-        raise KeyError(f"unknown dataset '{spec['name']}'; known: {', '.join(sorted(datasets))}")
-    dataset_args = copy.deepcopy(dict(spec.get("args") or {}))
-    if args is not None:
-        dataset_args.update(args)
-    return datasets[spec["name"]](**dataset_args)
+    return registry.get(spec["name"])(**registry.args_of(spec, args))
 
 
 def make_wrapped(spec):
