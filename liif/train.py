@@ -34,6 +34,7 @@ def main(cfg):
         stopped_by = trainer.fit()
         if stopped_by is None:
             records = evaluate(trainer.as_model(), cfg, out_dir)
+            trainer.log_samples(os.path.join(out_dir, "samples"))
             status = "ok"
         else:
             status = "interrupted"
@@ -225,6 +226,17 @@ class Trainer:
             total += psnr(np.clip(pred * 0.5 + 0.5, 0, 1), batch["gt"]) * n
             count += n
         return total / count
+
+    def log_samples(self, folder):
+        """The test-time sample images (one per dataset and scale) into TensorBoard."""
+        if not self.writer or not os.path.isdir(folder):
+            return
+        from liif.data.image_folder import read_image
+        for name in sorted(os.listdir(folder)):
+            if name.endswith(".png"):
+                self.writer.add_image(f"samples/{name[:-4]}", read_image(os.path.join(folder, name)), self.epoch - 1,
+                                      dataformats="HWC")
+        self.writer.flush()
 
     def as_model(self):
         from liif.api import Model
