@@ -63,7 +63,8 @@ def evaluate(model, cfg, out_dir=None):
         for scale in scales:
             lr_dir = entry.lr.format(scale=scale) if entry.get("lr") else None
             dataset = layouts.test_set(entry.hr, lr_dir, scale, layout_text=expected_layout(entry),
-                                       on_bad_file=cfg.get("on_bad_file", "error"))
+                                       on_bad_file=cfg.get("on_bad_file", "error"),
+                                       split_file=entry.get("split_file"), split_key=entry.get("split_key"))
             eval_type = "none" if entry.protocol == "none" else f"{entry.protocol}-{scale}"
             record = evaluate_set(model, dataset, eval_type, cfg.eval_bsize, f"{entry.name} x{scale}",
                                   sample_dir=os.path.join(out_dir, "samples") if out_dir else None)

@@ -87,32 +87,45 @@ def _safe(cfg, key):
 
 
 def make_train_sets(cfg):
-    """The training and validation sets of the original recipe, on the dataset's folders."""
-    from liif.data.image_folder import ImageFolder
-    from liif.data.wrappers import SRImplicitDownsampled
+    """The training and validation sets of the original recipes, on the dataset's folders:
+    `sr-implicit-downsampled` on an image folder (`root`; DIV2K, the sample set, any folder),
+    or, for CelebA-HQ, `sr-implicit-uniform-varied` / `sr-implicit-paired` on paired folders
+    (`lr_root`, `hr_root`, optional `split_file`/`split_key`)."""
+    from liif.data import layouts
+    from liif.data.image_folder import ImageFolder, PairedImageFolders
+    from liif.data.wrappers import SRImplicitDownsampled, SRImplicitPaired, SRImplicitUniformVaried
     ds, t = cfg.dataset, cfg.train
     if ds.get("train") is None:
         raise UserError(f"dataset '{ds.name}' is a test-only dataset; train on dataset=sample, div2k or folder")
-    wrapper = ds.train.get("wrapper", "sr-implicit-downsampled")
-    if wrapper != "sr-implicit-downsampled":
-        raise UserError(f"dataset '{ds.name}' trains with the '{wrapper}' wrapper, which the trainer does not build yet "
-                        "(it builds sr-implicit-downsampled from dataset.train.root)")
     if ds.name == "sample":
         from liif.data.sample import ensure_sample_set
         ensure_sample_set(os.path.dirname(ds.train.root))
     if cfg.scale.min <= 0 or (cfg.scale.max is not None and cfg.scale.max < cfg.scale.min):
         raise UserError(f"impossible scale range: scale.min={cfg.scale.min}, scale.max={cfg.scale.max} "
                         "(need 0 < min <= max)")
+    folder_args = lambda node: dict(first_k=node.get("first_k"), repeat=node.get("repeat", 1),  # noqa: E731
+                                    cache=node.get("cache", "none"), on_bad_file=cfg.get("on_bad_file", "error"))
 
     def wrapped(node, augment):
-        from liif.data import layouts
-        tree = layouts.div2k(cfg.paths.data_dir).tree if ds.get("layout") == "div2k" else layouts.FOLDER_TREE.format(root=node.root)
-        layouts.require(node.root, tree)
-        folder = ImageFolder(node.root, first_k=node.get("first_k"), repeat=node.get("repeat", 1),
-                             cache=node.get("cache", "none"), on_bad_file=cfg.get("on_bad_file", "error"))
-        check_crop_fits(folder, round(t.inp_size * (cfg.scale.max or cfg.scale.min)))
-        return SRImplicitDownsampled(folder, inp_size=t.inp_size, scale_min=cfg.scale.min, scale_max=cfg.scale.max,
-                                     augment=augment, sample_q=t.sample_q, seed=cfg.seed)
+        kind = node.get("wrapper", "sr-implicit-downsampled")
+        if kind == "sr-implicit-downsampled":
+            tree = layouts.div2k(cfg.paths.data_dir).tree if ds.get("layout") == "div2k" else layouts.FOLDER_TREE.format(root=node.root)
+            layouts.require(node.root, tree)
+            folder = ImageFolder(node.root, **folder_args(node))
+            check_crop_fits(folder, round(t.inp_size * (cfg.scale.max or cfg.scale.min)))
+            return SRImplicitDownsampled(folder, inp_size=t.inp_size, scale_min=cfg.scale.min, scale_max=cfg.scale.max,
+                                         augment=augment, sample_q=t.sample_q, seed=cfg.seed)
+        if kind not in ("sr-implicit-uniform-varied", "sr-implicit-paired"):
+            raise UserError(f"dataset '{ds.name}' asks for the unknown training wrapper '{kind}'")
+        for root in (node.lr_root, node.hr_root):
+            layouts.require(root, layouts.FOLDER_TREE.format(root=root))
+        pairs = PairedImageFolders(node.lr_root, node.hr_root, split_file=node.get("split_file"),
+                                   split_key=node.get("split_key"), **folder_args(node))
+        sample_q = node.get("sample_q", t.sample_q)
+        if kind == "sr-implicit-paired":
+            return SRImplicitPaired(pairs, inp_size=node.get("inp_size"), augment=augment, sample_q=sample_q, seed=cfg.seed)
+        return SRImplicitUniformVaried(pairs, node.size_min, node.get("size_max"), augment=augment,
+                                       gt_resize=node.get("gt_resize"), sample_q=sample_q, seed=cfg.seed)
 
     return wrapped(ds.train, t.augment), (wrapped(ds.val, False) if ds.get("val") else None)
 

@@ -110,7 +110,7 @@ def _check_pairs(pairs, scale):
                              f"are not a x{scale} pair (sorted-name pairing; counts and order must match)")
 
 
-def test_set(hr_dir, lr_dir=None, scale=2, layout_text=None, on_bad_file="error"):
+def test_set(hr_dir, lr_dir=None, scale=2, layout_text=None, on_bad_file="error", split_file=None, split_key=None):
     """The evaluation dataset for one (set, scale), as the original test configs build it.
 
     With an existing `lr_dir`: the given LR files, whole images (`sr-implicit-paired`).
@@ -121,10 +121,11 @@ def test_set(hr_dir, lr_dir=None, scale=2, layout_text=None, on_bad_file="error"
     if lr_dir is not None and os.path.isdir(lr_dir):
         if scale != int(scale):
             raise ValueError(f"paired LR files need an integer scale, got {scale}")
-        pairs = PairedImageFolders(lr_dir, hr_dir, on_bad_file=on_bad_file)
+        pairs = PairedImageFolders(lr_dir, hr_dir, on_bad_file=on_bad_file, split_file=split_file, split_key=split_key)
         _check_pairs(pairs, int(scale))
         return SRImplicitPaired(pairs)
-    return SRImplicitDownsampled(ImageFolder(hr_dir, on_bad_file=on_bad_file), scale_min=scale)
+    folder = ImageFolder(hr_dir, on_bad_file=on_bad_file, split_file=split_file, split_key=split_key)
+    return SRImplicitDownsampled(folder, scale_min=scale)
 
 
 test_set.__test__ = False  # not a pytest test, despite the name
