@@ -8,6 +8,18 @@ model is the fixed-scale baseline: the encoder upsamples and queries sample it n
 
 The arithmetic follows the original code step for step (its quirks included, marked
 "original:") so that original checkpoints give the same outputs to float precision.
+
+Two formulations of `query_rgb` compute the same function:
+- `query_rgb_reference`: the original's, step for step. Per query and ensemble corner it
+  gathers the (unfolded) latent code and runs the whole MLP on [q_feat, rel_coord, rel_cell].
+- `query_rgb` (the default, inference and training): the first Linear is split,
+  W = [W_f | W_c | W_s]. W_f.q_feat only depends on the latent cell a query picks, so
+  W_f.code + b is computed once per latent position for the whole map (the latent table,
+  (B, 256, h, w): W_f applied to unfold3x3(feat), i.e. a 3x3 conv) and gathered with the same
+  nearest sampling as the reference (same cell choice, ties included); per query and corner
+  only W_c.rel_coord + W_s.rel_cell is added before the MLP's remaining layers. Equal to the
+  reference up to float rounding (~1e-7 on the original checkpoints). The table is cached
+  per feature map in eval mode (query chunks reuse it); `gen_feat` drops it.
 """
 import numpy as np
 
@@ -29,12 +41,22 @@ class LIIF:
             self.imnet = make(imnet_spec, self.B, args={"in_dim": in_dim})
         else:
             self.imnet = None
+        self._table = None  # the fast path's per-feature-map cache, see `_latent_table`
 
     def gen_feat(self, inp):
+        self._table = None
         self._feat = self.encoder(inp)  # leading underscore: jittor would make a Var attribute a parameter
         return self._feat
 
     def query_rgb(self, coord, cell=None):
+        """RGB at `coord` (B,Q,2) for cells `cell` (B,Q,2), from the map of the last `gen_feat`:
+        the fast formulation, or the reference where it does not apply (see `_fast_decodable`)."""
+        if self.imnet is None or not self._fast_decodable():
+            return self.query_rgb_reference(coord, cell)
+        return self._query_rgb_fast(coord, cell)
+
+    def query_rgb_reference(self, coord, cell=None):
+        """The original query_rgb, step for step (the decoder MLP sees the full input)."""
         B = self.B
         feat = self._feat
         if self.imnet is None:
@@ -83,6 +105,118 @@ class LIIF:
             ret = ret + pred * (area / tot_area).unsqueeze(-1)
         return ret
 
+    # --- the fast path -----------------------------------------------------------------------
+
+    # unfolded features per block when building the latent table (floats): bounds its transient
+    # memory for a large input; smaller maps (a training batch, a 64x64 image) are one block
+    TABLE_BLOCK = 1 << 25
+
+    def _fast_decodable(self):
+        """The fast path needs an MLP whose first layer is a Linear. It never calls the MLP (or its
+        first layer) as a module, so where someone watches or replaces them (forward hooks, a
+        `forward` set on the instance), the reference is used: they then see the inputs they expect."""
+        layers = getattr(self.imnet, "layers", None)
+        if layers is None or len(layers) == 0 or not isinstance(layers[0], self.B.nn.Linear):
+            return False
+        return not (_watched(self.imnet) or _watched(layers[0]))
+
+    def _latent_table(self):
+        """W_f.code + b at every latent position, (B, D, h, w): the feature part of the decoder's first
+        Linear (D = its width) and its bias, applied to the (unfolded) latent code, i.e. a 3x3 conv
+        (1x1 without feat_unfold). Cached per feature map, except in training mode (gradients flow
+        through it, and `forward` calls gen_feat every time anyway)."""
+        cached = self._table
+        if cached is not None and cached[0] is self._feat:
+            return cached[1]
+        B = self.B
+        feat = self._feat
+        first = self.imnet.layers[0]
+        n, c, h, w = feat.shape
+        k = c * 9 if self.feat_unfold else c
+        w_f = first.weight[:, :k]  # (D, k)
+        rows = max(1, min(h, self.TABLE_BLOCK // max(1, n * k * w)))
+        blocks = []
+        for r0 in range(0, h, rows):
+            r1 = min(h, r0 + rows)
+            if self.feat_unfold:
+                # rows r0..r1 of the unfolded map need a row of halo on each side; the zero padding
+                # that unfold3x3 adds at a cut is dropped with the halo rows
+                lo, hi = max(0, r0 - 1), min(h, r1 + 1)
+                code = B.unfold3x3(feat if (lo, hi) == (0, h) else feat[:, :, lo:hi])
+                if (lo, hi) != (r0, r1):
+                    code = code[:, :, r0 - lo:r1 - lo]
+            else:
+                code = feat if (r0, r1) == (0, h) else feat[:, :, r0:r1]
+            blocks.append((w_f @ code.view(n, k, (r1 - r0) * w)).view(n, -1, r1 - r0, w))
+        proj = blocks[0] if len(blocks) == 1 else B.cat(blocks, 2)
+        if first.bias is not None:
+            proj = proj + first.bias.view(-1, 1, 1)
+        self._table = None if self.training else (feat, proj)
+        return proj
+
+    def _query_rgb_fast(self, coord, cell=None):
+        """query_rgb through the latent table: per query and corner, a nearest lookup of D values,
+        W_c.rel_coord + W_s.rel_cell added, then the MLP's remaining layers."""
+        B = self.B
+        proj = self._latent_table()
+        n, d, h, w = proj.shape
+        first = self.imnet.layers[0]
+        k = first.weight.shape[1] - (4 if self.cell_decode else 2)
+        w_rel = first.weight[:, k:].permute(1, 0)  # (2 or 4, D): rel_coord (and rel_cell) -> D
+        rest = [self.imnet.layers[i] for i in range(1, len(self.imnet.layers))]
+        # the centre of every latent cell, as the reference samples it (never needs a gradient)
+        feat_coord = np.ascontiguousarray(np.broadcast_to(make_coord((h, w), flatten=False).transpose(2, 0, 1), (n, 2, h, w)))
+        feat_coord = B.tensor(feat_coord, like=proj)
+        # float32 (h, w): multiplying by it is the reference's per-column `*= h`, `*= w`, bit for bit
+        hw = B.tensor(np.array([h, w], np.float32), like=proj)
+        rel_cell = cell * hw if self.cell_decode else None
+
+        if self.local_ensemble:
+            shifts, eps_shift = [-1, 1], 1e-6
+        else:
+            shifts, eps_shift = [0], 0
+        rx, ry = 2 / h / 2, 2 / w / 2
+        bs, q = coord.shape[:2]
+        preds, areas = [], []
+        for vx in shifts:
+            for vy in shifts:
+                if self.local_ensemble:
+                    # the reference adds the Python float to float32 columns: the same float32 sums
+                    shift = B.tensor(np.array([vx * rx + eps_shift, vy * ry + eps_shift], np.float32), like=proj)
+                    coord_ = coord + shift
+                else:
+                    coord_ = coord
+                coord_ = coord_.clamp(-1 + 1e-6, 1 - 1e-6)
+                q_proj = B.grid_sample_nearest(proj, coord_)  # (bs, q, D): the chosen cells' W_f.code + b
+                q_coord = B.grid_sample_nearest(feat_coord, coord_)
+                # original: relative to the unshifted, unclamped query, in units of half a cell
+                rel_coord = (coord - q_coord) * hw
+                rel = B.cat([rel_coord, rel_cell], -1) if self.cell_decode else rel_coord
+                x = rel @ w_rel
+                x += q_proj  # the first Linear's output, in the matmul's (contiguous) buffer
+                del q_proj  # one (Q, D) block fewer alive during the MLP
+                x = x.view(bs * q, d)
+                for layer in rest:
+                    x = layer(x)
+                preds.append(x.view(bs, q, -1))
+                areas.append((rel_coord[:, :, 0] * rel_coord[:, :, 1]).abs() + 1e-9)
+
+        tot_area = B.stack(areas).sum(0)
+        if self.local_ensemble:
+            areas = areas[::-1]
+        ret = 0
+        for pred, area in zip(preds, areas):
+            ret = ret + pred * (area / tot_area).unsqueeze(-1)
+        return ret
+
     def forward(self, inp, coord, cell):
         self.gen_feat(inp)
         return self.query_rgb(coord, cell)
+
+
+def _watched(module):
+    """Forward hooks on `module` (torch's hook dicts, jittor's hook attributes), or its `forward`
+    replaced on the instance."""
+    own = vars(module)
+    return bool(getattr(module, "_forward_hooks", None) or getattr(module, "_forward_pre_hooks", None)
+                or "__fhook__" in own or "__fhook2__" in own or "forward" in own or "execute" in own)
