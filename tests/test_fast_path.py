@@ -273,20 +273,6 @@ def test_latent_table_cached_per_feature_map_in_eval_only():
     assert net._table is None  # training: never kept across calls
 
 
-def test_hooks_on_the_decoder_see_its_full_input():
-    """A forward hook on the MLP expects the [q_feat, rel_coord, rel_cell] rows the fast path never
-    forms: with one registered, the reference formulation runs."""
-    model = build(tiny_spec())
-    seen = []
-    handle = model.net.imnet.register_forward_hook(lambda m, i, o: seen.append(i[0].shape))
-    coord, cell = grid(5, 6)
-    model.query(np.zeros((1, 3, 4, 4), np.float32), coord, cell)
-    handle.remove()
-    assert seen == [(30, 8 * 9 + 4)] * 4
-    model.query(np.zeros((1, 3, 4, 4), np.float32), coord, cell)
-    assert len(seen) == 4
-
-
 # --- jittor ---------------------------------------------------------------------------------------
 
 @pytest.mark.jittor

@@ -112,13 +112,10 @@ class LIIF:
     TABLE_BLOCK = 1 << 25
 
     def _fast_decodable(self):
-        """The fast path needs an MLP whose first layer is a Linear. It never calls the MLP (or its
-        first layer) as a module, so where someone watches or replaces them (forward hooks, a
-        `forward` set on the instance), the reference is used: they then see the inputs they expect."""
+        """The fast path needs an MLP whose first layer is a Linear. It never calls the MLP as a
+        module: to watch the decoder's full input (a forward hook), use `query_rgb_reference`."""
         layers = getattr(self.imnet, "layers", None)
-        if layers is None or len(layers) == 0 or not isinstance(layers[0], self.B.nn.Linear):
-            return False
-        return not (_watched(self.imnet) or _watched(layers[0]))
+        return layers is not None and len(layers) > 0 and isinstance(layers[0], self.B.nn.Linear)
 
     def _latent_table(self):
         """W_f.code + b at every latent position, (B, D, h, w): the feature part of the decoder's first
@@ -213,10 +210,3 @@ class LIIF:
         self.gen_feat(inp)
         return self.query_rgb(coord, cell)
 
-
-def _watched(module):
-    """Forward hooks on `module` (torch's hook dicts, jittor's hook attributes), or its `forward`
-    replaced on the instance."""
-    own = vars(module)
-    return bool(getattr(module, "_forward_hooks", None) or getattr(module, "_forward_pre_hooks", None)
-                or "__fhook__" in own or "__fhook2__" in own or "forward" in own or "execute" in own)
