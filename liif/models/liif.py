@@ -96,9 +96,13 @@ class LIIF:
                 preds.append(self.imnet(inp.view(bs * q, -1)).view(bs, q, -1))
                 areas.append((rel_coord[:, :, 0] * rel_coord[:, :, 1]).abs() + 1e-9)
 
-        tot_area = B.stack(areas).sum(0)
+        return self._blend(preds, areas)
+
+    def _blend(self, preds, areas):
+        """The local ensemble: each corner's prediction weighted by the area of the diagonally
+        opposite corner (original: the total is taken before the swap)."""
+        tot_area = self.B.stack(areas).sum(0)
         if self.local_ensemble:
-            # each corner's prediction is weighted by the area of the diagonally opposite one
             areas = areas[::-1]
         ret = 0
         for pred, area in zip(preds, areas):
@@ -198,13 +202,7 @@ class LIIF:
                 preds.append(x.view(bs, q, -1))
                 areas.append((rel_coord[:, :, 0] * rel_coord[:, :, 1]).abs() + 1e-9)
 
-        tot_area = B.stack(areas).sum(0)
-        if self.local_ensemble:
-            areas = areas[::-1]
-        ret = 0
-        for pred, area in zip(preds, areas):
-            ret = ret + pred * (area / tot_area).unsqueeze(-1)
-        return ret
+        return self._blend(preds, areas)
 
     def forward(self, inp, coord, cell):
         self.gen_feat(inp)
