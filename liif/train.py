@@ -5,6 +5,12 @@ checkpoints `epoch-last`, `epoch-best` and every `epoch_save`), with what the or
 lacks: a resume that continues exactly where the run stopped (mid-epoch included, the
 learning rate decayed once, not twice), atomic checkpoints, a resumable checkpoint on
 Ctrl-C/SIGTERM, a clear stop on a NaN loss, and seeded, framework-independent batches.
+
+Multi-GPU (PyTorch): `torchrun --nproc_per_node=N run.py ...` trains with
+DistributedDataParallel. `train.batch_size` stays the global batch (divisible by N): every
+global batch, in the single-process order, is split so rank r gets items [r::N]; DDP
+averages the gradients, so a step equals the single-process step on the global batch.
+Rank 0 alone logs, writes (checkpoints, history, TensorBoard, metrics.json) and evaluates.
 """
 import logging
 import math
@@ -19,6 +25,7 @@ from tqdm import tqdm
 
 from liif import backends, checkpoint, registry, rundir
 from liif.cli import UserError
+from liif.init import initial_state
 from liif.schedule import learning_rate
 
 log = logging.getLogger(__name__)
@@ -26,15 +33,23 @@ log = logging.getLogger(__name__)
 
 def main(cfg):
     from liif.evaluate import evaluate, print_table
-    out_dir, started = start_run(cfg, "train")
+    B = backends.get(cfg.framework.name)
+    rank, _ = B.distributed_init()  # (0, 1) unless launched by torchrun
+    if rank == 0:
+        out_dir, started = start_run(cfg, "train")
+    else:  # the other ranks neither claim nor write the run directory
+        logging.getLogger().setLevel(logging.WARNING)
+        out_dir, started = str(cfg.output_dir), time.time()
+    B.barrier()
     trainer = None
     status, records, error = "failed", [], None
     try:
         trainer = Trainer(cfg, out_dir)
         stopped_by = trainer.fit()
         if stopped_by is None:
-            records = evaluate(trainer.as_model(), cfg, out_dir)
-            trainer.log_samples(os.path.join(out_dir, "samples"))
+            if rank == 0:
+                records = evaluate(trainer.as_model(), cfg, out_dir)
+                trainer.log_samples(os.path.join(out_dir, "samples"))
             status = "ok"
         else:
             status = "interrupted"
@@ -42,8 +57,14 @@ def main(cfg):
         error = f"{type(e).__name__}: {e}"
         raise
     finally:
-        finish_run(cfg, out_dir, started, status, records, error=error,
-                   model_spec=trainer.spec if trainer else None, train=trainer.summary() if trainer else None)
+        if rank == 0:
+            finish_run(cfg, out_dir, started, status, records, error=error,
+                       model_spec=trainer.spec if trainer else None, train=trainer.summary() if trainer else None)
+        B.distributed_close()
+    if rank != 0:
+        if status == "interrupted":
+            raise SystemExit(128 + stopped_by)
+        return records
     if status == "interrupted":
         message = (f"interrupted by {signal.Signals(stopped_by).name}: a resumable checkpoint is in {trainer.ckpt_dir}; "
                    f"continue with resume={out_dir}")
@@ -146,21 +167,29 @@ class Trainer:
         self.cfg, self.t = cfg, cfg.train
         self.B = B = backends.get(cfg.framework.name)
         B.set_threads(cfg.framework.get("threads"))
+        self.rank, self.world = B.distributed_init()
+        if self.t.batch_size % self.world:
+            raise UserError(f"train.batch_size={self.t.batch_size} is the global batch and must be divisible by the "
+                            f"number of processes ({self.world})")
         self.device = B.device(cfg.device)
         self.ckpt_dir = os.path.join(out_dir, "checkpoints")
         self.spec = OmegaConf.to_container(cfg.model, resolve=True)
         self.train_set, self.val_set = make_train_sets(cfg)
         B.seed(cfg.seed)
-        self.net = B.to_device(registry.make(self.spec, B), self.device)
+        self.net = registry.make(self.spec, B)
+        # the same initial weights on every framework: seed= fixes the starting model, not only the data
+        B.load_state_dict_numpy(self.net, initial_state(B.state_dict_numpy(self.net), cfg.seed))
+        self.net = B.to_device(self.net, self.device)
         self.opt = B.adam(self.net, self.t.lr)
         self.epoch, self.step_in_epoch, self.loss_sum = 1, 0, 0.0  # next epoch/step to run
         self.history, self.best_psnr, self.steps_done = [], -math.inf, 0
         self.step_losses = []  # this process's losses, step by step (tests, alignment)
-        self.writer = _tensorboard(os.path.join(out_dir, "tb"))
-        if cfg.get("resume"):
+        self.writer = _tensorboard(os.path.join(out_dir, "tb")) if self.rank == 0 else None
+        if cfg.get("resume"):  # every rank loads the same checkpoint
             self.load(resume_path(cfg.resume, out_dir))
         elif cfg.get("checkpoint"):
             self.load_weights(cfg.checkpoint)
+        self.train_net = B.wrap_distributed(self.net)  # DDP when distributed; self.net is what is saved
 
     # ---- the loop --------------------------------------------------------------------
     def fit(self):
@@ -172,20 +201,23 @@ class Trainer:
             while self.epoch <= t.epochs:
                 lr = learning_rate(self.epoch, t.lr, t.milestones, t.gamma)
                 B.set_lr(self.opt, lr)
-                n_steps = len_batches(len(self.train_set), t.batch_size)
+                n_steps = len_batches(len(self.train_set), t.batch_size, world_size=self.world)
                 if t.get("max_steps_per_epoch"):
                     n_steps = min(n_steps, t.max_steps_per_epoch)
                 started = time.time()
                 batches = iterate_batches(self.train_set, t.batch_size, shuffle=True, seed=self.cfg.seed,
-                                          epoch=self.epoch, num_workers=t.get("num_workers", 0))
+                                          epoch=self.epoch, num_workers=t.get("num_workers", 0),
+                                          rank=self.rank, world_size=self.world)
                 bar = tqdm(total=n_steps, initial=self.step_in_epoch, desc=f"epoch {self.epoch}/{t.epochs}",
-                           leave=False, disable=None)
+                           leave=False, disable=None if self.rank == 0 else True)
                 for step, batch in enumerate(batches):
                     if step >= n_steps:
                         break
                     if step < self.step_in_epoch:  # resumed mid-epoch: these steps are done
                         continue
-                    loss = B.train_step(self.net, self.opt, normalise(batch))
+                    loss = B.train_step(self.train_net, self.opt, normalise(batch))
+                    if self.world > 1:
+                        loss = B.all_reduce_mean(loss)  # the global batch's loss
                     if not math.isfinite(loss):
                         raise UserError(f"the loss became {loss} at epoch {self.epoch}, step {step + 1}: training "
                                         f"stopped; the last good checkpoint is in {self.ckpt_dir} (try a lower train.lr)")
@@ -196,10 +228,14 @@ class Trainer:
                     bar.set_postfix(loss=f"{loss:.4f}")
                     if self.writer:
                         self.writer.add_scalar("loss/step", loss, self.steps_done)
-                    if stop.signum is not None:
+                    stopping = stop.signum is not None
+                    if self.world > 1:  # every rank stops after the same step
+                        stopping = B.all_reduce_mean(float(stopping)) > 0
+                    if stopping:
                         bar.close()
                         self.save("epoch-last.pth")
-                        return stop.signum
+                        B.barrier()
+                        return stop.signum or signal.SIGTERM
                 bar.close()
                 self.end_epoch(lr, n_steps, time.time() - started)
         return None
@@ -208,7 +244,7 @@ class Trainer:
         t, epoch = self.t, self.epoch
         row = {"epoch": epoch, "loss": self.loss_sum / max(n_steps, 1), "lr": lr, "val_psnr": None,
                "seconds": round(seconds, 2)}
-        if self.val_set is not None and epoch % t.epoch_val == 0:
+        if self.val_set is not None and epoch % t.epoch_val == 0 and self.rank == 0:
             row["val_psnr"] = self.validate()
         self.history.append(row)
         self.epoch, self.step_in_epoch, self.loss_sum = epoch + 1, 0, 0.0
@@ -223,6 +259,9 @@ class Trainer:
                 if row[key] is not None:
                     self.writer.add_scalar(key, row[key], epoch)
             self.writer.flush()
+        self.B.barrier()  # the checkpoints are written before any rank goes on
+        if self.rank != 0:
+            return
         rundir.write_history(os.path.join(self.ckpt_dir, "..", "history.csv"), self.history)
         val = f", val PSNR {row['val_psnr']:.3f} dB" if row["val_psnr"] is not None else ""
         log.info("epoch %d/%d: loss %.4f, lr %.2e%s (%.1f s)", epoch, t.epochs, row["loss"], lr, val, seconds)
@@ -257,6 +296,9 @@ class Trainer:
 
     # ---- checkpoints -----------------------------------------------------------------
     def save(self, name):
+        """Rank 0 only; the unwrapped model (no DDP `module.` prefixes)."""
+        if self.rank != 0:
+            return
         B = self.B
         state = {"framework": self.B.name, "next_epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
                  "loss_sum": self.loss_sum, "steps_done": self.steps_done, "best_psnr": self.best_psnr,

@@ -100,3 +100,17 @@ def test_a_tiny_model_learns_to_beat_bicubic_at_x2(sample_dir, tmp_path):
     os.link(os.path.join(cfg.dataset.train.root, image), tmp_path / "one" / image)
     record = evaluate_set(trainer.as_model(), test_set(str(tmp_path / "one"), None, 2), "div2k-2")
     assert record["psnr"] > record["psnr_bicubic"], record
+
+
+def test_the_seed_fixes_the_same_initial_weights_on_every_framework(sample_dir, tmp_path):
+    import importlib.util
+    if importlib.util.find_spec("jittor") is None:
+        pytest.skip("jittor is not installed")
+    states = [Trainer(tiny_cfg(sample_dir, tmp_path / fw, f"framework={fw}", "seed=7"), str(tmp_path / fw))
+              for fw in ("torch", "jittor")]
+    a, b = (t.B.state_dict_numpy(t.net) for t in states)
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+    other = Trainer(tiny_cfg(sample_dir, tmp_path / "o", "seed=8"), str(tmp_path / "o"))
+    assert not np.array_equal(other.B.state_dict_numpy(other.net)["imnet.layers.0.weight"], a["imnet.layers.0.weight"])
