@@ -25,6 +25,11 @@
   optimizer_state_numpy(opt) / load_optimizer_state_numpy(opt, sd)   torch's state_dict layout
   seed(n)                     seed the framework's own RNG
   set_threads(n)              CPU threads (None/0: leave the framework's default)
+  distributed_init() -> (rank, world_size)   join torchrun's process group; (0, 1) if none
+  wrap_distributed(model)     DDP-wrapped model for training steps (the model itself if not distributed)
+  all_reduce_mean(x) -> float the mean of a float over the ranks
+  barrier()                   wait for every rank
+  distributed_close()         leave the process group
 
 No module-level "current backend": a Hydra multirun may run torch and jittor jobs in
 one process, so the backend is passed explicitly.

@@ -217,6 +217,31 @@ def set_threads(n):
             ctypes.CDLL(lib).omp_set_num_threads(int(n))
 
 
+def distributed_init():
+    """Single process here: rank 0 of 1. Jittor's own multi-process path is MPI:
+    `mpirun -np N python run.py framework=jittor ...` runs N copies, and Jittor (jt.in_mpi,
+    jt.rank, jt.world_size) shards its own datasets and all-reduces gradients in the
+    optimizer step itself; this trainer's numpy loader does not take part in that, so
+    torchrun-style sharding (the PyTorch backend) is not done for Jittor."""
+    return 0, 1
+
+
+def wrap_distributed(model):
+    return model
+
+
+def all_reduce_mean(x):
+    return float(x)
+
+
+def barrier():
+    pass
+
+
+def distributed_close():
+    pass
+
+
 # --- helpers -------------------------------------------------------------------------------
 
 def _round_half_even(u):

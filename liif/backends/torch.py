@@ -123,6 +123,59 @@ def set_threads(n):
         torch.set_num_threads(int(n))
 
 
+def distributed_init():
+    """Join the process group that `torchrun` describes (WORLD_SIZE > 1, RANK, LOCAL_RANK in
+    the environment): NCCL on CUDA (each process on GPU LOCAL_RANK), else gloo. Returns
+    (rank, world_size); (0, 1) when not launched by torchrun. Idempotent."""
+    import os
+    import torch.distributed as dist
+    if _distributed():
+        return dist.get_rank(), dist.get_world_size()
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
+        return 0, 1
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))  # "cuda" now means this rank's GPU
+        dist.init_process_group("nccl")
+    else:
+        dist.init_process_group("gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def wrap_distributed(model):
+    """The model DistributedDataParallel-wrapped (gradients averaged over the ranks in
+    backward); the model itself when not distributed. Save and evaluate the unwrapped one."""
+    if not _distributed() or torch.distributed.get_world_size() == 1:
+        return model
+    p = next(iter(model.parameters()))
+    ids = [p.device.index if p.device.index is not None else torch.cuda.current_device()] if p.is_cuda else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def all_reduce_mean(x):
+    """The mean of a float over the ranks (x itself when not distributed)."""
+    if not _distributed():
+        return float(x)
+    import torch.distributed as dist
+    t = torch.tensor([float(x)], dtype=torch.float64, device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(t)
+    return t.item() / dist.get_world_size()
+
+
+def barrier():
+    if _distributed():
+        torch.distributed.barrier()
+
+
+def distributed_close():
+    """Leave the process group (no-op when not distributed)."""
+    if _distributed():
+        torch.distributed.destroy_process_group()
+
+
+def _distributed():
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
 def _map_tensors(obj, fn, kind=torch.Tensor):
     if isinstance(obj, kind):
         return fn(obj)

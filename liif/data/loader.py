@@ -24,10 +24,13 @@ def _get_item(i):
     return _worker_dataset[i]
 
 
-def len_batches(dataset, batch_size, drop_last=False):
-    """Number of batches `iterate_batches` yields for `dataset` (or a length)."""
+def len_batches(dataset, batch_size, drop_last=False, world_size=1):
+    """Number of batches `iterate_batches` yields for `dataset` (or a length). With
+    world_size > 1 a last partial batch too small to give every rank an item is dropped."""
     n = dataset if isinstance(dataset, int) else len(dataset)
-    return n // batch_size if drop_last else -(-n // batch_size)
+    if drop_last or (world_size > 1 and n % batch_size and n % batch_size < world_size):
+        return n // batch_size
+    return -(-n // batch_size)
 
 
 def batch_order(n, shuffle=False, seed=0, epoch=0):
@@ -42,7 +45,8 @@ def collate(items):
     return {k: np.stack([item[k] for item in items]) for k in items[0]}
 
 
-def iterate_batches(dataset, batch_size, shuffle=False, seed=0, epoch=0, drop_last=False, num_workers=0):
+def iterate_batches(dataset, batch_size, shuffle=False, seed=0, epoch=0, drop_last=False, num_workers=0,
+                    rank=0, world_size=1):
     """Yield the batches of one epoch as dicts of stacked numpy arrays.
 
     `dataset.set_epoch(epoch)` is called first when it exists. With num_workers > 0 the
@@ -50,12 +54,22 @@ def iterate_batches(dataset, batch_size, shuffle=False, seed=0, epoch=0, drop_la
     and come back in order, so the batches equal those of num_workers=0. Fork is
     POSIX-only; forking after a framework has started threads is allowed but best
     avoided (create the iterator before heavy framework work, or use num_workers=0).
+
+    Distributed training: `batch_size` is the global batch; rank `rank` of `world_size`
+    gets items [rank::world_size] of each global batch (the global order is that of a
+    single process), and only makes those items.
     """
     if hasattr(dataset, "set_epoch"):
         dataset.set_epoch(epoch)
     order = batch_order(len(dataset), shuffle, seed, epoch).tolist()
-    n_batches = len_batches(len(order), batch_size, drop_last)
+    n_batches = len_batches(len(order), batch_size, drop_last, world_size)
     order = order[:n_batches * batch_size]
+    if world_size > 1:
+        batches = [order[b * batch_size:(b + 1) * batch_size][rank::world_size] for b in range(n_batches)]
+        order = [i for batch in batches for i in batch]
+        sizes = [len(batch) for batch in batches]
+    else:
+        sizes = [min(batch_size, len(order) - b * batch_size) for b in range(n_batches)]
 
     if num_workers > 0:
         pool = multiprocessing.get_context("fork").Pool(num_workers, _init_worker, (dataset,))
@@ -63,8 +77,7 @@ def iterate_batches(dataset, batch_size, shuffle=False, seed=0, epoch=0, drop_la
     else:
         pool, items = None, (dataset[i] for i in order)
     try:
-        for b in range(n_batches):
-            size = min(batch_size, len(order) - b * batch_size)
+        for size in sizes:
             yield collate([next(items) for _ in range(size)])
     finally:
         if pool is not None:

@@ -1,0 +1,106 @@
+"""PyTorch DistributedDataParallel training (`torchrun --nproc_per_node=N run.py ...`) on CPU
+(gloo): the same losses and test PSNR as one process with the same global batch, and one
+set of outputs (rank 0's)."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT, run_cli
+from liif.data.loader import iterate_batches, len_batches
+
+TINY = ["model.args.encoder_spec.args.n_resblocks=1", "model.args.encoder_spec.args.n_feats=8",
+        "model.args.imnet_spec.args.hidden_list=[16]", "train.epochs=2", "train.max_steps_per_epoch=3",
+        "train.batch_size=4", "train.epoch_val=1", "train.inp_size=8", "train.sample_q=16", "dataset.val.repeat=1", "scales=[2]",
+        "device=cpu", "framework.threads=1", "dataset=folder"]
+
+
+class _Items:
+    def __len__(self):
+        return 11
+
+    def __getitem__(self, i):
+        return {"i": np.array(i)}
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_rank_shards_make_up_the_single_process_batches(world):
+    data, B = _Items(), 4
+    whole = [b["i"].tolist() for b in iterate_batches(data, B, shuffle=True, seed=5, epoch=3)]
+    shards = [[b["i"].tolist() for b in iterate_batches(data, B, shuffle=True, seed=5, epoch=3, rank=r, world_size=world)]
+              for r in range(world)]
+    n = len_batches(len(data), B, world_size=world)
+    assert all(len(s) == n for s in shards)
+    for b in range(n):
+        assert sorted(sum((s[b] for s in shards), [])) == sorted(whole[b])
+        assert shards[0][b] == whole[b][0::world]
+    # 11 = 2 * 4 + 3: the partial batch of 3 splits over 2 ranks, not over 4 (it is dropped)
+    assert n == (3 if world == 2 else 2)
+
+
+def _photos(folder):
+    folder.mkdir()
+    for i in range(3):
+        rng = np.random.default_rng(i)
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+def _torchrun(nproc, *args, timeout=300):
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                           str(ROOT / "run.py"), *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_one_process(tmp_path):
+    data = _photos(tmp_path / "imgs")
+    args = [*TINY, f"dataset.path={data}"]
+    ddp = _torchrun(2, *args, f"hydra.run.dir={tmp_path / 'ddp'}")
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    single = run_cli(*args, f"hydra.run.dir={tmp_path / 'single'}", timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+
+    m = {k: json.loads((tmp_path / k / "metrics.json").read_text()) for k in ("ddp", "single")}
+    assert m["ddp"]["status"] == m["single"]["status"] == "ok"
+    hist = {k: m[k]["train"]["history"] for k in m}
+    assert len(hist["ddp"]) == len(hist["single"]) == 2
+    np.testing.assert_allclose([r["loss"] for r in hist["ddp"]], [r["loss"] for r in hist["single"]], rtol=1e-5)
+    np.testing.assert_allclose([r["val_psnr"] for r in hist["ddp"]], [r["val_psnr"] for r in hist["single"]],
+                               atol=1e-3)
+    psnr = {k: [r["psnr"] for r in m[k]["records"]] for k in m}
+    assert psnr["ddp"] and len(psnr["ddp"]) == len(psnr["single"])
+    np.testing.assert_allclose(psnr["ddp"], psnr["single"], atol=1e-3)
+
+    # one set of outputs, and the saved weights are the unwrapped model's
+    for k in m:
+        assert sorted(os.listdir(tmp_path / k / "checkpoints")) == ["epoch-best.pth", "epoch-last.pth"]
+        assert len(list((tmp_path / k).rglob("metrics.json"))) == 1
+    import torch
+    sd = torch.load(tmp_path / "ddp" / "checkpoints" / "epoch-last.pth", map_location="cpu", weights_only=True)["model"]["sd"]
+    assert not any(key.startswith("module.") for key in sd)
+    single_sd = torch.load(tmp_path / "single" / "checkpoints" / "epoch-last.pth", map_location="cpu",
+                           weights_only=True)["model"]["sd"]
+    assert sorted(sd) == sorted(single_sd)
+
+    # resume (every rank loads rank 0's checkpoint) continues as the single process does
+    ddp = _torchrun(2, *args, "train.epochs=3", "resume=true", f"hydra.run.dir={tmp_path / 'ddp'}")
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    single = run_cli(*args, "train.epochs=3", "resume=true", f"hydra.run.dir={tmp_path / 'single'}", timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+    hist = {k: json.loads((tmp_path / k / "metrics.json").read_text())["train"]["history"] for k in m}
+    assert len(hist["ddp"]) == len(hist["single"]) == 3
+    np.testing.assert_allclose([r["loss"] for r in hist["ddp"]], [r["loss"] for r in hist["single"]], rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_global_batch_not_divisible_by_the_processes_is_a_clear_error(tmp_path):
+    data = _photos(tmp_path / "imgs")
+    result = _torchrun(2, *TINY, "train.batch_size=3", f"dataset.path={data}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode != 0
+    assert "must be divisible by the number of processes (2)" in result.stderr, result.stderr[-3000:]
