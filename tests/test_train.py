@@ -13,7 +13,7 @@ from liif.train import Trainer
 TINY = ["model.args.encoder_spec.args.n_resblocks=2", "model.args.encoder_spec.args.n_feats=16",
         "model.args.imnet_spec.args.hidden_list=[32,32]", "train.batch_size=2", "train.inp_size=16",
         "train.sample_q=128", "train.max_steps_per_epoch=4", "train.epochs=3", "train.milestones=[2]",
-        "train.epoch_val=1", "dataset.val.repeat=1", "framework.threads=1"]
+        "train.epoch_val=1", "train.lr=4e-4", "dataset.val.repeat=1", "framework.threads=1"]
 
 
 @pytest.fixture(scope="module")
