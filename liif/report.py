@@ -511,10 +511,7 @@ def plot_psnr_vs_scale(view, out_dir):
     axes[0][-1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.suptitle(view.spec["title"], fontsize=10)
     fig.tight_layout()
-    path = os.path.join(out_dir, f"psnr_vs_scale_table{view.number}.png")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, out_dir, f"psnr_vs_scale_table{view.number}.png")
 
 
 def plot_training_curves(runs, out_dir):
@@ -537,7 +534,11 @@ def plot_training_curves(runs, out_dir):
     a2.set_xlabel("epoch"), a2.set_ylabel("validation PSNR (dB)"), a2.grid(alpha=0.3)
     a1.legend(fontsize=6)
     fig.tight_layout()
-    path = os.path.join(out_dir, "training_curves.png")
+    return _save(plt, fig, out_dir, "training_curves.png")
+
+
+def _save(plt, fig, out_dir, name):
+    path = os.path.join(out_dir, name)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
@@ -580,10 +581,7 @@ def plot_frameworks(views, out_dir):
     a2.set_ylabel("jittor − torch (dB)"), a2.grid(alpha=0.3, axis="y")
     fig.suptitle(f"torch vs jittor: {len(pairs)} results, max |Δ| {max(abs(d) for d in diffs):.3f} dB", fontsize=10)
     fig.tight_layout()
-    path = os.path.join(out_dir, "torch_vs_jittor.png")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, out_dir, "torch_vs_jittor.png")
 
 
 # ---- entry points -------------------------------------------------------------------------
