@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 def main(cfg):
     from liif.api import load_model
-    from liif.train import finish_run, start_run
+    from liif.rundir import finish_run, start_run
     if cfg.get("checkpoint") is None:
         raise UserError("task=test needs checkpoint=PATH (a checkpoint of the original code or of ours)")
     out_dir, started = start_run(cfg, "test")

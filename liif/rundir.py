@@ -6,6 +6,7 @@ import os
 import platform
 import sys
 import tempfile
+import time
 
 
 def write_text_atomic(path, text):
@@ -117,3 +118,40 @@ def _alive(pid):
     except PermissionError:
         return True
     return True
+
+
+def start_run(cfg, task):
+    out_dir = str(cfg.output_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    claim(out_dir, resuming=bool(cfg.get("resume")) and task == "train")
+    save_config(cfg, out_dir, cfg.framework.name)
+    return out_dir, time.time()
+
+
+def finish_run(cfg, out_dir, started, status, records, model_spec=None, **extra):
+    """metrics.json, written last (and on failure too): the contract of the report."""
+    choices = {}
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        choices = dict(HydraConfig.get().runtime.choices)
+    except Exception:  # not inside a Hydra job (tests, the API)
+        pass
+    release(out_dir)
+    write_json(os.path.join(out_dir, "metrics.json"), {
+        "status": status, "task": cfg.task.name, "run_name": _safe(cfg, "run_name"),
+        "model": choices.get("model") or (model_spec or {}).get("name"), "model_spec": model_spec,
+        "framework": cfg.framework.name, "dataset": cfg.dataset.name, "seed": cfg.seed,
+        "paper": _container(cfg.paper) if "paper" in cfg else None,
+        "choices": choices, "wall_time_s": round(time.time() - started, 2), "records": records, **extra})
+
+
+def _container(node):
+    from omegaconf import OmegaConf
+    return OmegaConf.to_container(node)
+
+
+def _safe(cfg, key):
+    try:
+        return cfg[key]
+    except Exception:  # an interpolation that needs Hydra (run_name outside a job)
+        return None

@@ -36,7 +36,7 @@ def main(cfg):
     B = backends.get(cfg.framework.name)
     rank, _ = B.distributed_init()  # (0, 1) unless launched by torchrun
     if rank == 0:
-        out_dir, started = start_run(cfg, "train")
+        out_dir, started = rundir.start_run(cfg, "train")
     else:  # the other ranks neither claim nor write the run directory
         logging.getLogger().setLevel(logging.WARNING)
         out_dir, started = str(cfg.output_dir), time.time()
@@ -58,7 +58,7 @@ def main(cfg):
         raise
     finally:
         if rank == 0:
-            finish_run(cfg, out_dir, started, status, records, error=error,
+            rundir.finish_run(cfg, out_dir, started, status, records, error=error,
                        model_spec=trainer.spec if trainer else None, train=trainer.summary() if trainer else None)
         B.distributed_close()
     if rank != 0:
@@ -73,38 +73,6 @@ def main(cfg):
         raise SystemExit(128 + stopped_by)
     print_table(records)
     return records
-
-
-def start_run(cfg, task):
-    out_dir = str(cfg.output_dir)
-    os.makedirs(out_dir, exist_ok=True)
-    rundir.claim(out_dir, resuming=bool(cfg.get("resume")) and task == "train")
-    rundir.save_config(cfg, out_dir, cfg.framework.name)
-    return out_dir, time.time()
-
-
-def finish_run(cfg, out_dir, started, status, records, model_spec=None, **extra):
-    """metrics.json, written last (and on failure too): the contract of the report."""
-    choices = {}
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        choices = dict(HydraConfig.get().runtime.choices)
-    except Exception:  # not inside a Hydra job (tests, the API)
-        pass
-    rundir.release(out_dir)
-    rundir.write_json(os.path.join(out_dir, "metrics.json"), {
-        "status": status, "task": cfg.task.name, "run_name": _safe(cfg, "run_name"),
-        "model": choices.get("model") or (model_spec or {}).get("name"), "model_spec": model_spec,
-        "framework": cfg.framework.name, "dataset": cfg.dataset.name, "seed": cfg.seed,
-        "paper": OmegaConf.to_container(cfg.paper) if "paper" in cfg else None,
-        "choices": choices, "wall_time_s": round(time.time() - started, 2), "records": records, **extra})
-
-
-def _safe(cfg, key):
-    try:
-        return cfg[key]
-    except Exception:  # an interpolation that needs Hydra (run_name outside a job)
-        return None
 
 
 def make_train_sets(cfg):
@@ -172,7 +140,7 @@ class Trainer:
             raise UserError(f"train.batch_size={self.t.batch_size} is the global batch and must be divisible by the "
                             f"number of processes ({self.world})")
         self.device = B.device(cfg.device)
-        self.ckpt_dir = os.path.join(out_dir, "checkpoints")
+        self.out_dir, self.ckpt_dir = out_dir, os.path.join(out_dir, "checkpoints")
         self.spec = OmegaConf.to_container(cfg.model, resolve=True)
         self.train_set, self.val_set = make_train_sets(cfg)
         B.seed(cfg.seed)
@@ -262,7 +230,7 @@ class Trainer:
         self.B.barrier()  # the checkpoints are written before any rank goes on
         if self.rank != 0:
             return
-        rundir.write_history(os.path.join(self.ckpt_dir, "..", "history.csv"), self.history)
+        rundir.write_history(os.path.join(self.out_dir, "history.csv"), self.history)
         val = f", val PSNR {row['val_psnr']:.3f} dB" if row["val_psnr"] is not None else ""
         log.info("epoch %d/%d: loss %.4f, lr %.2e%s (%.1f s)", epoch, t.epochs, row["loss"], lr, val, seconds)
 
