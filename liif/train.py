@@ -147,7 +147,7 @@ class Trainer:
         self.net = registry.make(self.spec, B)
         # the same initial weights on every framework: seed= fixes the starting model, not only the data
         B.load_state_dict_numpy(self.net, initial_state(B.state_dict_numpy(self.net), cfg.seed))
-        self.net = B.to_device(self.net, self.device)
+        self.net = B.to_dtype(B.to_device(self.net, self.device), cfg.framework.get("dtype", "float32"))
         self.opt = B.adam(self.net, self.t.lr)
         self.epoch, self.step_in_epoch, self.loss_sum = 1, 0, 0.0  # next epoch/step to run
         self.history, self.best_psnr, self.steps_done = [], -math.inf, 0

@@ -19,6 +19,7 @@
   load_file(path)             read a checkpoint file (torch format) with tensors as numpy
   save_file(obj, path)        write a checkpoint file (torch format) from numpy
   to_device(model, device)    move a model
+  to_dtype(model, dtype)      float32 (default) or float64 parameters; tensor() follows `like`'s float type
   adam(model, lr)             Adam with torch's update formula over model.parameters()
   set_lr(optimizer, lr)       the schedule itself is framework-neutral (liif.schedule)
   train_step(model, optimizer, batch) -> float   one L1 step on a dict of numpy arrays

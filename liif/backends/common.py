@@ -13,3 +13,10 @@ def check_state_dict(own_shapes, sd):
             "checkpoint does not fit the model: "
             + "; ".join(f"{what}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
                         for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)) if keys))
+
+
+def check_dtype(dtype):
+    """The model float types both backends support; float64 is for numerical checks."""
+    if dtype not in ("float32", "float64"):
+        raise ValueError(f"unknown dtype '{dtype}'; use float32 or float64")
+    return dtype

@@ -83,9 +83,13 @@ def device(requested="auto"):
 
 
 def tensor(array, like=None):
-    # `like` is accepted for the contract; jittor's device is global.
-    # note: jittor stores float64 as float32 and int64 as int32
-    return jt.array(np.ascontiguousarray(array))
+    # jittor's device is global; `like` gives the float type. By default jittor stores
+    # float64 arrays as float32 (and int64 as int32), so float64 is asked for explicitly.
+    array = np.ascontiguousarray(array)
+    if like is not None and like.dtype == jt.float64 and array.dtype.kind == "f":
+        with jt.flag_scope(auto_convert_64_to_32=0):
+            return jt.array(array.astype(np.float64))
+    return jt.array(array)
 
 
 def to_numpy(t):
@@ -177,6 +181,12 @@ def to_device(model, dev):
     return model
 
 
+def to_dtype(model, dtype):
+    """The model's floating-point parameters in `dtype` ('float32' or 'float64').
+    Jittor's float64 convolutions and matmuls have no oneDNN path: ~10-100x slower on CPU."""
+    return model.float64() if _common.check_dtype(dtype) == "float64" else model.float32()
+
+
 def adam(model, lr):
     """Adam over all of model.parameters() (frozen ones included, as the original), torch's formula."""
     return _TorchAdam(model.parameters(), lr=lr)
@@ -189,7 +199,8 @@ def set_lr(optimizer, lr):
 
 def train_step(model, optimizer, batch):
     """One L1 step on a batch of normalised numpy arrays (inp, coord, cell, gt); returns the loss."""
-    inp, coord, cell, gt = (tensor(np.asarray(batch[k], dtype=np.float32)) for k in ("inp", "coord", "cell", "gt"))
+    like = next(iter(model.parameters()))
+    inp, coord, cell, gt = (tensor(batch[k], like) for k in ("inp", "coord", "cell", "gt"))
     loss = (model(inp, coord, cell) - gt).abs().mean()
     optimizer.step(loss)
     return float(loss.item())
@@ -244,6 +255,15 @@ def distributed_close():
 
 # --- helpers -------------------------------------------------------------------------------
 
+def _scalar(x, like):
+    """A Python float as an operand for `like`: jittor rounds Python floats to float32
+    constants, which is torch's arithmetic for float32 tensors but not for float64 ones."""
+    if like.dtype != jt.float64:
+        return x
+    with jt.flag_scope(auto_convert_64_to_32=0):
+        return jt.array(np.array([x], np.float64))
+
+
 def _round_half_even(u):
     """float32 Var -> int32 Var, rounding exact halves to the even integer (C's nearbyint)."""
     f = u.floor()
@@ -289,14 +309,15 @@ class _TorchAdam(jt.optim.Optimizer):
                     st = self.state[i] = {"step": 0.0, "exp_avg": jt.zeros(p.shape, p.dtype).stop_grad(),
                                           "exp_avg_sq": jt.zeros(p.shape, p.dtype).stop_grad()}
                 st["step"] += 1
+                c = lambda x: _scalar(x, p)  # noqa: E731
                 if wd != 0:
-                    g = g + p * wd
+                    g = g + p * c(wd)
                 m, v = st["exp_avg"], st["exp_avg_sq"]
-                m.update(m + (g - m) * (1 - b1))           # torch: exp_avg.lerp_(grad, 1 - beta1)
-                v.update(v * b2 + g * (1 - b2) * g)        # torch: exp_avg_sq.mul_(b2).addcmul_(g, g, value=1 - b2)
+                m.update(m + (g - m) * c(1 - b1))          # torch: exp_avg.lerp_(grad, 1 - beta1)
+                v.update(v * c(b2) + g * c(1 - b2) * g)    # torch: exp_avg_sq.mul_(b2).addcmul_(g, g, value=1 - b2)
                 step_size = lr / (1 - b1 ** st["step"])
-                denom = v.sqrt() / math.sqrt(1 - b2 ** st["step"]) + eps
-                p.update(p + m * (-step_size) / denom)     # torch: param.addcdiv_(exp_avg, denom, value=-step_size)
+                denom = v.sqrt() / c(math.sqrt(1 - b2 ** st["step"])) + c(eps)
+                p.update(p + m * c(-step_size) / denom)    # torch: param.addcdiv_(exp_avg, denom, value=-step_size)
         self.post_step()
 
     def state_dict_numpy(self):

@@ -24,7 +24,10 @@ def device(requested="auto"):
 def tensor(array, like=None):
     array = np.ascontiguousarray(array)
     t = torch.from_numpy(array if array.flags.writeable else array.copy())
-    return t if like is None else t.to(like.device)
+    if like is None:
+        return t
+    # float data follows the model's float type (float32, or float64 for numerical checks)
+    return t.to(like.device, like.dtype if t.is_floating_point() and like.is_floating_point() else None)
 
 
 def to_numpy(t):
@@ -82,6 +85,11 @@ def save_file(obj, path):
 
 def to_device(model, dev):
     return model.to(dev)
+
+
+def to_dtype(model, dtype):
+    """The model's floating-point parameters and buffers in `dtype` ('float32' or 'float64')."""
+    return model.to(getattr(torch, _common.check_dtype(dtype)))
 
 
 def adam(model, lr):
