@@ -322,6 +322,9 @@ def test_float64_models_and_training_agree_far_below_float32_noise():
         assert abs(lt - lj) <= 1e-12 * lt, step  # measured <= 7e-14; float32 Adam constants gave 1e-10
     for k, v in T.state_dict_numpy(tnet).items():
         np.testing.assert_allclose(J.state_dict_numpy(jnet)[k], v, rtol=0, atol=1e-9, err_msg=k)
+    J.load_state_dict_numpy(jnet, T.state_dict_numpy(tnet))  # loading keeps the model's float64 (and its values)
+    for k, v in T.state_dict_numpy(tnet).items():
+        assert J.state_dict_numpy(jnet)[k].dtype == np.float64 and np.array_equal(J.state_dict_numpy(jnet)[k], v), k
 
 
 # --- checkpoint files ----------------------------------------------------------------------------

@@ -87,8 +87,7 @@ def tensor(array, like=None):
     # float64 arrays as float32 (and int64 as int32), so float64 is asked for explicitly.
     array = np.ascontiguousarray(array)
     if like is not None and like.dtype == jt.float64 and array.dtype.kind == "f":
-        with jt.flag_scope(auto_convert_64_to_32=0):
-            return jt.array(array.astype(np.float64))
+        return _var(array, "float64")
     return jt.array(array)
 
 
@@ -139,10 +138,10 @@ def frozen(module):
 
 
 def set_parameter(p, array):
-    array = np.asarray(array, dtype=np.float32)
+    array = np.asarray(array)
     if tuple(p.shape) != array.shape:
         raise ValueError(f"shape mismatch: parameter {tuple(p.shape)}, array {array.shape}")
-    p.update(jt.array(array))
+    p.update(_var(array, p.dtype))
 
 
 def state_dict_numpy(model):
@@ -153,7 +152,7 @@ def load_state_dict_numpy(model, sd):
     own = model.state_dict()
     _common.check_state_dict({k: v.shape for k, v in own.items()}, sd)
     for k, v in own.items():
-        v.update(jt.array(np.asarray(sd[k], dtype=str(v.dtype))))
+        v.update(_var(sd[k], v.dtype))
     jt.sync(list(own.values()))
 
 
@@ -258,10 +257,13 @@ def distributed_close():
 def _scalar(x, like):
     """A Python float as an operand for `like`: jittor rounds Python floats to float32
     constants, which is torch's arithmetic for float32 tensors but not for float64 ones."""
-    if like.dtype != jt.float64:
-        return x
+    return _var([x], "float64") if like.dtype == jt.float64 else x
+
+
+def _var(array, dtype):
+    """A Var of exactly `dtype` (jittor's own jt.array turns float64 arrays into float32)."""
     with jt.flag_scope(auto_convert_64_to_32=0):
-        return jt.array(np.array([x], np.float64))
+        return jt.array(np.asarray(array, dtype=str(dtype)))
 
 
 def _round_half_even(u):
@@ -361,8 +363,8 @@ class _TorchAdam(jt.optim.Optimizer):
                     raise ValueError(f"optimizer state '{key}' of parameter {saved_id} has shape "
                                      f"{np.shape(st[key])}, the parameter {shape}")
             state[i] = {"step": float(np.asarray(st["step"])),
-                        "exp_avg": jt.array(np.asarray(st["exp_avg"], dtype=np.float32)).stop_grad(),
-                        "exp_avg_sq": jt.array(np.asarray(st["exp_avg_sq"], dtype=np.float32)).stop_grad()}
+                        "exp_avg": _var(st["exp_avg"], params[i].dtype).stop_grad(),
+                        "exp_avg_sq": _var(st["exp_avg_sq"], params[i].dtype).stop_grad()}
         for saved, group in zip(saved_groups, self.param_groups):
             for key in ("lr", "betas", "eps", "weight_decay"):
                 if key in saved:
