@@ -6,7 +6,10 @@
 #   3. the first `import jittor` (compiles jittor's core, ~4-5 min on 2 cores), with the
 #      environment liif uses (liif/backends/jittor_setup.py), checked by a printed sentinel
 #      and retried once (jittor may exit 0 without running after rebuilding its utilities);
-#   4. a tiny LIIF forward/backward/Adam step, so the ops the tests use are compiled too.
+#   4. a tiny LIIF forward/backward/Adam step, so the ops the tests use are compiled too;
+#   5. OpenMPI (openmpi-bin, libopenmpi-dev) for multi-process Jittor (`mpirun -np N python run.py
+#      framework=jittor ...`), and a 2-rank training step under mpirun, which builds Jittor's MPI
+#      ops once (so the tests don't) and checks that mpirun works here.
 # Idempotent: each step is skipped when already done; a warm run takes a few seconds.
 # Needs root (or sudo) for apt. Use the same python as the tests: PYTHON=/path/to/python.
 set -euo pipefail
@@ -18,11 +21,15 @@ if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
 t0=$(date +%s)
 say() { echo "[setup_jittor $(( $(date +%s) - t0 ))s] $*"; }
 
-# 1. oneDNN from Debian
-if ! dpkg -s libdnnl-dev >/dev/null 2>&1; then
-    say "apt-get install libdnnl-dev"
+# 1. Debian packages: oneDNN, and OpenMPI for step 5 (one apt run, only for what is missing)
+MISSING=""
+for pkg in libdnnl-dev openmpi-bin libopenmpi-dev; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || MISSING="$MISSING $pkg"
+done
+if [ -n "$MISSING" ]; then
+    say "apt-get install$MISSING"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libdnnl-dev >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $MISSING >/dev/null
 fi
 # the folder jittor checks before downloading (setting mkl_include_path/mkl_lib_path crashes 1.3.11)
 D="$("$PYTHON" -c "import sys; sys.path.insert(0, '$ROOT'); from liif.backends import jittor_setup as s; print(s.onednn_dir())" 2>/dev/null \
@@ -72,4 +79,25 @@ batch = {'inp': rng.standard_normal((1, 3, 6, 5), dtype=np.float32), 'coord': rn
 opt = B.adam(net, 1e-4)
 print('loss', B.train_step(net, opt, batch))
 ")
+
+# 5. Jittor's MPI ops: built on the first import under mpirun, then the kernels a 2-rank training
+#    step uses (the gradient all-reduce in the optimizer, the loss all-reduce, the barrier)
+say "warming Jittor's MPI ops (mpirun -np 2)"
+out="$(cd "$ROOT" && mpirun --allow-run-as-root --oversubscribe -np 2 "$PYTHON" -c "
+import numpy as np
+from liif import registry
+from liif.backends import jittor as B
+rank, world = B.distributed_init()
+spec = {'name': 'liif', 'args': {'encoder_spec': {'name': 'edsr-baseline', 'args': {'n_resblocks': 1, 'n_feats': 8, 'no_upsampling': True}},
+        'imnet_spec': {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [16]}}}}
+net = B.wrap_distributed(registry.make(spec, B))
+rng = np.random.default_rng(rank)
+batch = {'inp': rng.standard_normal((1, 3, 6, 5), dtype=np.float32), 'coord': rng.uniform(-1, 1, (1, 7, 2)).astype(np.float32),
+         'cell': np.full((1, 7, 2), 0.1, np.float32), 'gt': rng.standard_normal((1, 7, 3), dtype=np.float32)}
+loss = B.all_reduce_mean(B.train_step(net, B.adam(net, 1e-4), batch))
+B.barrier()
+if rank == 0:
+    print('MPI_OK world_size', world, 'mean loss', loss, flush=True)
+")" || true
+case "$out" in *"MPI_OK world_size 2 "*) say "$out";; *) echo "$out"; echo "Jittor under mpirun failed" >&2; exit 1;; esac
 say "done"

@@ -6,11 +6,12 @@ lacks: a resume that continues exactly where the run stopped (mid-epoch included
 learning rate decayed once, not twice), atomic checkpoints, a resumable checkpoint on
 Ctrl-C/SIGTERM, a clear stop on a NaN loss, and seeded, framework-independent batches.
 
-Multi-GPU (PyTorch): `torchrun --nproc_per_node=N run.py ...` trains with
-DistributedDataParallel. `train.batch_size` stays the global batch (divisible by N): every
-global batch, in the single-process order, is split so rank r gets items [r::N]; DDP
-averages the gradients, so a step equals the single-process step on the global batch.
-Rank 0 alone logs, writes (checkpoints, history, TensorBoard, metrics.json) and evaluates.
+Multi-process / multi-GPU: `torchrun --nproc_per_node=N run.py ...` (PyTorch, with
+DistributedDataParallel) or `mpirun -np N python run.py framework=jittor ...` (Jittor, MPI).
+`train.batch_size` stays the global batch (divisible by N): every global batch, in the
+single-process order, is split so rank r gets items [r::N]; the gradients are averaged over
+the ranks (DDP; Jittor's optimizer), so a step equals the single-process step on the global
+batch. Rank 0 alone logs, writes (checkpoints, history, TensorBoard, metrics.json) and evaluates.
 """
 import logging
 import math
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 def main(cfg):
     from liif.evaluate import evaluate, print_table
     B = backends.get(cfg.framework.name)
-    rank, _ = B.distributed_init()  # (0, 1) unless launched by torchrun
+    rank, _ = B.distributed_init()  # (0, 1) unless launched by torchrun (torch) or mpirun (jittor)
     if rank == 0:
         out_dir, started = rundir.start_run(cfg, "train")
     else:  # the other ranks neither claim nor write the run directory

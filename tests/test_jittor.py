@@ -98,6 +98,17 @@ def test_environment_defaults_do_not_override_the_user():
     assert "log_silent" not in os.environ  # only set during the import
 
 
+def test_mpi_is_on_under_mpirun_only():
+    assert jittor_setup.configure({})["use_mpi"] == "0"
+    assert jittor_setup.configure({"OMPI_COMM_WORLD_SIZE": "2"})["use_mpi"] == "1"
+    assert "use_mpi" not in jittor_setup.configure({"use_mpi": "1"})  # the user's own setting wins
+    with pytest.raises(RuntimeError, match="use_mpi=0"):  # else jittor's import dies on None.world_rank()
+        jittor_setup.check_mpi({"OMPI_COMM_WORLD_SIZE": "2", "use_mpi": "0"})
+    jittor_setup.check_mpi({"use_mpi": "0"})
+    assert "use_mpi" not in os.environ  # only set during the import: a child may be launched by mpirun
+    assert J.distributed_init() == (0, 1) and J.all_reduce_mean(2.5) == 2.5
+
+
 # --- the two ops that differ between the frameworks -----------------------------------------
 
 def test_unfold3x3_matches_torch():

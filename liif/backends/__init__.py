@@ -26,8 +26,11 @@
   optimizer_state_numpy(opt) / load_optimizer_state_numpy(opt, sd)   torch's state_dict layout
   seed(n)                     seed the framework's own RNG
   set_threads(n)              CPU threads (None/0: leave the framework's default)
-  distributed_init() -> (rank, world_size)   join torchrun's process group; (0, 1) if none
-  wrap_distributed(model)     DDP-wrapped model for training steps (the model itself if not distributed)
+  distributed_init() -> (rank, world_size)   join the launcher's processes (torch: torchrun,
+                              jittor: mpirun); (0, 1) if not launched by one
+  wrap_distributed(model)     the model for training steps, whose optimizer step then averages the
+                              gradients over the ranks (torch: DDP-wrapped; jittor: the model itself,
+                              Jittor's optimizer reduces); the model itself if not distributed
   all_reduce_mean(x) -> float the mean of a float over the ranks
   barrier()                   wait for every rank
   distributed_close()         leave the process group

@@ -11,6 +11,9 @@ behaviour differs from PyTorch's, this module follows PyTorch (docs/jittor.md li
 - `load_state_dict_numpy` is strict (Jittor's loader only logs mismatches);
 - `load_file`/`save_file` read and write torch's checkpoint format without torch.
 Jittor chooses the device globally (`jt.flags.use_cuda`), not per tensor.
+Multi-process training is MPI, Jittor's own launcher (`mpirun -np N python run.py framework=jittor
+...`, the counterpart of torchrun): the trainer shards each global batch by rank, and Jittor's
+optimizer averages the gradients over the ranks.
 """
 import collections
 import io
@@ -202,6 +205,11 @@ def train_step(model, optimizer, batch):
     inp, coord, cell, gt = (tensor(batch[k], like) for k in ("inp", "coord", "cell", "gt"))
     loss = (model(inp, coord, cell) - gt).abs().mean()
     optimizer.step(loss)
+    if jt.in_mpi:
+        # Jittor is lazy: run the update, with its gradient all-reduces, now on every rank. Left
+        # pending, the next sync would run them, and on rank 0 that can be a rank-0-only
+        # validation while the other ranks wait in a barrier: a deadlock (seen).
+        jt.sync_all()
     return float(loss.item())
 
 
@@ -228,28 +236,37 @@ def set_threads(n):
 
 
 def distributed_init():
-    """Single process here: rank 0 of 1. Jittor's own multi-process path is MPI:
-    `mpirun -np N python run.py framework=jittor ...` runs N copies, and Jittor (jt.in_mpi,
-    jt.rank, jt.world_size) shards its own datasets and all-reduces gradients in the
-    optimizer step itself; this trainer's numpy loader does not take part in that, so
-    torchrun-style sharding (the PyTorch backend) is not done for Jittor."""
-    return 0, 1
+    """(rank, world_size) when launched by `mpirun -np N` (Jittor's multi-process launcher), else
+    (0, 1). Jittor joins MPI when it is imported (jt.in_mpi, jt.rank, jt.world_size, read from
+    OpenMPI's environment; jittor_setup turns use_mpi on there), so there is nothing to start."""
+    return (jt.rank, jt.world_size) if jt.in_mpi else (0, 1)
 
 
 def wrap_distributed(model):
+    """The model itself, with rank 0's parameters on every rank. No wrapper is needed: under MPI,
+    Jittor's Optimizer.backward (which `adam`'s step runs) averages each gradient over the ranks."""
+    if jt.in_mpi:
+        model.mpi_param_broadcast(0)
+        jt.sync_all()  # now, on every rank (see train_step)
     return model
 
 
 def all_reduce_mean(x):
-    return float(x)
+    """The mean of a float over the ranks (x itself when not distributed)."""
+    if not jt.in_mpi:
+        return float(x)
+    total = jt.array(np.array([float(x)]), dtype="float64")  # without dtype= jt.array stores float32
+    return float(total.mpi_all_reduce("add").item()) / jt.world_size
 
 
 def barrier():
-    pass
+    if jt.in_mpi:
+        jt.sync_all()  # pending lazy work first: it may hold collectives the other ranks wait for
+        jt.mpi.mpi_barrier()
 
 
 def distributed_close():
-    pass
+    """Nothing to do: Jittor leaves MPI (MPI_Finalize) when the process exits."""
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -282,6 +299,8 @@ class _TorchAdam(jt.optim.Optimizer):
     with bc_i = 1 - b_i**step and `step` counted per parameter, per optimizer step. Jittor's own Adam
     folds sqrt(bc2) into the step size (its eps is effectively eps/sqrt(bc2)) and counts backward calls.
     Parameters that do not require grad are skipped and get no state, as torch's (grad is None).
+    Under MPI, `pre_step` (Jittor's Optimizer.backward) has already averaged each gradient over the
+    ranks (and broadcast rank 0's parameters at the first step), so the update needs no reduction.
     """
 
     GROUP_KEYS = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "foreach", "capturable",

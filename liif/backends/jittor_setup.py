@@ -7,6 +7,11 @@ anything the user has set already wins. `import_jittor()` configures, then impor
 jittor with its import-time log lines silenced and turns logging back on afterwards
 (`log_silent` also mutes errors, so it must not stay on).
 
+MPI (multi-process training, `mpirun -np N python run.py framework=jittor ...`): `use_mpi`
+defaults to on under mpirun, where Jittor needs it, and to off elsewhere. Like `log_silent`,
+our default lives in the environment during the import only, so that a child process (which
+may itself be an mpirun) decides for itself.
+
 This module does not import jittor itself; importing it is cheap.
 """
 import json
@@ -56,6 +61,11 @@ def has_gpu():
     return ok and (shutil.which("nvcc") is not None or os.path.exists("/usr/local/cuda/bin/nvcc"))
 
 
+def under_mpirun(environ=None):
+    """True in a process started by OpenMPI's mpirun (the test Jittor itself uses for `jt.in_mpi`)."""
+    return "OMPI_COMM_WORLD_SIZE" in (os.environ if environ is None else environ)
+
+
 def configure(environ=None):
     """Fill in jittor's environment defaults (never overriding a value that is already set).
 
@@ -64,7 +74,10 @@ def configure(environ=None):
     env = os.environ if environ is None else environ
     wanted = {"cache_name": "default",    # else the cache is named after the git branch of jittor's folder
               "FIX_TORCH_ERROR": "0",      # else `import jittor` also imports torch
-              "use_mkl": "1" if has_onednn() else "0"}  # 1 without the folder = download oneDNN
+              "use_mkl": "1" if has_onednn() else "0",  # 1 without the folder = download oneDNN
+              # MPI only under mpirun: there Jittor needs its MPI ops (the import fails without them);
+              # elsewhere they would be built and loaded at every import wherever mpicc exists
+              "use_mpi": "1" if under_mpirun(env) else "0"}
     if "nvcc_path" not in env and not has_gpu():
         wanted["nvcc_path"] = ""          # set and empty: no CUDA build (unset is not the same)
     if env.get("nvcc_path", wanted.get("nvcc_path")) != "":
@@ -82,11 +95,26 @@ class JittorRerunError(RuntimeError):
     pass
 
 
+def check_mpi(environ=None):
+    """Under mpirun, Jittor's import needs its MPI ops (else it fails with an AttributeError on
+    None): raise a clear error when they are switched off or cannot be built."""
+    env = os.environ if environ is None else environ
+    if not under_mpirun(env):
+        return
+    if env.get("use_mpi", "1") != "1":
+        raise RuntimeError(f"launched by mpirun, but use_mpi={env['use_mpi']}: Jittor needs its MPI ops under "
+                           "mpirun; unset use_mpi (or run without mpirun)")
+    if not (env.get("mpicc_path") or shutil.which("mpicc")):
+        raise RuntimeError("launched by mpirun, but there is no mpicc to build Jittor's MPI ops with: "
+                           "apt-get install libopenmpi-dev (bash .ci/setup_jittor.sh does)")
+
+
 def import_jittor():
     """configure(), then `import jittor` quietly; returns the module."""
     if "jittor" in sys.modules:
         return sys.modules["jittor"]
-    configure()
+    ours = configure()
+    check_mpi()
     user_silent = os.environ.get("log_silent")
     if user_silent is None:
         os.environ["log_silent"] = "1"  # mutes the ~10 '[i ...]' lines of every import
@@ -107,6 +135,8 @@ def import_jittor():
     finally:
         if user_silent is None:
             os.environ.pop("log_silent", None)  # do not leak into child processes
+        if "use_mpi" in ours:  # read at import only; a child may be an mpirun, which needs it on
+            os.environ.pop("use_mpi", None)
         random.setstate(rng_states[0])
         np.random.set_state(rng_states[1])
     if user_silent is None:
