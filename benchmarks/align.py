@@ -1,13 +1,15 @@
 """Alignment of the two backends: the same model, the same initial weights, the same batches.
 
-    python benchmarks/align.py [--steps 500] [--out docs/alignment] [overrides ...]
+    python benchmarks/align.py [--steps 500] [--dtype float32|float64] [--out docs/alignment] [overrides ...]
 
 Builds the run config (default: EDSR-baseline-LIIF on the embedded sample set, batch 4 of
 24x24 patches so that 500 steps per framework fit in minutes on a CPU), takes the initial
 weights from the PyTorch model, trains with the real `liif.train.Trainer` on each framework
 for `--steps` steps, then tests both with the real evaluation loop at x2-x30. A third run,
 PyTorch with 1 thread instead of 2, measures the float32 noise floor: the same code whose
-only change is the summation order. Writes `alignment.json` (the loss curves, their max
+only change is the summation order. `--dtype float64` trains all three in double precision
+(framework.dtype), where that noise is ~1e-16 instead of ~1e-7, so what remains is any
+difference in what the two backends compute. Writes `alignment.json` (the loss curves, their max
 relative differences, the PSNRs per scale and the gaps) and `alignment.png` to `--out`.
 Any trailing arguments are Hydra overrides (e.g. model=edsr_baseline_metasr).
 """
@@ -63,7 +65,7 @@ def relative_difference(a, b):
     return [abs(x - y) / abs(x) for x, y in zip(a, b)]
 
 
-def plot(losses, path):
+def plot(losses, path, dtype):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -74,7 +76,7 @@ def plot(losses, path):
     a.plot(losses["jittor"], label="Jittor (2 threads)", lw=1, ls="--")
     a.set_ylabel("L1 loss (normalised space)")
     a.legend()
-    a.set_title("Same initial weights, same batches")
+    a.set_title(f"Same initial weights, same batches ({dtype})")
     b.semilogy(np.array(relative_difference(t, losses["jittor"])) + 1e-12, label="Jittor vs PyTorch", lw=1)
     b.semilogy(np.array(relative_difference(t, losses["torch_1thread"])) + 1e-12, label="PyTorch 1 vs 2 threads",
                lw=1, alpha=0.7)
@@ -89,8 +91,10 @@ def plot(losses, path):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     parser.add_argument("--out", default=os.path.join(ROOT, "docs", "alignment"))
     args, overrides = parser.parse_known_args()
+    overrides = [f"framework.dtype={args.dtype}", *overrides]
     os.makedirs(args.out, exist_ok=True)
     init_sd = initial_weights(overrides)
     losses, psnr, seconds = {}, {}, {}
@@ -102,7 +106,7 @@ def main():
     first_over = lambda r: next((i for i, x in enumerate(r) if x > 1e-3), None)  # noqa: E731
     gaps = {k: psnr["jittor"][k] - psnr["torch"][k] for k in psnr["torch"]}
     floor_gaps = {k: psnr["torch_1thread"][k] - psnr["torch"][k] for k in psnr["torch"]}
-    result = {"steps": args.steps, "overrides": DEFAULTS + overrides,
+    result = {"steps": args.steps, "dtype": args.dtype, "overrides": DEFAULTS + overrides,
               "max_rel_loss_diff": max(rel), "first_step_over_1e-3": first_over(rel),
               "noise_floor_max_rel_loss_diff": max(floor), "noise_floor_first_step_over_1e-3": first_over(floor),
               "final_loss": {k: v[-1] for k, v in losses.items()}, "psnr": psnr,
@@ -112,8 +116,8 @@ def main():
               "train_seconds": seconds, "losses": losses}
     with open(os.path.join(args.out, "alignment.json"), "w") as f:
         json.dump(result, f, indent=1)
-    plot(losses, os.path.join(args.out, "alignment.png"))
-    print(f"steps {args.steps}: max relative loss difference Jittor vs PyTorch {max(rel):.3e} (first > 1e-3 at step "
+    plot(losses, os.path.join(args.out, "alignment.png"), args.dtype)
+    print(f"{args.dtype}, steps {args.steps}: max relative loss difference Jittor vs PyTorch {max(rel):.3e} (first > 1e-3 at step "
           f"{first_over(rel)}); PyTorch 1 vs 2 threads {max(floor):.3e} (first > 1e-3 at step {first_over(floor)}); "
           f"train time {', '.join(f'{k} {v:.0f} s' for k, v in seconds.items())}")
     print("| scale | PyTorch PSNR | Jittor PSNR | gap (dB) | PyTorch 1 thread | gap (dB) |\n|---|---|---|---|---|---|")

@@ -255,7 +255,7 @@ def all_reduce_mean(x):
     """The mean of a float over the ranks (x itself when not distributed)."""
     if not jt.in_mpi:
         return float(x)
-    total = jt.array(np.array([float(x)]), dtype="float64")  # without dtype= jt.array stores float32
+    total = _var([float(x)], "float64")
     return float(total.mpi_all_reduce("add").item()) / jt.world_size
 
 
@@ -279,8 +279,7 @@ def _scalar(x, like):
 
 def _var(array, dtype):
     """A Var of exactly `dtype` (jittor's own jt.array turns float64 arrays into float32)."""
-    with jt.flag_scope(auto_convert_64_to_32=0):
-        return jt.array(np.asarray(array, dtype=str(dtype)))
+    return jt.array(np.asarray(array, dtype=str(dtype)), dtype=str(dtype))
 
 
 def _round_half_even(u):
