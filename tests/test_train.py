@@ -114,3 +114,18 @@ def test_the_seed_fixes_the_same_initial_weights_on_every_framework(sample_dir, 
         np.testing.assert_array_equal(a[key], b[key])
     other = Trainer(tiny_cfg(sample_dir, tmp_path / "o", "seed=8"), str(tmp_path / "o"))
     assert not np.array_equal(other.B.state_dict_numpy(other.net)["imnet.layers.0.weight"], a["imnet.layers.0.weight"])
+
+
+def test_float64_training_matches_float32_at_first_and_resumes_in_float64(sample_dir, tmp_path):
+    f32 = Trainer(tiny_cfg(sample_dir, tmp_path / "f32", "train.epochs=1"), str(tmp_path / "f32"))
+    f32.fit()
+    f64 = Trainer(tiny_cfg(sample_dir, tmp_path / "f64", "train.epochs=1", "framework.dtype=float64"), str(tmp_path / "f64"))
+    f64.fit()
+    # the same model and batches: float32 rounding is all that separates the first losses
+    np.testing.assert_allclose(f64.step_losses[:2], f32.step_losses[:2], rtol=1e-5)
+    assert f64.step_losses != f32.step_losses
+    resumed = Trainer(tiny_cfg(sample_dir, tmp_path / "f64", "train.epochs=2", "framework.dtype=float64", "resume=true"),
+                      str(tmp_path / "f64"))
+    assert {v.dtype for v in resumed.B.state_dict_numpy(resumed.net).values()} == {np.dtype("float64")}
+    assert resumed.fit() is None and len(resumed.history) == 2
+    assert np.isfinite(resumed.history[-1]["val_psnr"])
