@@ -1,6 +1,8 @@
 """Every experiment, table, profile and launcher preset composes, and says what the paper says."""
 import fnmatch
+import json
 
+import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
@@ -92,12 +94,45 @@ def test_fixed_scale_rows_train_and_test_at_their_scale(experiment, k):
     cfg = compose(f"experiment={experiment}")
     assert cfg.model.args.encoder_spec.args.scale == k and not cfg.model.args.encoder_spec.args.no_upsampling
     assert (cfg.scale.min, cfg.scale.max) == (k, k) and list(cfg.scales) == [k]
+    for node, split in ((cfg.dataset.train, "train"), (cfg.dataset.val, "valid")):  # the original's LR files
+        assert node.wrapper == "sr-implicit-paired" and node.inp_size == 48 and node.sample_q is None
+        assert node.lr_root.endswith(f"DIV2K/DIV2K_{split}_LR_bicubic/X{k}") and node.hr_root.endswith(f"DIV2K_{split}_HR")
+
+
+@pytest.mark.slow
+def test_fixed_scale_row_trains_on_the_lr_files(tmp_path):
+    """table1_edsr_baseline_x3 end to end on a tiny DIV2K tree: it reads DIV2K_*_LR_bicubic/X3, and
+    says which folder is missing when that one is."""
+    from PIL import Image
+    from skimage import data
+    photos = [data.astronaut(), data.chelsea(), data.coffee()]
+    for split, images in (("train", photos[:2]), ("valid", photos[2:])):
+        for folder in (f"DIV2K_{split}_HR", f"DIV2K_{split}_LR_bicubic/X3"):
+            (tmp_path / "DIV2K" / folder).mkdir(parents=True)
+        for i, photo in enumerate(images):
+            hr = Image.fromarray(np.ascontiguousarray(photo[:96, :120]))
+            hr.save(tmp_path / "DIV2K" / f"DIV2K_{split}_HR" / f"{i:04d}.png")
+            hr.resize((40, 32), Image.BICUBIC).save(tmp_path / "DIV2K" / f"DIV2K_{split}_LR_bicubic/X3" / f"{i:04d}x3.png")
+    args = ["experiment=table1_edsr_baseline_x3", f"paths.data_dir={tmp_path}", "model.args.encoder_spec.args.n_resblocks=1",
+            "model.args.encoder_spec.args.n_feats=8", "dataset.train.inp_size=8", "dataset.val.inp_size=8",
+            "dataset.val.repeat=1", "train.epochs=1", "train.epoch_val=1", "train.batch_size=2", "device=cpu"]
+    r = run_cli(*args, f"hydra.run.dir={tmp_path / 'run'}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    [record] = metrics["records"]
+    assert (record["scale"], record["lr_source"], record["n_images"]) == (3, "files", 1)
+    assert metrics["train"]["steps"] == 20 and metrics["train"]["history"][0]["val_psnr"] is not None  # 2 images x repeat 20
+
+    import shutil
+    shutil.rmtree(tmp_path / "DIV2K" / "DIV2K_train_LR_bicubic")
+    r = run_cli(*args, f"hydra.run.dir={tmp_path / 'run2'}")
+    assert r.returncode == 2 and "DIV2K_train_LR_bicubic/X3" in r.stderr
 
 
 def test_table2_trains_on_div2k_and_tests_on_the_benchmarks():
     for name in ("table2_rdn", "table2_rdn_metasr", "table2_rdn_liif"):
         cfg = compose(f"experiment={name}")
-        assert cfg.dataset.train.root.endswith("DIV2K/DIV2K_train_HR")
+        assert (cfg.dataset.train.get("hr_root") or cfg.dataset.train.root).endswith("DIV2K/DIV2K_train_HR")
         assert [t.name for t in cfg.dataset.test] == BENCHMARKS
         assert all(list(t.scales) == [2, 3, 4, 6, 8] for t in cfg.dataset.test)
 
