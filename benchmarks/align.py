@@ -77,8 +77,8 @@ def plot(losses, path, dtype):
     a.set_ylabel("L1 loss (normalised space)")
     a.legend()
     a.set_title(f"Same initial weights, same batches ({dtype})")
-    b.semilogy(np.array(relative_difference(t, losses["jittor"])) + 1e-12, label="Jittor vs PyTorch", lw=1)
-    b.semilogy(np.array(relative_difference(t, losses["torch_1thread"])) + 1e-12, label="PyTorch 1 vs 2 threads",
+    b.semilogy(np.maximum(relative_difference(t, losses["jittor"]), 1e-17), label="Jittor vs PyTorch", lw=1)
+    b.semilogy(np.maximum(relative_difference(t, losses["torch_1thread"]), 1e-17), label="PyTorch 1 vs 2 threads",
                lw=1, alpha=0.7)
     b.axhline(1e-3, color="grey", ls=":", lw=1)
     b.set_ylabel("|relative difference|")
