@@ -31,3 +31,30 @@ def run_cli(*args, cwd=None, timeout=600, env=None):
     full_env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
     return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=cwd or ROOT, capture_output=True,
                           text=True, timeout=timeout, env=full_env)
+
+
+def noise_photos(folder, low=0):
+    """Three 40x40 noise images with values in [low, 255], for the multi-process tests."""
+    import numpy as np
+    from PIL import Image
+    folder.mkdir()
+    for i in range(3):
+        rng = np.random.default_rng(i)
+        Image.fromarray(rng.integers(low, 256, (40, 40, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+def assert_same_training(run_dir, single_dir, n_epochs):
+    """A multi-process run against the single process with the same global batch (their
+    metrics.json): both ok, the same epoch losses (1e-5 relative), validation and test PSNR (1e-3 dB)."""
+    import json
+    import numpy as np
+    m = [json.loads((d / "metrics.json").read_text()) for d in (run_dir, single_dir)]
+    assert m[0]["status"] == m[1]["status"] == "ok"
+    hist = [x["train"]["history"] for x in m]
+    assert len(hist[0]) == len(hist[1]) == n_epochs
+    np.testing.assert_allclose([r["loss"] for r in hist[0]], [r["loss"] for r in hist[1]], rtol=1e-5)
+    np.testing.assert_allclose([r["val_psnr"] for r in hist[0]], [r["val_psnr"] for r in hist[1]], atol=1e-3)
+    psnr = [[r["psnr"] for r in x["records"]] for x in m]
+    assert psnr[0] and len(psnr[0]) == len(psnr[1])
+    np.testing.assert_allclose(psnr[0], psnr[1], atol=1e-3)

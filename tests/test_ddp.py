@@ -8,9 +8,8 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, assert_same_training, noise_photos, run_cli
 from liif.data.loader import iterate_batches, len_batches
 
 TINY = ["model.args.encoder_spec.args.n_resblocks=1", "model.args.encoder_spec.args.n_feats=8",
@@ -42,14 +41,6 @@ def test_rank_shards_make_up_the_single_process_batches(world):
     assert n == (3 if world == 2 else 2)
 
 
-def _photos(folder):
-    folder.mkdir()
-    for i in range(3):
-        rng = np.random.default_rng(i)
-        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-    return folder
-
-
 def _torchrun(nproc, *args, timeout=300):
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
@@ -59,23 +50,15 @@ def _torchrun(nproc, *args, timeout=300):
 
 @pytest.mark.slow
 def test_two_process_ddp_matches_one_process(tmp_path):
-    data = _photos(tmp_path / "imgs")
+    data = noise_photos(tmp_path / "imgs")
     args = [*TINY, f"dataset.path={data}"]
     ddp = _torchrun(2, *args, f"hydra.run.dir={tmp_path / 'ddp'}")
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     single = run_cli(*args, f"hydra.run.dir={tmp_path / 'single'}", timeout=300)
     assert single.returncode == 0, single.stderr[-3000:]
 
-    m = {k: json.loads((tmp_path / k / "metrics.json").read_text()) for k in ("ddp", "single")}
-    assert m["ddp"]["status"] == m["single"]["status"] == "ok"
-    hist = {k: m[k]["train"]["history"] for k in m}
-    assert len(hist["ddp"]) == len(hist["single"]) == 2
-    np.testing.assert_allclose([r["loss"] for r in hist["ddp"]], [r["loss"] for r in hist["single"]], rtol=1e-5)
-    np.testing.assert_allclose([r["val_psnr"] for r in hist["ddp"]], [r["val_psnr"] for r in hist["single"]],
-                               atol=1e-3)
-    psnr = {k: [r["psnr"] for r in m[k]["records"]] for k in m}
-    assert psnr["ddp"] and len(psnr["ddp"]) == len(psnr["single"])
-    np.testing.assert_allclose(psnr["ddp"], psnr["single"], atol=1e-3)
+    assert_same_training(tmp_path / "ddp", tmp_path / "single", n_epochs=2)
+    m = ("ddp", "single")
 
     # one set of outputs, and the saved weights are the unwrapped model's
     for k in m:
@@ -100,7 +83,7 @@ def test_two_process_ddp_matches_one_process(tmp_path):
 
 @pytest.mark.slow
 def test_global_batch_not_divisible_by_the_processes_is_a_clear_error(tmp_path):
-    data = _photos(tmp_path / "imgs")
+    data = noise_photos(tmp_path / "imgs")
     result = _torchrun(2, *TINY, "train.batch_size=3", f"dataset.path={data}", f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode != 0
     assert "must be divisible by the number of processes (2)" in result.stderr, result.stderr[-3000:]

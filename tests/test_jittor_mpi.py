@@ -11,9 +11,8 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, assert_same_training, noise_photos, run_cli
 
 if importlib.util.find_spec("jittor") is None:  # the CLI subprocesses import it (with liif's defaults)
     pytest.skip("jittor is not installed", allow_module_level=True)
@@ -32,11 +31,7 @@ TINY = ["framework=jittor", "model.args.encoder_spec.args.n_resblocks=1", "model
 def _photos(folder):
     # bright noise: the model starts far below every target, so no gradient is at float-noise level,
     # where Adam turns rounding differences (sums in another order) into steps of about lr (docs/jittor.md)
-    folder.mkdir()
-    for i in range(3):
-        rng = np.random.default_rng(i)
-        Image.fromarray(rng.integers(160, 256, (40, 40, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-    return folder
+    return noise_photos(folder, low=160)
 
 
 def _mpirun(nproc, *args, timeout=300):
@@ -72,15 +67,8 @@ def test_two_process_mpi_matches_one_process(tmp_path):
     single = run_cli(*args, f"hydra.run.dir={tmp_path / 'single'}", timeout=300)
     assert single.returncode == 0, single.stderr[-3000:]
 
-    m = {k: json.loads((tmp_path / k / "metrics.json").read_text()) for k in ("mpi", "single")}
-    assert m["mpi"]["status"] == m["single"]["status"] == "ok"
-    hist = {k: m[k]["train"]["history"] for k in m}
-    assert len(hist["mpi"]) == len(hist["single"]) == 3
-    np.testing.assert_allclose([r["loss"] for r in hist["mpi"]], [r["loss"] for r in hist["single"]], rtol=1e-5)
-    np.testing.assert_allclose([r["val_psnr"] for r in hist["mpi"]], [r["val_psnr"] for r in hist["single"]], atol=1e-3)
-    psnr = {k: [r["psnr"] for r in m[k]["records"]] for k in m}
-    assert psnr["mpi"] and len(psnr["mpi"]) == len(psnr["single"])
-    np.testing.assert_allclose(psnr["mpi"], psnr["single"], atol=1e-3)
+    assert_same_training(tmp_path / "mpi", tmp_path / "single", n_epochs=3)
+    m = ("mpi", "single")
     w = {k: _weights(tmp_path / k) for k in m}
     assert sorted(w["mpi"]) == sorted(w["single"])
     for key in w["single"]:
