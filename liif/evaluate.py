@@ -10,6 +10,7 @@ Bicubic upsampling of the same LR is measured beside the model as the floor to b
 import logging
 import math
 import os
+import sys
 import time
 
 import numpy as np
@@ -23,15 +24,20 @@ log = logging.getLogger(__name__)
 
 def main(cfg):
     from liif.api import load_model
-    from liif.rundir import finish_run, start_run
+    from liif.rundir import Interrupted, finish_run, interruptible, start_run
     if cfg.get("checkpoint") is None:
         raise UserError("task=test needs checkpoint=PATH (a checkpoint of the original code or of ours)")
     out_dir, started = start_run(cfg, "test")
     model = load_model(cfg.checkpoint, framework=cfg.framework.name, device=cfg.device)
     status, records, error = "failed", [], None
     try:
-        records = evaluate(model, cfg, out_dir)
+        with interruptible():
+            records = evaluate(model, cfg, out_dir)
         status = "ok"
+    except Interrupted as e:
+        status, error = "interrupted", str(e)
+        print(f"{e}; metrics.json says so; run the test again to finish it", file=sys.stderr)
+        raise SystemExit(128 + e.signum) from None
     except Exception as e:
         error = f"{type(e).__name__}: {e}"
         raise

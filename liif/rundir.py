@@ -4,6 +4,7 @@ Every file is written atomically, so an interrupted run never leaves a torn one.
 import json
 import os
 import platform
+import signal
 import sys
 import tempfile
 import time
@@ -143,6 +144,36 @@ def finish_run(cfg, out_dir, started, status, records, model_spec=None, **extra)
         "framework": cfg.framework.name, "dataset": cfg.dataset.name, "seed": cfg.seed,
         "paper": _container(cfg.paper) if "paper" in cfg else None,
         "choices": choices, "wall_time_s": round(time.time() - started, 2), "records": records, **extra})
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived during work with no clean stopping point (a test pass)."""
+
+    def __init__(self, signum):
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+class interruptible:
+    """Within it, SIGINT/SIGTERM raise `Interrupted`: the `finally` that writes metrics.json
+    runs, instead of the process dying (SIGTERM's default) with no record of the run."""
+
+    def __enter__(self):
+        self._old = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._raise)
+            except ValueError:  # not the main thread (e.g. a launcher's worker thread)
+                pass
+        return self
+
+    @staticmethod
+    def _raise(signum, frame):
+        raise Interrupted(signum)
+
+    def __exit__(self, *exc):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
 
 
 def _container(node):

@@ -49,11 +49,14 @@ def main(cfg):
         stopped_by = trainer.fit()
         if stopped_by is None:
             if rank == 0:
-                records = evaluate(trainer.as_model(), cfg, out_dir)
-                trainer.log_samples(os.path.join(out_dir, "samples"))
+                with rundir.interruptible():
+                    records = evaluate(trainer.as_model(), cfg, out_dir)
+                    trainer.log_samples(os.path.join(out_dir, "samples"))
             status = "ok"
         else:
             status = "interrupted"
+    except rundir.Interrupted as e:  # during the final test: the training itself is saved
+        stopped_by, status, records = e.signum, "interrupted", []
     except Exception as e:
         error = f"{type(e).__name__}: {e}"
         raise

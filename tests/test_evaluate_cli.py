@@ -84,3 +84,32 @@ def test_missing_benchmark_prints_the_expected_layout(tmp_path, fixtures_dir):
                 "dataset.name=Nope", f"paths.data_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "benchmark/Nope/HR" in r.stderr and "LR_bicubic" in r.stderr
+
+
+def test_sigterm_during_a_test_run_is_recorded(myset, tmp_path, fixtures_dir, monkeypatch):
+    import os
+    import signal
+    import time
+    import liif.evaluate
+    from conftest import compose
+
+    def sigterm(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(2)  # the handler runs here
+        raise AssertionError("SIGTERM did not interrupt the test run")
+
+    def unhandled(signum, frame):  # if main() let SIGTERM through, fail instead of killing pytest
+        raise AssertionError("SIGTERM reached the default handler")
+
+    previous = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        monkeypatch.setattr(liif.evaluate, "evaluate", sigterm)
+        cfg = compose("task=test", f"checkpoint={fixtures_dir / 'ckpt_edsr-baseline-liif.pth'}", "dataset=benchmark",
+                      "dataset.name=MySet", f"paths.data_dir={myset}", f"output_dir={tmp_path}", "device=cpu")
+        with pytest.raises(SystemExit) as stopped:
+            liif.evaluate.main(cfg)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert stopped.value.code == 128 + signal.SIGTERM
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted" and metrics["error"] == "interrupted by SIGTERM"

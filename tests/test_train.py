@@ -3,6 +3,7 @@ it stops cleanly on a signal and on a NaN loss."""
 import json
 import os
 import signal
+import time
 
 import numpy as np
 import pytest
@@ -129,3 +130,33 @@ def test_float64_training_matches_float32_at_first_and_resumes_in_float64(sample
     assert {v.dtype for v in resumed.B.state_dict_numpy(resumed.net).values()} == {np.dtype("float64")}
     assert resumed.fit() is None and len(resumed.history) == 2
     assert np.isfinite(resumed.history[-1]["val_psnr"])
+
+
+def test_sigterm_during_the_final_test_is_recorded_and_resume_finishes_it(sample_dir, tmp_path, monkeypatch):
+    import liif.evaluate
+    from liif.train import main
+    real_evaluate = liif.evaluate.evaluate
+
+    def sigterm_then_evaluate(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(2)  # the handler runs here
+        return real_evaluate(*args, **kwargs)
+
+    def unhandled(signum, frame):  # if main() let SIGTERM through, fail the test instead of killing pytest
+        raise AssertionError("SIGTERM reached the default handler")
+
+    previous = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        monkeypatch.setattr(liif.evaluate, "evaluate", sigterm_then_evaluate)
+        with pytest.raises(SystemExit) as stopped:
+            main(tiny_cfg(sample_dir, tmp_path, "train.epochs=1"))
+        assert stopped.value.code == 128 + signal.SIGTERM
+        metrics = json.loads((tmp_path / "metrics.json").read_text())
+        assert metrics["status"] == "interrupted" and metrics["records"] == [] and metrics["train"]["epochs_done"] == 1
+        monkeypatch.setattr(liif.evaluate, "evaluate", real_evaluate)
+        records = main(tiny_cfg(sample_dir, tmp_path, "train.epochs=1", "resume=true"))  # only the test is left to run
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] == "ok" and metrics["records"] == records and len(records) > 0
+    assert metrics["train"]["steps"] == 4  # no step was trained twice
