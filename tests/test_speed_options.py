@@ -137,8 +137,9 @@ def test_channels_last_training_steps_equal_the_default_layout():
 
 @pytest.mark.slow
 def test_compile_equals_eager():
-    """Measured on the 2-core CPU: about 30 s to compile the inference (encoder + decoder), 15 s
-    more for a second input size (dynamic shapes), 40-60 s for the training step's forward and backward."""
+    """Measured on the 2-core CPU: 82 s (load average 7: other jobs shared the cores), nearly all of it
+    compiling: the inference (encoder + decoder) about 30 s, a second input size 15 s more (then the
+    shapes are dynamic), and the training step's forward and backward."""
     spec = tiny_spec()
     eager, compiled = build(spec), build(spec, compile=True)
     assert list(T.state_dict_numpy(compiled.net)) == list(T.state_dict_numpy(eager.net))  # no `_orig_mod.` keys
