@@ -254,7 +254,8 @@ def test_on_a_gpu():
     cpu, gpu = build(tiny_spec()), build(tiny_spec())
     gpu.net, gpu.device = gpu.net.cuda(), "cuda"
     coord, cell = queries(25, 19)
-    np.testing.assert_allclose(gpu.query(image(), coord, cell, bsize=100), cpu.query(image(), coord, cell), atol=1e-4)
+    # 1e-3: cuDNN may run float32 convolutions in TF32 (torch's default for them)
+    np.testing.assert_allclose(gpu.query(image(), coord, cell, bsize=100), cpu.query(image(), coord, cell), atol=1e-3)
     np.testing.assert_allclose(train_losses(gpu, "bf16"), train_losses(cpu), rtol=0.01)
 
 
