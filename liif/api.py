@@ -3,6 +3,7 @@
     model = liif.load_model("ckpt.pth", framework="torch", device="cpu")
     pred = model.query(inp, coord, cell, bsize=30000)   # the original batched_predict
     sr = model.upscale(image, size=(H, W))              # uint8 in, uint8 out
+    fast = liif.load_model("ckpt.pth", device="cuda", precision="bf16", channels_last=True, compile=True)
 
 Everything crossing this API is NumPy; the framework stays inside.
 """
@@ -13,33 +14,39 @@ from liif.coords import make_coord
 
 
 class Model:
-    """A built network plus its backend, device and spec (the original `{name, args}`)."""
+    """A built network plus its backend, device, spec (the original `{name, args}`) and the
+    precision it predicts in ('fp32', or 'bf16': bfloat16 autocast, PyTorch only)."""
 
-    def __init__(self, net, backend, spec, device):
-        self.net, self.backend, self.spec, self.device = net, backend, spec, device
+    def __init__(self, net, backend, spec, device, precision="fp32"):
+        backend.autocast(precision, device)  # an unsupported precision fails here, not at the first query
+        self.net, self.backend, self.spec, self.device, self.precision = net, backend, spec, device, precision
 
     def query(self, inp, coord, cell, bsize=30000):
         """Predict at `coord` (B,Q,2) with cells `cell` (B,Q,2) from normalised `inp` (B,3,h,w).
 
         Returns (B,Q,3) float32 in the normalised space, like the original `batched_predict`:
-        the encoder runs once, the decoder on chunks of `bsize` queries.
+        the encoder runs once, the decoder on chunks of `bsize` queries. The chunks' predictions
+        stay on the device and come back in one copy at the end: a GPU is never waited for per chunk.
         """
         B = self.backend
         inp, coord, cell = (np.asarray(a, dtype=np.float32) for a in (inp, coord, cell))
-        out = np.empty(coord.shape[:2] + (3,), dtype=np.float32)
+        preds = []
         self.net.eval()
-        with B.no_grad():
+        with B.no_grad(), B.autocast(self.precision, self.device):
             feat = self.net.gen_feat(B.tensor(inp, like=self._anchor()))
             for start in range(0, coord.shape[1], bsize):
-                stop = min(start + bsize, coord.shape[1])
-                pred = self.net.query_rgb(B.tensor(coord[:, start:stop], like=feat), B.tensor(cell[:, start:stop], like=feat))
-                out[:, start:stop] = B.to_numpy(pred)
-        return out
+                pred = self.net.query_rgb(B.tensor(coord[:, start:start + bsize], like=feat),
+                                          B.tensor(cell[:, start:start + bsize], like=feat))
+                preds.append(B.materialize(pred.float()))  # float32 whatever the autocast
+        if not preds:
+            return np.empty(coord.shape[:2] + (3,), dtype=np.float32)
+        return B.to_numpy(B.cat(preds, 1))
 
     def upscale(self, image, size, bsize=30000):
         """Upscale a uint8 image (HxW grey, HxWx3 RGB or HxWx4 RGBA) to `size` = (H, W), uint8 RGB out.
 
-        Coordinates are made per chunk, so memory is bounded by `bsize`, not by the output size.
+        Coordinates are made per chunk and each chunk is rounded to uint8 on the device, so memory
+        is bounded by `bsize` (plus the uint8 output), not by the output size; one copy back at the end.
         """
         image = to_rgb(np.asarray(image))
         height, width = parse_size(size)
@@ -47,43 +54,52 @@ class Model:
         rows, cols = (make_coord((height,))[:, 0], make_coord((width,))[:, 0])
         cell = np.empty((1, min(bsize, height * width), 2), dtype=np.float32)
         cell[..., 0], cell[..., 1] = 2 / height, 2 / width
-        out = np.empty((height * width, 3), dtype=np.uint8)
+        chunks = []
         B = self.backend
         self.net.eval()
-        with B.no_grad():
+        with B.no_grad(), B.autocast(self.precision, self.device):
             feat = self.net.gen_feat(B.tensor(np.ascontiguousarray(inp), like=self._anchor()))
             for start in range(0, height * width, bsize):
                 idx = np.arange(start, min(start + bsize, height * width))
                 coord = np.stack([rows[idx // width], cols[idx % width]], -1)[None]
-                pred = B.to_numpy(self.net.query_rgb(B.tensor(coord, like=feat), B.tensor(cell[:, :len(idx)], like=feat)))[0]
+                pred = self.net.query_rgb(B.tensor(coord, like=feat), B.tensor(cell[:, :len(idx)], like=feat))[0]
                 # rounded, not floored (the original demo truncates)
-                out[start:start + len(idx)] = np.round(np.clip(pred * 0.5 + 0.5, 0, 1) * 255)
-        return out.reshape(height, width, 3)
+                chunks.append(B.materialize(B.to_uint8(pred.float() * 0.5 + 0.5)))
+        return B.to_numpy(B.cat(chunks, 0)).reshape(height, width, 3)
 
     def _anchor(self):
         """Any tensor on the model's device, for `B.tensor(..., like=)`."""
         return next(iter(self.net.parameters()))
 
 
-def build_model(spec, framework="torch", device="auto"):
+def build_model(spec, framework="torch", device="auto", precision="fp32", channels_last=False, compile=False):
+    """The model `spec` with fresh weights. precision: 'fp32', or 'bf16' (inference under bfloat16
+    autocast: faster on a GPU, costs PSNR, see docs/benchmarks.md); channels_last, compile: the
+    backend's `optimize` (PyTorch). All three default to the plain float32 model."""
     B = backends.get(framework)
     dev = B.device(device)
     net = B.to_device(registry.make(spec, B), dev)
-    return Model(net, B, spec, dev)
+    return Model(B.optimize(net, channels_last=channels_last, compile=compile), B, spec, dev, precision)
 
 
-def load_model(path, framework="torch", device="auto"):
-    """Load a checkpoint written by the original code or by us onto `framework`."""
+def load_model(path, framework="torch", device="auto", precision="fp32", channels_last=False, compile=False):
+    """Load a checkpoint written by the original code or by us onto `framework`; options as `build_model`."""
     B = backends.get(framework)
     ckpt = checkpoint.read(path, B)
     spec = {"name": ckpt["model"]["name"], "args": ckpt["model"]["args"]}
-    model = build_model(spec, framework, device)
+    model = build_model(spec, framework, device, precision, channels_last, compile)
     try:
         B.load_state_dict_numpy(model.net, ckpt["model"]["sd"])
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
     model.net = B.to_device(model.net, model.device)
     return model
+
+
+def infer_options(framework_cfg):
+    """`load_model`'s options from a framework config (conf/framework/*.yaml), for test and demo."""
+    return {"precision": framework_cfg.infer_precision, "channels_last": framework_cfg.channels_last,
+            "compile": framework_cfg.compile}
 
 
 def to_rgb(image):

@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from liif.api import load_model, parse_size
+from liif.api import infer_options, load_model, parse_size
 from liif.cli import UserError
 
 log = logging.getLogger(__name__)
@@ -20,7 +20,7 @@ def main(cfg):
             raise UserError(f"task=demo needs {key}=...: python run.py task=demo checkpoint=CKPT input=IMG size=[H,W] output=OUT.png")
     size = parse_size(list(cfg.size) if not isinstance(cfg.size, (str, int, float)) else cfg.size)
     image = read_input(cfg.input)
-    model = load_model(cfg.checkpoint, framework=cfg.framework.name, device=cfg.device)
+    model = load_model(cfg.checkpoint, framework=cfg.framework.name, device=cfg.device, **infer_options(cfg.framework))
     sr = model.upscale(image, size, bsize=cfg.eval_bsize)
     write_png(sr, cfg.output)
     log.info("wrote %s (%dx%d) from %s (%dx%d)", cfg.output, size[0], size[1], cfg.input, image.shape[0], image.shape[1])

@@ -23,12 +23,12 @@ log = logging.getLogger(__name__)
 
 
 def main(cfg):
-    from liif.api import load_model
+    from liif.api import infer_options, load_model
     from liif.rundir import Interrupted, finish_run, interruptible, start_run
     if cfg.get("checkpoint") is None:
         raise UserError("task=test needs checkpoint=PATH (a checkpoint of the original code or of ours)")
     out_dir, started = start_run(cfg, "test")
-    model = load_model(cfg.checkpoint, framework=cfg.framework.name, device=cfg.device)
+    model = load_model(cfg.checkpoint, framework=cfg.framework.name, device=cfg.device, **infer_options(cfg.framework))
     status, records, error = "failed", [], None
     try:
         with interruptible():

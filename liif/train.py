@@ -151,7 +151,12 @@ class Trainer:
         self.net = registry.make(self.spec, B)
         # the same initial weights on every framework: seed= fixes the starting model, not only the data
         B.load_state_dict_numpy(self.net, initial_state(B.state_dict_numpy(self.net), cfg.seed))
-        self.net = B.to_dtype(B.to_device(self.net, self.device), cfg.framework.get("dtype", "float32"))
+        fw = cfg.framework
+        self.precision, self.infer_precision, self.pin_memory = fw.precision, fw.infer_precision, fw.pin_memory
+        for precision in (self.precision, self.infer_precision):
+            B.autocast(precision, self.device)  # an unsupported value fails now, not after an epoch
+        self.net = B.to_dtype(B.to_device(self.net, self.device), fw.get("dtype", "float32"))
+        self.net = B.optimize(self.net, channels_last=fw.channels_last, compile=fw.compile)
         self.opt = B.adam(self.net, self.t.lr)
         self.epoch, self.step_in_epoch, self.loss_sum = 1, 0, 0.0  # next epoch/step to run
         self.history, self.best_psnr, self.steps_done = [], -math.inf, 0
@@ -166,8 +171,10 @@ class Trainer:
     # ---- the loop --------------------------------------------------------------------
     def fit(self):
         """Train to `train.epochs`; returns None, or the signal number that interrupted it."""
-        from liif.data.loader import iterate_batches, len_batches
+        from liif.data.loader import iterate_batches, len_batches, prefetch
         t, B = self.t, self.B
+        like = next(iter(self.net.parameters()))
+        prepare = lambda batch: B.batch_to_device(normalise(batch), like, self.pin_memory)  # noqa: E731
         stop = _StopFlag()
         with stop:
             while self.epoch <= t.epochs:
@@ -180,6 +187,7 @@ class Trainer:
                 batches = iterate_batches(self.train_set, t.batch_size, shuffle=True, seed=self.cfg.seed,
                                           epoch=self.epoch, num_workers=t.get("num_workers", 0),
                                           rank=self.rank, world_size=self.world)
+                batches = prefetch(batches, prepare) if t.get("prefetch") else map(prepare, batches)
                 bar = tqdm(total=n_steps, initial=self.step_in_epoch, desc=f"epoch {self.epoch}/{t.epochs}",
                            leave=False, disable=None if self.rank == 0 else True)
                 for step, batch in enumerate(batches):
@@ -187,7 +195,7 @@ class Trainer:
                         break
                     if step < self.step_in_epoch:  # resumed mid-epoch: these steps are done
                         continue
-                    loss = B.train_step(self.train_net, self.opt, normalise(batch))
+                    loss = B.train_step(self.train_net, self.opt, batch, self.precision)
                     if self.world > 1:
                         loss = B.all_reduce_mean(loss)  # the global batch's loss
                     if not math.isfinite(loss):
@@ -264,7 +272,7 @@ class Trainer:
 
     def as_model(self):
         from liif.api import Model
-        return Model(self.net, self.B, self.spec, self.device)
+        return Model(self.net, self.B, self.spec, self.device, self.infer_precision)
 
     # ---- checkpoints -----------------------------------------------------------------
     def save(self, name):

@@ -5,8 +5,10 @@
 
   name, Module, nn (Conv2d, Linear, ReLU, Sequential, ModuleList, PixelShuffle)
   device(name)                -> the resolved device string ('cpu' / 'cuda')
-  tensor(array, like=None)    numpy -> framework tensor (on `like`'s device)
+  tensor(array, like=None)    numpy -> framework tensor (on `like`'s device, without waiting for the GPU)
   to_numpy(t)                 framework tensor -> numpy
+  to_uint8(x)                 round(clip(x, 0, 1) * 255) as a uint8 tensor, halves to even (np.round)
+  materialize(t) -> t         computed now (a lazy framework would defer it), without waiting for the GPU
   cat, stack, bmm             as in torch
   unfold3x3(feat)             (B,C,h,w) -> (B,9C,h,w), torch's F.unfold channel order, zero pad
   grid_sample_nearest(x, coord)   x (B,C,h,w), coord (B,Q,2) as (row, col) -> (B,Q,C),
@@ -20,9 +22,16 @@
   save_file(obj, path)        write a checkpoint file (torch format) from numpy
   to_device(model, device)    move a model
   to_dtype(model, dtype)      float32 (default) or float64 parameters; tensor() follows `like`'s float type
+  autocast(precision, dev)    context manager: 'fp32' nothing, 'bf16' bfloat16 autocast (torch only);
+                              raises on an unsupported value when called
+  optimize(model, channels_last=False, compile=False) -> model   speed options in place, same state_dict
+                              (torch only; the other backend raises on non-defaults)
   adam(model, lr)             Adam with torch's update formula over model.parameters()
   set_lr(optimizer, lr)       the schedule itself is framework-neutral (liif.schedule)
-  train_step(model, optimizer, batch) -> float   one L1 step on a dict of numpy arrays
+  batch_to_device(batch, like, pin_memory=False)   a dict of numpy arrays made ready for train_step
+                              (torch: tensors on like's device, via pinned memory on CUDA if asked)
+  train_step(model, optimizer, batch, precision='fp32') -> float   one L1 step on a dict of numpy arrays
+                              (or batch_to_device's), forward under autocast(precision)
   optimizer_state_numpy(opt) / load_optimizer_state_numpy(opt, sd)   torch's state_dict layout
   seed(n)                     seed the framework's own RNG
   set_threads(n)              CPU threads (None/0: leave the framework's default)

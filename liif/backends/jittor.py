@@ -16,6 +16,7 @@ Multi-process training is MPI, Jittor's own launcher (`mpirun -np N python run.p
 optimizer averages the gradients over the ranks.
 """
 import collections
+import contextlib
 import io
 import math
 import os
@@ -96,6 +97,17 @@ def tensor(array, like=None):
 
 def to_numpy(t):
     return t.numpy()
+
+
+def to_uint8(x):
+    """round(clip(x, 0, 1) * 255) as uint8; halves round to even, as np.round (jittor's round does not)."""
+    return _round_half_even(x.clamp(0, 1) * 255).uint8()
+
+
+def materialize(t):
+    """t, computed now without waiting for the GPU: jittor is lazy, and a loop that keeps its results
+    (chunked decoding) would otherwise build one graph of every iteration, run at the final copy."""
+    return t.sync(device_sync=False)
 
 
 def cat(tensors, dim=0):
@@ -189,6 +201,22 @@ def to_dtype(model, dtype):
     return model.float64() if _common.check_dtype(dtype) == "float64" else model.float32()
 
 
+def autocast(precision, dev="cpu"):
+    """float32 only here: bf16 autocast is a PyTorch option."""
+    if precision != "fp32":
+        raise ValueError(f"framework=jittor runs in float32 only, not precision '{precision}' (bf16 autocast is a "
+                         "PyTorch option): set framework.precision=fp32 framework.infer_precision=fp32, or use framework=torch")
+    return contextlib.nullcontext()
+
+
+def optimize(model, channels_last=False, compile=False):
+    """No speed options here: channels_last and compile are PyTorch ones."""
+    if channels_last or compile:
+        raise ValueError("framework=jittor has no channels_last or compile option (PyTorch ones): set "
+                         "framework.channels_last=false framework.compile=false, or use framework=torch")
+    return model
+
+
 def adam(model, lr):
     """Adam over all of model.parameters() (frozen ones included, as the original), torch's formula."""
     return _TorchAdam(model.parameters(), lr=lr)
@@ -199,8 +227,15 @@ def set_lr(optimizer, lr):
         group["lr"] = lr
 
 
-def train_step(model, optimizer, batch):
+def batch_to_device(batch, like=None, pin_memory=False):
+    """The batch as float32 numpy: jittor copies it to the device when the step runs, and making Vars
+    off the main thread (prefetching) is not known to be safe. pin_memory is a PyTorch option."""
+    return {k: np.asarray(v, dtype=np.float32) for k, v in batch.items()}
+
+
+def train_step(model, optimizer, batch, precision="fp32"):
     """One L1 step on a batch of normalised numpy arrays (inp, coord, cell, gt); returns the loss."""
+    autocast(precision)  # float32 only
     like = next(iter(model.parameters()))
     inp, coord, cell, gt = (tensor(batch[k], like) for k in ("inp", "coord", "cell", "gt"))
     loss = (model(inp, coord, cell) - gt).abs().mean()

@@ -1,4 +1,5 @@
 """PyTorch backend: the backend contract (see `liif.backends`) on torch."""
+import contextlib
 
 import numpy as np
 import torch
@@ -26,12 +27,24 @@ def tensor(array, like=None):
     t = torch.from_numpy(array if array.flags.writeable else array.copy())
     if like is None:
         return t
-    # float data follows the model's float type (float32, or float64 for numerical checks)
-    return t.to(like.device, like.dtype if t.is_floating_point() and like.is_floating_point() else None)
+    # float data follows the model's float type (float32, or float64 for numerical checks).
+    # non_blocking: a copy to the GPU does not wait for the GPU's queued work (torch's blocking copy
+    # synchronises the stream). Safe from pageable memory: CUDA stages the array before returning.
+    return t.to(like.device, like.dtype if t.is_floating_point() and like.is_floating_point() else None, non_blocking=True)
 
 
 def to_numpy(t):
     return t.detach().cpu().numpy()
+
+
+def to_uint8(x):
+    """round(clip(x, 0, 1) * 255) as uint8, on x's device; halves round to even, as np.round."""
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def materialize(t):
+    """t, computed (torch is eager: t itself); never waits for the GPU."""
+    return t
 
 
 cat = torch.cat
@@ -92,6 +105,32 @@ def to_dtype(model, dtype):
     return model.to(getattr(torch, _common.check_dtype(dtype)))
 
 
+def autocast(precision, dev="cpu"):
+    """fp32: nothing. bf16: bfloat16 autocast on `dev`'s device type (convolutions and matmuls in
+    bfloat16; weights, gradients and optimizer state stay float32, so no loss scaling is needed).
+    The value is checked when this is called, so callers can check a config before any work."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "bf16":
+        return torch.autocast(torch.device(dev).type, dtype=torch.bfloat16)
+    raise ValueError(f"unknown precision '{precision}'; use fp32 or bf16")
+
+
+def optimize(model, channels_last=False, compile=False):
+    """Speed options, in place; state_dict keys and values unchanged (checkpoints are the same).
+    channels_last: 4-d weights (the convolutions) in NHWC layout; a convolution with NHWC weights
+    runs and returns NHWC whatever its input's layout (cuDNN and oneDNN), so inputs need no change.
+    compile: torch.compile the model's two calls, `gen_feat` (the encoder) and `query_rgb` (the
+    decoder); `forward` (training) is these two. Not `nn.Module.compile()` on the MLP: the fast
+    decoding path calls its layers one by one, never the MLP module itself."""
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    if compile:
+        for fn in ("gen_feat", "query_rgb"):
+            setattr(model, fn, torch.compile(getattr(model, fn)))  # an instance attribute: no new state_dict keys
+    return model
+
+
 def adam(model, lr):
     """Adam over all of model.parameters() (frozen ones included, as the original), torch's formula."""
     return torch.optim.Adam(model.parameters(), lr=lr)
@@ -102,11 +141,26 @@ def set_lr(optimizer, lr):
         group["lr"] = lr
 
 
-def train_step(model, optimizer, batch):
-    """One L1 step on a batch of normalised numpy arrays (inp, coord, cell, gt); returns the loss."""
+def batch_to_device(batch, like, pin_memory=False):
+    """A batch (dict of numpy arrays) as tensors on `like`'s device, ready for `train_step`. With
+    pin_memory and a CUDA device the arrays go through page-locked memory: the copy is then a DMA
+    that runs while the GPU computes (from pageable memory CUDA first copies it on the host)."""
+    if not (pin_memory and like.is_cuda):
+        return {k: tensor(v, like) for k, v in batch.items()}
+    return {k: torch.from_numpy(np.ascontiguousarray(v)).pin_memory().to(like.device, like.dtype, non_blocking=True)
+            for k, v in batch.items()}  # the batch's arrays are all float
+
+
+def train_step(model, optimizer, batch, precision="fp32"):
+    """One L1 step on a batch of normalised arrays (inp, coord, cell, gt: numpy, or `batch_to_device`'s);
+    returns the loss. precision bf16: the forward under bfloat16 autocast, the loss in float32."""
     like = next(iter(model.parameters()))
-    inp, coord, cell, gt = (tensor(batch[k], like) for k in ("inp", "coord", "cell", "gt"))
-    loss = (model(inp, coord, cell) - gt).abs().mean()
+    if isinstance(batch["inp"], np.ndarray):
+        batch = batch_to_device(batch, like)
+    inp, coord, cell, gt = (batch[k] for k in ("inp", "coord", "cell", "gt"))
+    with autocast(precision, like.device):
+        pred = model(inp, coord, cell)
+    loss = (pred.float() - gt).abs().mean()
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()

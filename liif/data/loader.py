@@ -83,3 +83,26 @@ def iterate_batches(dataset, batch_size, shuffle=False, seed=0, epoch=0, drop_la
         if pool is not None:
             pool.terminate()
             pool.join()
+
+
+def prefetch(batches, prepare):
+    """`prepare(batch)` for each of `batches`, the next one made in a background thread while the
+    caller works on the current one (loading, collation and the copy to the device then overlap
+    the training step). The same batches in the same order; the thread's exceptions are raised here."""
+    from concurrent.futures import ThreadPoolExecutor
+    batches, end = iter(batches), object()
+
+    def next_prepared():
+        batch = next(batches, end)
+        return end if batch is end else prepare(batch)
+
+    pool = ThreadPoolExecutor(1, thread_name_prefix="prefetch")
+    ahead = pool.submit(next_prepared)
+    try:
+        while (batch := ahead.result()) is not end:
+            ahead = pool.submit(next_prepared)
+            yield batch
+    finally:
+        pool.shutdown(wait=True)  # the thread is done with `batches`
+        if hasattr(batches, "close"):
+            batches.close()  # a loader's worker processes stop now, not at garbage collection

@@ -148,7 +148,8 @@ class LIIF:
                     code = code[:, :, r0 - lo:r1 - lo]
             else:
                 code = feat if (r0, r1) == (0, h) else feat[:, :, r0:r1]
-            blocks.append((w_f @ code.view(n, k, (r1 - r0) * w)).view(n, -1, r1 - r0, w))
+            # reshape, not view: without feat_unfold `code` is the encoder's map, which may be NHWC (channels_last)
+            blocks.append((w_f @ code.reshape(n, k, (r1 - r0) * w)).view(n, -1, r1 - r0, w))
         proj = blocks[0] if len(blocks) == 1 else B.cat(blocks, 2)
         if first.bias is not None:
             proj = proj + first.bias.view(-1, 1, 1)
