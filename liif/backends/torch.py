@@ -27,10 +27,12 @@ def tensor(array, like=None):
     t = torch.from_numpy(array if array.flags.writeable else array.copy())
     if like is None:
         return t
-    # float data follows the model's float type (float32, or float64 for numerical checks).
+    # float data follows the model's float type (float32, or float64 for numerical checks), but
+    # not autocast's bfloat16 activations: coordinates stay float32.
     # non_blocking: a copy to the GPU does not wait for the GPU's queued work (torch's blocking copy
     # synchronises the stream). Safe from pageable memory: CUDA stages the array before returning.
-    return t.to(like.device, like.dtype if t.is_floating_point() and like.is_floating_point() else None, non_blocking=True)
+    dtype = like.dtype if t.is_floating_point() and like.dtype in (torch.float32, torch.float64) else None
+    return t.to(like.device, dtype, non_blocking=True)
 
 
 def to_numpy(t):
@@ -160,7 +162,7 @@ def train_step(model, optimizer, batch, precision="fp32"):
     inp, coord, cell, gt = (batch[k] for k in ("inp", "coord", "cell", "gt"))
     with autocast(precision, like.device):
         pred = model(inp, coord, cell)
-    loss = (pred.float() - gt).abs().mean()
+    loss = (pred.to(gt.dtype) - gt).abs().mean()  # float32 (float64) even from bf16 predictions
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
