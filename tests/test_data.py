@@ -327,3 +327,29 @@ def test_make_wrapped_builds_an_original_config(tmp_path):
 def test_data_package_does_not_import_torch():
     code = "import sys, liif.data; assert not any(m.split('.')[0] in ('torch', 'jittor') for m in sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+class _SignalReport:
+    """Items that say how the process making them handles SIGTERM and SIGINT."""
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        import signal
+        return {"default_sigterm": np.array(signal.getsignal(signal.SIGTERM) is signal.SIG_DFL),
+                "ignores_sigint": np.array(signal.getsignal(signal.SIGINT) is signal.SIG_IGN)}
+
+
+def test_workers_do_not_inherit_the_trainers_signal_handlers():
+    """Workers forked during training must die on Pool.terminate()'s SIGTERM (the trainer's own
+    handler only sets a flag: a pool that cannot be terminated hangs the run) and leave Ctrl-C to
+    the parent."""
+    import signal
+    from liif.data.loader import iterate_batches
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        batches = list(iterate_batches(_SignalReport(), 2, num_workers=2))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert all(b["default_sigterm"].all() and b["ignores_sigint"].all() for b in batches)

@@ -5,6 +5,7 @@ order comes from its own generator and every item draws its randomness from
 (seed, epoch, index) inside the wrapper, so `num_workers` changes the speed, never the data.
 """
 import multiprocessing
+import signal
 
 import numpy as np
 
@@ -18,6 +19,11 @@ _worker_dataset = None
 def _init_worker(dataset):
     global _worker_dataset
     _worker_dataset = dataset
+    # A worker forked during training inherits the trainer's SIGTERM handler (which only sets a
+    # flag), and Pool.terminate() stops workers with SIGTERM: restore the default so it works (a
+    # hang was seen), and leave Ctrl-C to the parent, which then terminates the pool.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _get_item(i):
