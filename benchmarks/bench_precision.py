@@ -36,6 +36,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from bench_inference import training_batch  # noqa: E402  (the same random batch as the inference benchmark's)
 
 SPEC = {"name": "liif", "args": {
     "encoder_spec": {"name": "edsr-baseline", "args": {"no_upsampling": True}},
@@ -68,18 +69,6 @@ def build(case, device):
     torch.manual_seed(0)
     return liif.build_model(SPEC, framework="torch", device=device, precision=precision,
                             channels_last=channels_last, compile=compile)
-
-
-def training_batch(rng, n, side, q):
-    from liif.coords import make_coord
-    coord = np.empty((n, q, 2), np.float32)
-    cell = np.empty((n, q, 2), np.float32)
-    for i in range(n):
-        hr = round(side * rng.uniform(1, 4))
-        coord[i] = make_coord((hr, hr))[rng.choice(hr * hr, q, replace=False)]
-        cell[i] = 2 / hr
-    return {"inp": rng.uniform(-1, 1, (n, 3, side, side)).astype(np.float32), "coord": coord, "cell": cell,
-            "gt": rng.uniform(-1, 1, (n, q, 3)).astype(np.float32)}
 
 
 def bench_training(case, device, batch, steps, warmup):

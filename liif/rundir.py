@@ -154,26 +154,32 @@ class Interrupted(Exception):
         self.signum = signum
 
 
-class interruptible:
-    """Within it, SIGINT/SIGTERM raise `Interrupted`: the `finally` that writes metrics.json
-    runs, instead of the process dying (SIGTERM's default) with no record of the run."""
+class on_signals:
+    """Within it, SIGINT and SIGTERM call `handler(signum)` instead of their usual action."""
+
+    def __init__(self, handler):
+        self.handler = handler
 
     def __enter__(self):
         self._old = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
-                self._old[sig] = signal.signal(sig, self._raise)
+                self._old[sig] = signal.signal(sig, lambda signum, frame: self.handler(signum))
             except ValueError:  # not the main thread (e.g. a launcher's worker thread)
                 pass
         return self
 
-    @staticmethod
-    def _raise(signum, frame):
-        raise Interrupted(signum)
-
     def __exit__(self, *exc):
         for sig, handler in self._old.items():
             signal.signal(sig, handler)
+
+
+def interruptible():
+    """SIGINT/SIGTERM raise `Interrupted`: the `finally` that writes metrics.json runs, instead
+    of the process dying (SIGTERM's default) with no record of the run."""
+    def raise_interrupted(signum):
+        raise Interrupted(signum)
+    return on_signals(raise_interrupted)
 
 
 def _container(node):

@@ -350,22 +350,13 @@ def _tensorboard(folder):
     return SummaryWriter(folder)
 
 
-class _StopFlag:
+class _StopFlag(rundir.on_signals):
     """Turns SIGINT/SIGTERM into a flag checked after each step, so the loop can save a
     resumable checkpoint and exit instead of dying mid-write."""
 
-    def __enter__(self):
-        self.signum, self._old = None, {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._old[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread (e.g. a launcher's worker thread)
-                pass
-        return self
+    def __init__(self):
+        self.signum = None
+        super().__init__(self._set)
 
-    def _handle(self, signum, frame):
+    def _set(self, signum):
         self.signum = signum
-
-    def __exit__(self, *exc):
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
