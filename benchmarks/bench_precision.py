@@ -181,18 +181,14 @@ def main():
     train, inf = result["training"]["cases"], result["inference"]["cases"]
     if train:
         print(f"Training, batch {n} x {side}x{side}, {q} queries each:\n")
-        print("| case | it/s | vs fp32 | first step (s) | first loss |")
-        print("|---|---|---|---|---|")
-        for case, r in train.items():
-            ratio = f"{r['it_per_s'] / train['fp32']['it_per_s']:.2f}x" if "fp32" in train else "–"
-            print(f"| {case} | {r['it_per_s']:.3f} | {ratio} | {r['first_step_s']:.1f} | {r['first_loss']:.6f} |")
+        _table(["case", "it/s", "vs fp32", "first step (s)", "first loss"],
+               [[case, f"{r['it_per_s']:.3f}", _ratio(train, case, "it_per_s"), f"{r['first_step_s']:.1f}",
+                 f"{r['first_loss']:.6f}"] for case, r in train.items()])
     if inf:
         print(f"\nInference, {lr_size[0]}x{lr_size[1]} -> x4 {size[0]}x{size[1]} ({size[0] * size[1]:,} queries):\n")
-        print("| case | median (s) | vs fp32 | first call (s) | max uint8 diff vs fp32 |")
-        print("|---|---|---|---|---|")
-        for case, r in inf.items():
-            ratio = f"{inf['fp32']['median_s'] / r['median_s']:.2f}x" if "fp32" in inf else "–"
-            print(f"| {case} | {r['median_s']:.3f} | {ratio} | {r['first_s']:.2f} | {r['max_uint8_diff_vs_fp32']} |")
+        _table(["case", "median (s)", "vs fp32", "first call (s)", "max uint8 diff vs fp32"],
+               [[case, f"{r['median_s']:.3f}", _ratio(inf, case, "median_s", faster_is_lower=True), f"{r['first_s']:.2f}",
+                 str(r["max_uint8_diff_vs_fp32"])] for case, r in inf.items()])
     if result["psnr"]:
         print(f"\nPSNR (dB) of bf16 inference, sample set valid (3 photos), "
               f"{'checkpoint ' + args.checkpoint if args.checkpoint else 'random weights'}:\n")
@@ -204,6 +200,21 @@ def main():
     with open(args.json, "w") as f:
         json.dump(result, f, indent=2)
     print(f"\nJSON: {args.json}")
+
+
+def _ratio(cases, case, key, faster_is_lower=False):
+    """The speed of `case` relative to fp32 ('–' without an fp32 case)."""
+    if "fp32" not in cases:
+        return "–"
+    a, b = cases[case][key], cases["fp32"][key]
+    return f"{(b / a if faster_is_lower else a / b):.2f}x"
+
+
+def _table(header, rows):
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
 
 
 if __name__ == "__main__":
