@@ -25,14 +25,7 @@ def device(requested="auto"):
 def tensor(array, like=None):
     array = np.ascontiguousarray(array)
     t = torch.from_numpy(array if array.flags.writeable else array.copy())
-    if like is None:
-        return t
-    # float data follows the model's float type (float32, or float64 for numerical checks), but
-    # not autocast's bfloat16 activations: coordinates stay float32.
-    # non_blocking: a copy to the GPU does not wait for the GPU's queued work (torch's blocking copy
-    # synchronises the stream). Safe from pageable memory: CUDA stages the array before returning.
-    dtype = like.dtype if t.is_floating_point() and like.dtype in (torch.float32, torch.float64) else None
-    return t.to(like.device, dtype, non_blocking=True)
+    return t if like is None else _to_like(t, like)
 
 
 def to_numpy(t):
@@ -149,8 +142,7 @@ def batch_to_device(batch, like, pin_memory=False):
     that runs while the GPU computes (from pageable memory CUDA first copies it on the host)."""
     if not (pin_memory and like.is_cuda):
         return {k: tensor(v, like) for k, v in batch.items()}
-    return {k: torch.from_numpy(np.ascontiguousarray(v)).pin_memory().to(like.device, like.dtype, non_blocking=True)
-            for k, v in batch.items()}  # the batch's arrays are all float
+    return {k: _to_like(torch.from_numpy(np.ascontiguousarray(v)).pin_memory(), like) for k, v in batch.items()}
 
 
 def train_step(model, optimizer, batch, precision="fp32"):
@@ -238,6 +230,15 @@ def distributed_close():
 
 def _distributed():
     return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def _to_like(t, like):
+    """t on `like`'s device; float data in the model's float type (float32, or float64 for numerical
+    checks), but not in autocast's bfloat16 activations: coordinates stay float32.
+    non_blocking: a copy to the GPU does not wait for the GPU's queued work (torch's blocking copy
+    synchronises the stream). Safe from pageable memory: CUDA stages the array before returning."""
+    dtype = like.dtype if t.is_floating_point() and like.dtype in (torch.float32, torch.float64) else None
+    return t.to(like.device, dtype, non_blocking=True)
 
 
 def _map_tensors(obj, fn, kind=torch.Tensor):
