@@ -55,6 +55,14 @@ def noise_photos(folder, low=0):
     return folder
 
 
+def train_twice(launch, args, run_dir, single_dir):
+    """The same training run through `launch` (a multi-process launcher: CLI arguments -> a finished
+    process) into `run_dir`, and as one process into `single_dir`; both must succeed."""
+    for run, out in ((launch, run_dir), (lambda *a: run_cli(*a, timeout=300), single_dir)):
+        r = run(*args, f"hydra.run.dir={out}")
+        assert r.returncode == 0, r.stderr[-3000:]
+
+
 def assert_same_training(run_dir, single_dir, n_epochs):
     """A multi-process run against the single process with the same global batch (their
     metrics.json): both ok, the same epoch losses (1e-5 relative), validation and test PSNR (1e-3 dB)."""

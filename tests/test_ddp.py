@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, assert_same_training, noise_photos, run_cli
+from conftest import ROOT, assert_same_training, noise_photos, train_twice
 from liif.data.loader import iterate_batches, len_batches
 
 TINY = ["model.args.encoder_spec.args.n_resblocks=1", "model.args.encoder_spec.args.n_feats=8",
@@ -52,10 +52,8 @@ def _torchrun(nproc, *args, timeout=300):
 def test_two_process_ddp_matches_one_process(tmp_path):
     data = noise_photos(tmp_path / "imgs")
     args = [*TINY, f"dataset.path={data}"]
-    ddp = _torchrun(2, *args, f"hydra.run.dir={tmp_path / 'ddp'}")
-    assert ddp.returncode == 0, ddp.stderr[-3000:]
-    single = run_cli(*args, f"hydra.run.dir={tmp_path / 'single'}", timeout=300)
-    assert single.returncode == 0, single.stderr[-3000:]
+    torchrun = lambda *a: _torchrun(2, *a)  # noqa: E731
+    train_twice(torchrun, args, tmp_path / "ddp", tmp_path / "single")
 
     assert_same_training(tmp_path / "ddp", tmp_path / "single", n_epochs=2)
     m = ("ddp", "single")
@@ -72,10 +70,7 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     assert sorted(sd) == sorted(single_sd)
 
     # resume (every rank loads rank 0's checkpoint) continues as the single process does
-    ddp = _torchrun(2, *args, "train.epochs=3", "resume=true", f"hydra.run.dir={tmp_path / 'ddp'}")
-    assert ddp.returncode == 0, ddp.stderr[-3000:]
-    single = run_cli(*args, "train.epochs=3", "resume=true", f"hydra.run.dir={tmp_path / 'single'}", timeout=300)
-    assert single.returncode == 0, single.stderr[-3000:]
+    train_twice(torchrun, [*args, "train.epochs=3", "resume=true"], tmp_path / "ddp", tmp_path / "single")
     hist = {k: json.loads((tmp_path / k / "metrics.json").read_text())["train"]["history"] for k in m}
     assert len(hist["ddp"]) == len(hist["single"]) == 3
     np.testing.assert_allclose([r["loss"] for r in hist["ddp"]], [r["loss"] for r in hist["single"]], rtol=1e-5)
