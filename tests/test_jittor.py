@@ -299,6 +299,15 @@ def test_adam_steps_and_state_match_torch_and_resume_across_backends():
         J.load_optimizer_state_numpy(J.adam(registry.make(SPECS["liif-d"], J), 1e-3), ts)
 
 
+def test_chunked_upscale_matches_torch(fixtures_dir):
+    """upscale writes each chunk into a preallocated output on the device: 8 chunks on Jittor give
+    torch's single-chunk image."""
+    path = str(fixtures_dir / "ckpt_edsr-baseline-liif.pth")
+    lr = np.random.default_rng(0).integers(0, 256, (11, 9, 3), dtype=np.uint8)
+    want = liif.load_model(path, framework="torch", device="cpu").upscale(lr, (25, 19), bsize=10**6)
+    np.testing.assert_array_equal(liif.load_model(path, framework="jittor", device="cpu").upscale(lr, (25, 19), bsize=60), want)
+
+
 def test_float64_models_and_training_agree_far_below_float32_noise():
     """In float64 the two backends' differing summation orders cost ~1e-16 instead of ~1e-7, so
     outputs and 30 L1/Adam steps (which amplify float32 noise past 1e-3 within ~50 steps, see
