@@ -6,7 +6,8 @@
 #   3. the first `import jittor` (compiles jittor's core, ~4-5 min on 2 cores), with the
 #      environment liif uses (liif/backends/jittor_setup.py), checked by a printed sentinel
 #      and retried once (jittor may exit 0 without running after rebuilding its utilities);
-#   4. a tiny LIIF forward/backward/Adam step, so the ops the tests use are compiled too;
+#   4. a tiny LIIF forward/backward/Adam step and a chunked query and upscale, so the ops the tests
+#      use are compiled too;
 #   5. OpenMPI (openmpi-bin, libopenmpi-dev) for multi-process Jittor (`mpirun -np N python run.py
 #      framework=jittor ...`), and a 2-rank training step under mpirun, which builds Jittor's MPI
 #      ops once (so the tests don't) and checks that mpirun works here.
@@ -64,7 +65,7 @@ out="$(warm || true)"
 case "$out" in *JT_OK*) ;; *) say "no sentinel; importing again"; out="$(warm)";; esac
 case "$out" in *JT_OK*) say "$out";; *) echo "import jittor failed" >&2; exit 1;; esac
 
-# 4. compile the ops a LIIF step uses (conv, linear, unfold, grid sample, Adam)
+# 4. compile the ops a LIIF step and chunked decoding use (conv, linear, unfold, grid sample, Adam, setitem)
 say "warming LIIF ops"
 (cd "$ROOT" && "$PYTHON" -c "
 import numpy as np
@@ -78,6 +79,10 @@ batch = {'inp': rng.standard_normal((1, 3, 6, 5), dtype=np.float32), 'coord': rn
          'cell': np.full((1, 7, 2), 0.1, np.float32), 'gt': rng.standard_normal((1, 7, 3), dtype=np.float32)}
 opt = B.adam(net, 1e-4)
 print('loss', B.train_step(net, opt, batch))
+from liif.api import Model  # chunked decoding into a preallocated output (query, upscale)
+model = Model(net, B, spec, 'cpu')
+print('query', model.query(batch['inp'], batch['coord'], batch['cell'], bsize=3).shape,
+      'upscale', model.upscale(rng.integers(0, 256, (6, 5, 3), dtype=np.uint8), (13, 11), bsize=50).shape)
 ")
 
 # 5. Jittor's MPI ops: built on the first import under mpirun, then the kernels a 2-rank training
