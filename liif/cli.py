@@ -19,6 +19,19 @@ class UserError(Exception):
 
 USER_ERRORS = (UserError, ValueError, FileNotFoundError, ImportError, RuntimeError, KeyError)
 
+# how Jittor ends the message of an internal failure (a failed check inside its C++ core)
+JITTOR_INTERNAL = "Could you please report this issue"
+
+
+def one_line(error):
+    """The message printed for a user error; a Jittor internal failure gets what to do about it."""
+    message = str(error.args[0] if isinstance(error, KeyError) and error.args else error)
+    if JITTOR_INTERNAL in message:
+        message += ("\n(an internal failure of Jittor, not of this run's input. It has been seen, rarely, the "
+                    "first time Jittor compiles a kernel. Checkpoints are written atomically: run the same "
+                    "command again, with resume=true for a training run.)")
+    return message
+
 
 def run_task(cfg):
     from hydra.core.hydra_config import HydraConfig
@@ -33,6 +46,5 @@ def run_task(cfg):
         multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
         if cfg.get("debug") or multirun:
             raise
-        message = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         sys.exit(2)

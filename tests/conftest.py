@@ -2,6 +2,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,24 @@ def compose(*overrides):
         return hydra_compose("config", overrides=["output_dir=unused", "run_name=test", *overrides])
 
 
+def once_more_on_jittor_internal_error(run):
+    """`run` (CLI arguments -> CompletedProcess), run a second time when the first ended in a failed
+    check inside Jittor's C++ core. Jittor 1.3.11's JIT compiler has failed that way, rarely and not
+    reproducibly, the first time it compiled a kernel (`Check failed: member.size() <= var_num` in
+    op_compiler.cc, once in CI in a 2-rank MPI resume). It is Jittor's failure, not the behaviour under
+    test; the second run is what the test judges, and a warning in pytest's summary records the first."""
+    from liif.cli import JITTOR_INTERNAL
+
+    def run_again_if_needed(*args, **kwargs):
+        r = run(*args, **kwargs)
+        if r.returncode != 0 and JITTOR_INTERNAL in r.stderr:
+            warnings.warn(f"Jittor failed internally; running once more: {r.args}\n{r.stderr[-2000:]}")
+            r = run(*args, **kwargs)
+        return r
+    return run_again_if_needed
+
+
+@once_more_on_jittor_internal_error
 def run_cli(*args, cwd=None, timeout=600, env=None):
     """`python run.py ARGS` in a subprocess; returns the CompletedProcess."""
     full_env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}

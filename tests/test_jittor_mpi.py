@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, assert_same_training, noise_photos, train_twice
+from conftest import ROOT, assert_same_training, noise_photos, once_more_on_jittor_internal_error, train_twice
 
 if importlib.util.find_spec("jittor") is None:  # the CLI subprocesses import it (with liif's defaults)
     pytest.skip("jittor is not installed", allow_module_level=True)
@@ -34,6 +34,7 @@ def _photos(folder):
     return noise_photos(folder, low=160)
 
 
+@once_more_on_jittor_internal_error
 def _mpirun(nproc, *args, timeout=300):
     cmd = [MPIRUN, "--allow-run-as-root", "--oversubscribe", "-np", str(nproc), sys.executable, str(ROOT / "run.py"), *args]
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}

@@ -184,3 +184,32 @@ def test_sigterm_mid_epoch_then_resume_gives_the_same_losses(tmp_path, folder):
     assert losses(cut) == losses(tmp_path / "full")
     psnr = lambda d: [r["psnr"] for r in json.loads((d / "metrics.json").read_text())["records"]]  # noqa: E731
     assert psnr(cut) == psnr(tmp_path / "full")
+
+
+def test_a_jittor_internal_failure_says_what_to_do():
+    from liif.cli import one_line
+    internal = RuntimeError("[f op_compiler.cc:832] Check failed: member.size() <= var_num  Something wrong... "
+                            "Could you please report this issue?")
+    assert "run the same command again, with resume=true" in one_line(internal)
+    assert one_line(RuntimeError("no such folder: x")) == "no such folder: x"
+    assert one_line(KeyError("missing key 'a'")) == "missing key 'a'"  # not KeyError's quoted repr
+
+
+def test_the_suites_rerun_is_for_jittor_internal_failures_only():
+    """conftest runs a CLI command a second time only after a Jittor internal failure, and only once."""
+    from conftest import once_more_on_jittor_internal_error
+    calls = []
+
+    def fake(stderr):
+        @once_more_on_jittor_internal_error
+        def run(*args):
+            calls.append(args)
+            return subprocess.CompletedProcess(args, 2, "", stderr)
+        return run
+
+    with pytest.warns(UserWarning, match="Jittor failed internally"):
+        assert fake("error: ... Could you please report this issue?")("a").returncode == 2
+    assert len(calls) == 2
+    calls.clear()
+    assert fake("error: no such folder")("a").returncode == 2
+    assert len(calls) == 1

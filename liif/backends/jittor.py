@@ -255,6 +255,9 @@ def optimizer_state_numpy(optimizer):
 
 def load_optimizer_state_numpy(optimizer, sd):
     optimizer.load_state_dict_numpy(sd)
+    # materialise the loaded moments now (as load_state_dict_numpy does the weights), so that the
+    # first step after a resume runs the same kernels as any other step
+    jt.sync([v for st in optimizer.state if st is not None for v in (st["exp_avg"], st["exp_avg_sq"])])
 
 
 def seed(n):
