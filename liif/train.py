@@ -11,7 +11,8 @@ DistributedDataParallel) or `mpirun -np N python run.py framework=jittor ...` (J
 `train.batch_size` stays the global batch (divisible by N): every global batch, in the
 single-process order, is split so rank r gets items [r::N]; the gradients are averaged over
 the ranks (DDP; Jittor's optimizer), so a step equals the single-process step on the global
-batch. Rank 0 alone logs, writes (checkpoints, history, TensorBoard, metrics.json) and evaluates.
+batch (an unevenly split last batch included: see share_of_global_batch). Rank 0 alone logs,
+writes (checkpoints, history, TensorBoard, metrics.json) and evaluates.
 """
 import logging
 import math
@@ -195,7 +196,8 @@ class Trainer:
                         break
                     if step < self.step_in_epoch:  # resumed mid-epoch: these steps are done
                         continue
-                    loss = B.train_step(self.train_net, self.opt, batch, self.precision)
+                    share = self.share_of_global_batch(step, len(batch["inp"]))
+                    loss = B.train_step(self.train_net, self.opt, batch, self.precision, share)
                     if self.world > 1:
                         loss = B.all_reduce_mean(loss)  # the global batch's loss
                     if not math.isfinite(loss):
@@ -219,6 +221,16 @@ class Trainer:
                 bar.close()
                 self.end_epoch(lr, n_steps, time.time() - started)
         return None
+
+    def share_of_global_batch(self, step, n_local):
+        """The factor on this rank's loss that makes the ranks' averaged gradients those of the mean
+        over the whole global batch: n_local * world / n_global. It is 1 unless a last partial batch
+        splits unevenly (3 items over 2 ranks: 2 and 1), where a plain average of the ranks' means
+        would weight the lone item twice as much as in one process."""
+        if self.world == 1:
+            return 1.0
+        n_global = min(self.t.batch_size, len(self.train_set) - step * self.t.batch_size)
+        return n_local * self.world / n_global
 
     def end_epoch(self, lr, n_steps, seconds):
         t, epoch = self.t, self.epoch

@@ -13,9 +13,10 @@ from conftest import ROOT, assert_same_training, noise_photos, train_twice
 from liif.data.loader import iterate_batches, len_batches
 
 TINY = ["model.args.encoder_spec.args.n_resblocks=1", "model.args.encoder_spec.args.n_feats=8",
-        "model.args.imnet_spec.args.hidden_list=[16]", "train.epochs=2", "train.max_steps_per_epoch=3",
+        "model.args.imnet_spec.args.hidden_list=[16]", "train.epochs=2", "dataset.train.repeat=5",
         "train.batch_size=4", "train.epoch_val=1", "train.inp_size=8", "train.sample_q=16", "dataset.val.repeat=1", "scales=[2]",
         "device=cpu", "framework.threads=1", "dataset=folder"]
+# 3 photos x repeat 5 = 15 items: steps of 4, 4, 4 and 3 items; that last one splits 2/1 over 2 ranks
 
 
 class _Items:

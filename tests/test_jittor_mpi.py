@@ -21,9 +21,10 @@ pytestmark = [pytest.mark.jittor, pytest.mark.slow,
               pytest.mark.skipif(MPIRUN is None, reason="mpirun not found: apt-get install openmpi-bin "
                                  "libopenmpi-dev (bash .ci/setup_jittor.sh does)")]
 
-# one step per epoch, so that the history's epoch losses are the per-step losses
+# one step per epoch, so that the history's epoch losses are the per-step losses; each step is the
+# 3 photos (repeat 1), split 2/1 over 2 ranks: the uneven split must still equal one process
 TINY = ["framework=jittor", "model.args.encoder_spec.args.n_resblocks=1", "model.args.encoder_spec.args.n_feats=8",
-        "model.args.imnet_spec.args.hidden_list=[16]", "train.epochs=3", "train.max_steps_per_epoch=1",
+        "model.args.imnet_spec.args.hidden_list=[16]", "train.epochs=3", "dataset.train.repeat=1",
         "train.batch_size=4", "train.epoch_val=1", "train.inp_size=8", "train.sample_q=16", "dataset.val.repeat=1",
         "scales=[2]", "device=cpu", "framework.threads=1", "dataset=folder"]
 

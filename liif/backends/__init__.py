@@ -30,8 +30,9 @@
   set_lr(optimizer, lr)       the schedule itself is framework-neutral (liif.schedule)
   batch_to_device(batch, like, pin_memory=False)   a dict of numpy arrays made ready for train_step
                               (torch: tensors on like's device, via pinned memory on CUDA if asked)
-  train_step(model, optimizer, batch, precision='fp32') -> float   one L1 step on a dict of numpy arrays
-                              (or batch_to_device's), forward under autocast(precision)
+  train_step(model, optimizer, batch, precision='fp32', loss_scale=1.0) -> float   one L1 step on a dict
+                              of numpy arrays (or batch_to_device's), forward under autocast(precision),
+                              on the loss times loss_scale (returned)
   optimizer_state_numpy(opt) / load_optimizer_state_numpy(opt, sd)   torch's state_dict layout
   seed(n)                     seed the framework's own RNG
   set_threads(n)              CPU threads (None/0: leave the framework's default)

@@ -233,12 +233,15 @@ def batch_to_device(batch, like=None, pin_memory=False):
     return {k: np.asarray(v, dtype=np.float32) for k, v in batch.items()}
 
 
-def train_step(model, optimizer, batch, precision="fp32"):
-    """One L1 step on a batch of normalised numpy arrays (inp, coord, cell, gt); returns the loss."""
+def train_step(model, optimizer, batch, precision="fp32", loss_scale=1.0):
+    """One L1 step on a batch of normalised numpy arrays (inp, coord, cell, gt); returns the loss
+    (times loss_scale)."""
     autocast(precision)  # float32 only
     like = next(iter(model.parameters()))
     inp, coord, cell, gt = (tensor(batch[k], like) for k in ("inp", "coord", "cell", "gt"))
     loss = (model(inp, coord, cell) - gt).abs().mean()
+    if loss_scale != 1:
+        loss = loss * _scalar(loss_scale, loss)
     optimizer.step(loss)
     if jt.in_mpi:
         # Jittor is lazy: run the update, with its gradient all-reduces, now on every rank. Left

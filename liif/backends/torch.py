@@ -145,9 +145,10 @@ def batch_to_device(batch, like, pin_memory=False):
     return {k: _to_like(torch.from_numpy(np.ascontiguousarray(v)).pin_memory(), like) for k, v in batch.items()}
 
 
-def train_step(model, optimizer, batch, precision="fp32"):
+def train_step(model, optimizer, batch, precision="fp32", loss_scale=1.0):
     """One L1 step on a batch of normalised arrays (inp, coord, cell, gt: numpy, or `batch_to_device`'s);
-    returns the loss. precision bf16: the forward under bfloat16 autocast, the loss in float32."""
+    returns the loss (times loss_scale). precision bf16: the forward under bfloat16 autocast, the loss
+    in float32."""
     like = next(iter(model.parameters()))
     if isinstance(batch["inp"], np.ndarray):
         batch = batch_to_device(batch, like)
@@ -155,6 +156,8 @@ def train_step(model, optimizer, batch, precision="fp32"):
     with autocast(precision, like.device):
         pred = model(inp, coord, cell)
     loss = (pred.to(gt.dtype) - gt).abs().mean()  # float32 (float64) even from bf16 predictions
+    if loss_scale != 1:
+        loss = loss * loss_scale
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
