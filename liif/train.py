@@ -100,7 +100,7 @@ def make_train_sets(cfg):
     folder_args = lambda node: dict(first_k=node.get("first_k"), repeat=node.get("repeat", 1),  # noqa: E731
                                     cache=node.get("cache", "none"), on_bad_file=cfg.get("on_bad_file", "error"))
 
-    def wrapped(node, augment):
+    def wrapped(node, augment, name):
         kind = node.get("wrapper", "sr-implicit-downsampled")
         if kind == "sr-implicit-downsampled":
             tree = layouts.div2k(cfg.paths.data_dir).tree if ds.get("layout") == "div2k" else layouts.FOLDER_TREE.format(root=node.root)
@@ -117,22 +117,24 @@ def make_train_sets(cfg):
                                    split_key=node.get("split_key"), **folder_args(node))
         sample_q = node.get("sample_q", t.sample_q)
         if kind == "sr-implicit-paired":
+            if node.get("inp_size"):
+                check_crop_fits(pairs.dataset_1, node.inp_size, "LR", f"dataset.{name}.inp_size")
             return SRImplicitPaired(pairs, inp_size=node.get("inp_size"), augment=augment, sample_q=sample_q, seed=cfg.seed)
         return SRImplicitUniformVaried(pairs, node.size_min, node.get("size_max"), augment=augment,
                                        gt_resize=node.get("gt_resize"), sample_q=sample_q, seed=cfg.seed)
 
-    return wrapped(ds.train, t.augment), (wrapped(ds.val, False) if ds.get("val") else None)
+    return wrapped(ds.train, t.augment, "train"), (wrapped(ds.val, False, "val") if ds.get("val") else None)
 
 
-def check_crop_fits(folder, side):
-    """Every training image must hold the largest HR crop (checked from file headers, up front,
+def check_crop_fits(folder, side, kind="HR", settings="train.inp_size or scale.max"):
+    """Every training image must hold the largest crop (checked from file headers, up front,
     rather than failing in the middle of an epoch)."""
     from liif.data.image_folder import image_size
     for path in folder.files:
         h, w = image_size(path)
         if min(h, w) < side:
-            raise UserError(f"{path} is {h}x{w}, smaller than the {side}x{side} HR crop that train.inp_size and "
-                            "scale.max need; remove it, or lower train.inp_size or scale.max")
+            raise UserError(f"{path} is {h}x{w}, smaller than the {side}x{side} {kind} crop that {settings} "
+                            f"asks for; remove it, or lower {settings}")
 
 
 class Trainer:

@@ -101,8 +101,8 @@ def test_fixed_scale_rows_train_and_test_at_their_scale(experiment, k):
 
 @pytest.mark.slow
 def test_fixed_scale_row_trains_on_the_lr_files(tmp_path):
-    """table1_edsr_baseline_x3 end to end on a tiny DIV2K tree: it reads DIV2K_*_LR_bicubic/X3, and
-    says which folder is missing when that one is."""
+    """table1_edsr_baseline_x3 end to end on a tiny DIV2K tree: it reads DIV2K_*_LR_bicubic/X3, refuses
+    an LR crop larger than the LR images, and says which folder is missing when that one is."""
     from PIL import Image
     from skimage import data
     photos = [data.astronaut(), data.chelsea(), data.coffee()]
@@ -122,6 +122,11 @@ def test_fixed_scale_row_trains_on_the_lr_files(tmp_path):
     [record] = metrics["records"]
     assert (record["scale"], record["lr_source"], record["n_images"]) == (3, "files", 1)
     assert metrics["train"]["steps"] == 20 and metrics["train"]["history"][0]["val_psnr"] is not None  # 2 images x repeat 20
+
+    # an LR crop larger than the LR images (32x40) is refused up front, naming the file and the setting
+    r = run_cli(*args, "dataset.train.inp_size=33", f"hydra.run.dir={tmp_path / 'run3'}")
+    assert r.returncode == 2 and "0000x3.png is 32x40, smaller than the 33x33 LR crop" in r.stderr
+    assert "dataset.train.inp_size" in r.stderr
 
     import shutil
     shutil.rmtree(tmp_path / "DIV2K" / "DIV2K_train_LR_bicubic")
