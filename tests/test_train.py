@@ -26,12 +26,13 @@ def tiny_cfg(sample_dir, out_dir, *extra):
     return compose(f"paths.sample_dir={sample_dir}", *TINY, f"output_dir={out_dir}", *extra)
 
 
-def test_resume_after_interruption_gives_the_same_losses(sample_dir, tmp_path):
-    full = Trainer(tiny_cfg(sample_dir, tmp_path / "full"), str(tmp_path / "full"))
+@pytest.mark.parametrize("options", [(), ("framework.channels_last=true",)], ids=["default", "channels_last"])
+def test_resume_after_interruption_gives_the_same_losses(sample_dir, tmp_path, options):
+    full = Trainer(tiny_cfg(sample_dir, tmp_path / "full", *options), str(tmp_path / "full"))
     assert full.fit() is None
     assert len(full.step_losses) == 12
 
-    first = Trainer(tiny_cfg(sample_dir, tmp_path / "cut"), str(tmp_path / "cut"))
+    first = Trainer(tiny_cfg(sample_dir, tmp_path / "cut", *options), str(tmp_path / "cut"))
     original_step = first.B.train_step
 
     def step_then_interrupt(*args):  # SIGTERM arrives during step 6 (mid-epoch 2)
@@ -45,7 +46,7 @@ def test_resume_after_interruption_gives_the_same_losses(sample_dir, tmp_path):
     assert first.fit() == signal.SIGTERM
     assert len(first.step_losses) == 6
 
-    resumed = Trainer(tiny_cfg(sample_dir, tmp_path / "cut", "resume=true"), str(tmp_path / "cut"))
+    resumed = Trainer(tiny_cfg(sample_dir, tmp_path / "cut", *options, "resume=true"), str(tmp_path / "cut"))
     assert (resumed.epoch, resumed.step_in_epoch) == (2, 2)
     assert resumed.fit() is None
     assert first.step_losses + resumed.step_losses == full.step_losses  # bit for bit
