@@ -4,6 +4,7 @@ Every file is written atomically, so an interrupted run never leaves a torn one.
 import json
 import os
 import platform
+import shutil
 import signal
 import sys
 import tempfile
@@ -119,6 +120,19 @@ def _alive(pid):
     except PermissionError:
         return True
     return True
+
+
+def remove_hydra_only_folder(out_dir):
+    """Remove `out_dir` if it holds only what Hydra makes for every process (`.hydra/`, `run.log`).
+    Under torchrun/mpirun each rank is a Hydra app with its own default run directory (the name has
+    microseconds in it); rank 0's is the run's, and the other ranks call this on theirs. A shared
+    directory (hydra.run.dir given) is kept: rank 0 writes into it before the other ranks go on."""
+    try:
+        names = set(os.listdir(out_dir))
+    except OSError:
+        return
+    if names <= {".hydra", "run.log"}:
+        shutil.rmtree(out_dir, ignore_errors=True)
 
 
 def start_run(cfg, task):

@@ -65,6 +65,8 @@ def main(cfg):
         if rank == 0:
             rundir.finish_run(cfg, out_dir, started, status, records, error=error,
                        model_spec=trainer.spec if trainer else None, train=trainer.summary() if trainer else None)
+        else:
+            rundir.remove_hydra_only_folder(out_dir)
         B.distributed_close()
     if rank != 0:
         if status == "interrupted":

@@ -83,3 +83,18 @@ def test_global_batch_not_divisible_by_the_processes_is_a_clear_error(tmp_path):
     result = _torchrun(2, *TINY, "train.batch_size=3", f"dataset.path={data}", f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode != 0
     assert "must be divisible by the number of processes (2)" in result.stderr, result.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_hydras_default_run_folders_leave_one_folder_the_run(tmp_path):
+    """Without hydra.run.dir every rank gets its own default Hydra folder; the other ranks remove
+    theirs, so one folder remains: the run (metrics.json)."""
+    data = noise_photos(tmp_path / "imgs")
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        str(ROOT / "run.py"), *TINY, "train.epochs=1", "train.max_steps_per_epoch=1",
+                        f"dataset.path={data}"], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    [day] = (tmp_path / "outputs").iterdir()
+    [run] = day.iterdir()
+    assert (run / "metrics.json").is_file()
