@@ -96,6 +96,10 @@ def test_environment_defaults_do_not_override_the_user():
     if not jittor_setup.has_gpu():
         assert env["nvcc_path"] == ""  # set and empty: no CUDA build attempt
     assert "log_silent" not in os.environ  # only set during the import
+    assert "use_parallel_op_compiler" not in jittor_setup.configure({"use_parallel_op_compiler": "8"})
+    # the defaults reach jittor: its flags read the environment when it is imported
+    import jittor
+    assert jittor.flags.use_parallel_op_compiler == int(os.environ["use_parallel_op_compiler"]) == 0
 
 
 def test_mpi_is_on_under_mpirun_only():

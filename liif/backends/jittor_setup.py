@@ -77,7 +77,11 @@ def configure(environ=None):
               "use_mkl": "1" if has_onednn() else "0",  # 1 without the folder = download oneDNN
               # MPI only under mpirun: there Jittor needs its MPI ops (the import fails without them);
               # elsewhere they would be built and loaded at every import wherever mpicc exists
-              "use_mpi": "1" if under_mpirun(env) else "0"}
+              "use_mpi": "1" if under_mpirun(env) else "0",
+              # Jittor's parallel op compiler (16 threads generating kernel sources) is not thread-safe:
+              # seen here as a segfault in VarRelayManager::get_relay_src (then a hang: its exit handler
+              # waits for the crashed thread) and as "Check failed: member.size() <= var_num"
+              "use_parallel_op_compiler": "0"}
     if "nvcc_path" not in env and not has_gpu():
         wanted["nvcc_path"] = ""          # set and empty: no CUDA build (unset is not the same)
     if env.get("nvcc_path", wanted.get("nvcc_path")) != "":
