@@ -27,9 +27,9 @@ def one_line(error):
     """The message printed for a user error; a Jittor internal failure gets what to do about it."""
     message = str(error.args[0] if isinstance(error, KeyError) and error.args else error)
     if JITTOR_INTERNAL in message:
-        message += ("\n(an internal failure of Jittor, not of this run's input. It has been seen, rarely, the "
-                    "first time Jittor compiles a kernel. Checkpoints are written atomically: run the same "
-                    "command again, with resume=true for a training run.)")
+        message += ("\n(an internal failure of Jittor, not of this run's input, seen rarely while Jittor compiles "
+                    "kernels (see docs/jittor.md). Checkpoints are written atomically: run the same command "
+                    "again, with resume=true for a training run.)")
     return message
 
 
