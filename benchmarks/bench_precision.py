@@ -36,12 +36,8 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from bench_inference import training_batch  # noqa: E402  (the same random batch as the inference benchmark's)
-
-SPEC = {"name": "liif", "args": {
-    "encoder_spec": {"name": "edsr-baseline", "args": {"no_upsampling": True}},
-    "imnet_spec": {"name": "mlp", "args": {"out_dim": 3, "hidden_list": [256, 256, 256, 256]}}}}
-BSIZE = 30000
+# the inference benchmark's model (EDSR-baseline-LIIF), chunk size and random training batch
+from bench_inference import BSIZE, SPEC, training_batch  # noqa: E402
 CASES = {  # name: (precision, channels_last, compile)
     "fp32": ("fp32", False, False),
     "bf16": ("bf16", False, False),
