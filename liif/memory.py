@@ -5,14 +5,59 @@ first and end in the allocator's MemoryError, or in the kernel's OOM killer with
 `check_fits(nbytes, what)` compares an estimate with the available memory (Linux: MemAvailable and
 the cgroup's limit; elsewhere: free physical pages) and raises a one-line `NotEnoughMemory`.
 Estimates are deliberately rough: the point is to refuse what cannot fit, not to predict peaks.
+
+Inference budgets (`max_memory`, liif/tiled.py): `parse_bytes("2GB")`, `resolve_budget("auto")`.
+Sizes are binary: 1 KB = 1024 bytes, 1 GB = 1024**3 bytes ("GiB" is accepted as well). `auto` is
+half of the memory available now, so that other programs keep the other half.
 """
+import math
 import os
+import re
 
 from liif.cli import UserError
 
 
 class NotEnoughMemory(UserError):
     """The work asked for needs more memory than the machine has available."""
+
+
+class BudgetTooSmall(UserError):
+    """A memory budget (`max_memory`) too small for the work: the message names the minimum."""
+
+
+UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_bytes(value):
+    """`2GB`, `512MB`, `1.5GiB`, `300000000` or a number -> bytes (int); ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError(f"a memory size must be like 2GB or 512MB, got {value!r}")
+    if isinstance(value, (int, float)):
+        if value <= 0 or not math.isfinite(value):
+            raise ValueError(f"a memory size must be positive, got {value!r}")
+        return int(value)
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)(I?B)?\s*", str(value).upper())
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(f"a memory size must be like 2GB, 512MB or auto, got {value!r}")
+    return int(float(match.group(1)) * UNITS[match.group(2)])
+
+
+def resolve_budget(max_memory, available=None):
+    """`max_memory` ("auto", "2GB", bytes) -> bytes. `available`: the free memory of the device the
+    budget is for (default: the host's, `available_bytes()`); auto is half of it."""
+    if isinstance(max_memory, str) and max_memory.strip().lower() == "auto":
+        free = available if available is not None else available_bytes()
+        if free is None:
+            raise BudgetTooSmall("max_memory=auto: cannot tell how much memory is free here; give a size, e.g. 2GB")
+        return free // 2
+    try:
+        return parse_bytes(max_memory)
+    except ValueError as e:
+        raise BudgetTooSmall(f"max_memory: {e}") from None
+
+
+def format_bytes(n):
+    return _human(n)
 
 
 def available_bytes():
