@@ -89,13 +89,13 @@ def build_model(spec, framework="torch", device="auto", precision="fp32", channe
 def load_model(path, framework="torch", device="auto", precision="fp32", channels_last=False, compile=False):
     """Load a checkpoint written by the original code or by us onto `framework`; options as `build_model`."""
     B = backends.get(framework)
-    ckpt = checkpoint.read(path, B)
+    ckpt = checkpoint.read(path)
     spec = {"name": ckpt["model"]["name"], "args": ckpt["model"]["args"]}
     model = build_model(spec, framework, device, precision, channels_last, compile)
     try:
         B.load_state_dict_numpy(model.net, ckpt["model"]["sd"])
     except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
+        raise checkpoint.CheckpointError(f"{path}: {e}") from None
     model.net = B.to_device(model.net, model.device)
     return model
 

@@ -7,38 +7,53 @@ Layout (what the original `train_liif.py` writes, and what it can load back):
      'epoch':     int,
      'liif':      {...}}   # ours only: framework, version, training state; ignored by the original
 
-Tensors are held as NumPy arrays in memory; the file is torch's format (written by the
-backend), so `torch.load(path, weights_only=True)` works on it. Writes are atomic: a
-temporary file in the same folder, then a rename, so an interruption never leaves a
-half-written checkpoint behind.
+Tensors are held as NumPy arrays in memory; the file is torch's format, read and written by
+`liif.torchfile` for both frameworks (NumPy only, and nothing in the file can run code), so
+`torch.load(path, weights_only=True)` works on it. Writes are atomic: a temporary file in the
+same folder, then a rename, so an interruption never leaves a half-written checkpoint behind.
 """
 import os
 import tempfile
 
+import numpy as np
 
-def read(path, backend):
+from liif import torchfile
+from liif.cli import UserError
+
+
+class CheckpointError(UserError):
+    """A checkpoint that cannot be used: missing, unreadable, unsafe, or not LIIF's layout."""
+
+
+def read(path):
     """Read a checkpoint (the original's or ours) with every tensor as a NumPy array."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        obj = backend.load_file(path)
-    except Exception as e:  # any unpickling/zip error means "not a checkpoint"
-        reason = (str(e).strip().splitlines() or [""])[0][:200]
-        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: {reason})") from None
-    if not (isinstance(obj, dict) and isinstance(obj.get("model"), dict) and {"name", "sd"} <= set(obj["model"])):
-        raise ValueError(f"{path} is not a LIIF checkpoint: expected a dict with 'model': {{'name', 'args', 'sd'}}")
-    obj["model"].setdefault("args", {})
+        obj = torchfile.load(path)
+    except torchfile.TorchFileError as e:
+        raise CheckpointError(f"{path} is not a readable checkpoint ({e})") from None
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
+    model = obj.get("model") if isinstance(obj, dict) else None
+    if not (isinstance(model, dict) and isinstance(model.get("name"), str) and isinstance(model.get("sd"), dict)
+            and isinstance(model.get("args", {}), dict)):
+        raise CheckpointError(f"{path} is not a LIIF checkpoint: expected a dict with 'model': {{'name', 'args', 'sd'}}")
+    bad = [str(k) for k, v in model["sd"].items() if not (isinstance(k, str) and isinstance(v, np.ndarray))]
+    if bad:
+        raise CheckpointError(f"{path} is not a LIIF checkpoint: state_dict entries that are not tensors: {', '.join(bad[:5])}")
+    model.setdefault("args", {})
     return obj
 
 
-def write(obj, path, backend):
+def write(obj, path):
     """Write `obj` (tensors as NumPy arrays) atomically to `path` in torch's file format."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=folder)
     os.close(fd)
     try:
-        backend.save_file(obj, tmp)
+        torchfile.save(obj, tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

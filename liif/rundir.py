@@ -44,6 +44,9 @@ def versions(framework=None):
     for name in ("torch", "jittor", "hydra"):
         if name in sys.modules or name == framework:
             try:
+                if name == "jittor":  # through its setup: a bare import builds another kernel cache
+                    from liif.backends.jittor_setup import import_jittor
+                    import_jittor()
                 out[name] = str(__import__(name).__version__)
             except Exception:  # not installed
                 pass

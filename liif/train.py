@@ -301,10 +301,10 @@ class Trainer:
                  "history": self.history, "seed": self.cfg.seed}
         optimizer = {"name": "adam", "args": {"lr": self.t.lr}, "sd": B.optimizer_state_numpy(self.opt)}
         obj = checkpoint.envelope(self.spec, B.state_dict_numpy(self.net), optimizer, epoch=self.epoch - 1, extra=state)
-        checkpoint.write(obj, os.path.join(self.ckpt_dir, name), B)
+        checkpoint.write(obj, os.path.join(self.ckpt_dir, name))
 
     def load_weights(self, path):
-        ckpt = checkpoint.read(str(path), self.B)
+        ckpt = checkpoint.read(str(path))
         spec = {"name": ckpt["model"]["name"], "args": ckpt["model"]["args"]}
         if _canonical(spec) != _canonical(self.spec):
             raise UserError(f"{path} holds a different model than the config asks for: checkpoint "

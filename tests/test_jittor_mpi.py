@@ -57,8 +57,8 @@ def _files(run_dir):
 
 
 def _weights(run_dir):
-    from liif.backends import jittor as B
-    return B.load_file(str(run_dir / "checkpoints" / "epoch-last.pth"))["model"]["sd"]
+    from liif import checkpoint
+    return checkpoint.read(str(run_dir / "checkpoints" / "epoch-last.pth"))["model"]["sd"]
 
 
 def test_two_process_mpi_matches_one_process(tmp_path):

@@ -18,8 +18,6 @@
   set_parameter(p, array)     copy a numpy array into a parameter
   state_dict_numpy(model)     {name: numpy}
   load_state_dict_numpy(model, sd)   strict: raises on missing, unexpected or mis-shaped keys
-  load_file(path)             read a checkpoint file (torch format) with tensors as numpy
-  save_file(obj, path)        write a checkpoint file (torch format) from numpy
   to_device(model, device)    move a model
   to_dtype(model, dtype)      float32 (default) or float64 parameters; tensor() follows `like`'s float type
   autocast(precision, dev)    context manager: 'fp32' nothing, 'bf16' bfloat16 autocast (torch only);

@@ -82,15 +82,6 @@ def load_state_dict_numpy(model, sd):
     model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in sd.items()}, strict=True)
 
 
-def load_file(path):
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    return _map_tensors(obj, lambda t: t.numpy())
-
-
-def save_file(obj, path):
-    torch.save(_map_tensors(obj, lambda a: torch.from_numpy(np.ascontiguousarray(a)), np.ndarray), path)
-
-
 def to_device(model, dev):
     return model.to(dev)
 
