@@ -9,7 +9,7 @@ from liif import backends, registry
 MODEL_PRESETS = sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml"))
 PAPER_PRESETS = ["edsr_baseline_liif", "edsr_baseline_metasr", "rdn_liif", "rdn_metasr", "edsr_baseline_liif_c",
                  "edsr_baseline_liif_u", "edsr_baseline_liif_e", "edsr_baseline_liif_d"]
-# parameter counts of the original code (../shared/notes/original_liif.md, fixtures' manifest)
+# parameter counts of the original code (tests/fixtures/official_liif/manifest.json)
 PARAMS = {"edsr_baseline_liif": 1567323, "edsr_baseline_liif_c": 1566811, "edsr_baseline_liif_u": 1436251,
           "edsr_baseline_liif_e": 1567323, "edsr_baseline_liif_d": 1435739, "edsr_baseline_metasr": 1665560,
           "rdn_liif": 22320835}
