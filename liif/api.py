@@ -11,6 +11,7 @@ import numpy as np
 
 from liif import backends, checkpoint, registry
 from liif.coords import make_coord
+from liif.errors import BadInput, CheckpointError
 
 
 class Model:
@@ -95,7 +96,7 @@ def load_model(path, framework="torch", device="auto", precision="fp32", channel
     try:
         B.load_state_dict_numpy(model.net, ckpt["model"]["sd"])
     except ValueError as e:
-        raise checkpoint.CheckpointError(f"{path}: {e}") from None
+        raise CheckpointError(f"{path}: {e}") from None
     model.net = B.to_device(model.net, model.device)
     return model
 
@@ -111,23 +112,23 @@ def to_rgb(image):
     if image.ndim == 2:
         image = image[:, :, None]
     if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
-        raise ValueError(f"expected an HxW, HxWx3 or HxWx4 image, got shape {image.shape}")
+        raise BadInput(f"expected an HxW, HxWx3 or HxWx4 image, got shape {image.shape}")
     if image.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 image, got {image.dtype}")
+        raise BadInput(f"expected a uint8 image, got {image.dtype}")
     if image.shape[2] == 1:
         return np.repeat(image, 3, axis=2)
     return image[:, :, :3]
 
 
 def parse_size(size):
-    """(H, W) of positive integers, or a clear ValueError."""
+    """(H, W) of positive integers, or a clear BadInput (a ValueError)."""
     try:
         if isinstance(size, (str, bytes)):
             raise TypeError
         height, width = size
     except (TypeError, ValueError):
-        raise ValueError(f"size must be [height, width], got {size!r}") from None
+        raise BadInput(f"size must be [height, width], got {size!r}") from None
     for v in (height, width):
         if isinstance(v, (bool, str)) or not isinstance(v, (int, float, np.number)) or not float(v).is_integer() or v <= 0:
-            raise ValueError(f"size must be two positive integers [height, width], got {list(size)!r}")
+            raise BadInput(f"size must be two positive integers [height, width], got {list(size)!r}")
     return int(height), int(width)

@@ -18,11 +18,7 @@ import tempfile
 import numpy as np
 
 from liif import torchfile
-from liif.cli import UserError
-
-
-class CheckpointError(UserError):
-    """A checkpoint that cannot be used: missing, unreadable, unsafe, or not LIIF's layout."""
+from liif.errors import CheckpointError  # noqa: F401  (also checkpoint.CheckpointError)
 
 
 def read(path):

@@ -9,7 +9,7 @@ import os
 import numpy as np
 
 from liif.api import infer_options, load_model, parse_size
-from liif.cli import UserError
+from liif.errors import BadInput, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 def main(cfg):
     for key in ("checkpoint", "input", "size", "output"):
         if cfg.get(key) is None:
-            raise UserError(f"task=demo needs {key}=...: python run.py task=demo checkpoint=CKPT input=IMG size=[H,W] output=OUT.png")
+            raise ConfigError(f"task=demo needs {key}=...: python run.py task=demo checkpoint=CKPT input=IMG size=[H,W] output=OUT.png")
     size = parse_size(list(cfg.size) if not isinstance(cfg.size, (str, int, float)) else cfg.size)
     image = read_input(cfg.input)
     model = load_model(cfg.checkpoint, framework=cfg.framework.name, device=cfg.device, **infer_options(cfg.framework))
@@ -30,7 +30,7 @@ def main(cfg):
 def read_input(path):
     from liif.data.image_folder import read_image
     if not os.path.isfile(path):
-        raise UserError(f"input image not found: {path}")
+        raise BadInput(f"input image not found: {path}")
     return read_image(path)
 
 

@@ -17,32 +17,30 @@ import numpy as np
 from tqdm import tqdm
 
 from liif import metrics
-from liif.cli import UserError
+from liif.errors import ConfigError
+from liif.record import TestResult
 
 log = logging.getLogger(__name__)
 
 
 def main(cfg):
     from liif.api import infer_options, load_model
-    from liif.rundir import Interrupted, finish_run, interruptible, start_run
+    from liif.cli import resolved_config, run_record
+    from liif.rundir import Interrupted, RunLifecycle, interruptible
     if cfg.get("checkpoint") is None:
-        raise UserError("task=test needs checkpoint=PATH (a checkpoint of the original code or of ours)")
-    out_dir, started = start_run(cfg, "test")
-    model = load_model(cfg.checkpoint, framework=cfg.framework.name, device=cfg.device, **infer_options(cfg.framework))
-    status, records, error = "failed", [], None
+        raise ConfigError("task=test needs checkpoint=PATH (a checkpoint of the original code or of ours)")
+    out_dir = str(cfg.output_dir)
     try:
-        with interruptible():
-            records = evaluate(model, cfg, out_dir)
-        status = "ok"
+        with RunLifecycle(out_dir, run_record(cfg, "test"), config=resolved_config(cfg)) as run:
+            model = load_model(cfg.checkpoint, framework=cfg.framework.name, device=cfg.device,
+                               **infer_options(cfg.framework))
+            run.record.model_spec = model.spec
+            with interruptible():
+                records = evaluate(model, cfg, out_dir)
+            run.record.records = [TestResult(**r) for r in records]
     except Interrupted as e:
-        status, error = "interrupted", str(e)
         print(f"{e}; metrics.json says so; run the test again to finish it", file=sys.stderr)
         raise SystemExit(128 + e.signum) from None
-    except Exception as e:
-        error = f"{type(e).__name__}: {e}"
-        raise
-    finally:
-        finish_run(cfg, out_dir, started, status, records, error=error, model_spec=model.spec)
     print_table(records)
     return records
 
@@ -51,13 +49,13 @@ def test_entries(cfg):
     """[(entry, scales)] from `dataset.test`, with `scales=` overriding every set's list."""
     entries = cfg.dataset.get("test") or []
     if not entries:
-        raise UserError(f"dataset '{cfg.dataset.name}' defines no test sets")
+        raise ConfigError(f"dataset '{cfg.dataset.name}' defines no test sets")
     out = []
     for entry in entries:
         scales = list(cfg.scales) if cfg.get("scales") is not None else list(entry.scales)
         for s in scales:
             if not isinstance(s, (int, float)) or isinstance(s, bool) or s <= 0 or float(s) != int(s):
-                raise UserError(f"test scales must be positive integers (the protocols shave s pixels), got {s!r}")
+                raise ConfigError(f"test scales must be positive integers (the protocols shave s pixels), got {s!r}")
         out.append((entry, [int(s) for s in scales]))
     return out
 

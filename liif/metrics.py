@@ -7,6 +7,8 @@ MSE is taken over the whole batch.
 """
 import numpy as np
 
+from liif.errors import ConfigError
+
 LUMA = np.array([65.738, 129.057, 25.064], dtype=np.float32) / 256
 
 
@@ -16,7 +18,7 @@ def parse_eval_type(eval_type):
         return "none", 1
     protocol, _, scale = str(eval_type).partition("-")
     if protocol not in ("div2k", "benchmark") or not scale.isdigit():
-        raise ValueError(f"unknown eval_type '{eval_type}'; use none, div2k-<s> or benchmark-<s>")
+        raise ConfigError(f"unknown eval_type '{eval_type}'; use none, div2k-<s> or benchmark-<s>")
     return protocol, int(scale)
 
 

@@ -9,6 +9,8 @@ checkpoints and in `conf/model/*.yaml`. Datasets (`liif.data`) use the same `Reg
 import copy
 import inspect
 
+from liif.errors import UnknownName
+
 
 class Registry:
     """name -> constructor, with the original's `make(spec, args)` semantics."""
@@ -31,7 +33,7 @@ class Registry:
     def get(self, name):
         self._load()
         if name not in self.entries:
-            raise KeyError(f"unknown {self.kind} '{name}'; known: {', '.join(sorted(self.entries))}")
+            raise UnknownName(f"unknown {self.kind} '{name}'; known: {', '.join(sorted(self.entries))}")
         return self.entries[name]
 
     def args_of(self, spec, args=None):

@@ -10,6 +10,8 @@ import sys
 import tempfile
 import time
 
+from liif.errors import RunDirError
+
 
 def write_text_atomic(path, text):
     folder = os.path.dirname(os.path.abspath(path))
@@ -53,12 +55,11 @@ def versions(framework=None):
     return out
 
 
-def save_config(cfg, out_dir, framework=None):
-    """`config.yaml`: the fully resolved config plus versions (Hydra's own copy is unresolved)."""
-    from omegaconf import OmegaConf
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    resolved["versions"] = versions(framework)
-    write_text_atomic(os.path.join(out_dir, "config.yaml"), OmegaConf.to_yaml(resolved))
+def save_config(config, out_dir, framework=None):
+    """`config.yaml`: the fully resolved config (a plain dict) plus versions (Hydra's own copy is unresolved)."""
+    import yaml
+    resolved = {**config, "versions": versions(framework)}
+    write_text_atomic(os.path.join(out_dir, "config.yaml"), yaml.safe_dump(resolved, sort_keys=False))
     return resolved
 
 
@@ -81,10 +82,10 @@ def claim(out_dir, resuming=False):
     if os.path.exists(lock):
         pid = _read_pid(lock)
         if pid is not None and pid != os.getpid() and _alive(pid):
-            raise RuntimeError(f"{out_dir} is in use by another run (pid {pid}); choose another hydra.run.dir")
+            raise RunDirError(f"{out_dir} is in use by another run (pid {pid}); choose another hydra.run.dir")
         os.remove(lock)  # stale: its process is gone
     if not resuming and _holds_results(out_dir):
-        raise RuntimeError(f"{out_dir} already holds a run; continue it with resume=true, or choose another hydra.run.dir")
+        raise RunDirError(f"{out_dir} already holds a run; continue it with resume=true, or choose another hydra.run.dir")
     fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     with os.fdopen(fd, "w") as f:
         f.write(str(os.getpid()))
@@ -138,29 +139,62 @@ def remove_hydra_only_folder(out_dir):
         shutil.rmtree(out_dir, ignore_errors=True)
 
 
-def start_run(cfg, task):
-    out_dir = str(cfg.output_dir)
-    os.makedirs(out_dir, exist_ok=True)
-    claim(out_dir, resuming=bool(cfg.get("resume")) and task == "train")
-    save_config(cfg, out_dir, cfg.framework.name)
-    return out_dir, time.time()
+class RunLifecycle:
+    """The life of one run directory, the same for every task that writes one:
 
+        with RunLifecycle(out_dir, RunRecord(task="test", ...), config=resolved) as run:
+            run.record.records = ...      # fill in the record as results come
+        # here metrics.json exists and the directory is no longer locked, however the block ended
 
-def finish_run(cfg, out_dir, started, status, records, model_spec=None, **extra):
-    """metrics.json, written last (and on failure too): the contract of the report."""
-    choices = {}
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        choices = dict(HydraConfig.get().runtime.choices)
-    except Exception:  # not inside a Hydra job (tests, the API)
-        pass
-    release(out_dir)
-    write_json(os.path.join(out_dir, "metrics.json"), {
-        "status": status, "task": cfg.task.name, "run_name": _safe(cfg, "run_name"),
-        "model": choices.get("model") or (model_spec or {}).get("name"), "model_spec": model_spec,
-        "framework": cfg.framework.name, "dataset": cfg.dataset.name, "seed": cfg.seed,
-        "paper": _container(cfg.paper) if "paper" in cfg else None,
-        "choices": choices, "wall_time_s": round(time.time() - started, 2), "records": records, **extra})
+    On entry: the directory is created and claimed (`claim`: refused if another run holds it)
+    and `config.yaml` written. On exit, on every path: `metrics.json` (`run.record`, a
+    `liif.record.RunRecord`) with status "ok", "interrupted" (an `Interrupted` or
+    KeyboardInterrupt escaped, or `run.interrupted(signum)` was called) or "failed" with the
+    error, then the lock released. Exceptions are never swallowed. `owner=False` (the other
+    ranks of a multi-process run) claims and writes nothing."""
+
+    def __init__(self, out_dir, record, config=None, resuming=False, owner=True):
+        self.out_dir, self.record, self.config = os.fspath(out_dir), record, config
+        self.resuming, self.owner = resuming, owner
+        self.started = None
+        self._interrupted_by = None
+
+    def __enter__(self):
+        self.started = time.time()
+        if self.owner:
+            os.makedirs(self.out_dir, exist_ok=True)
+            claim(self.out_dir, resuming=self.resuming)
+            try:
+                if self.config is not None:
+                    save_config(self.config, self.out_dir, self.record.framework)
+            except BaseException:
+                release(self.out_dir)
+                raise
+        return self
+
+    def interrupted(self, signum):
+        """Mark the run interrupted by `signum` though the block ends normally (a training that saved and stopped)."""
+        self._interrupted_by = signum
+
+    def __exit__(self, exc_type, exc, tb):
+        record = self.record
+        if exc is None:
+            record.status = "ok" if self._interrupted_by is None else "interrupted"
+            if self._interrupted_by is not None and record.error is None:
+                record.error = f"interrupted by {signal.Signals(self._interrupted_by).name}"
+        elif isinstance(exc, (Interrupted, KeyboardInterrupt)):
+            record.status, record.error = "interrupted", str(exc) or "interrupted by SIGINT"
+        else:
+            record.status, record.error = "failed", f"{type(exc).__name__}: {exc}"
+        if record.model is None and record.model_spec:
+            record.model = record.model_spec.get("name")
+        record.wall_time_s = round(time.time() - self.started, 2)
+        if self.owner:
+            try:
+                write_json(os.path.join(self.out_dir, "metrics.json"), record.to_dict())
+            finally:
+                release(self.out_dir)
+        return False
 
 
 class Interrupted(Exception):
@@ -197,15 +231,3 @@ def interruptible():
     def raise_interrupted(signum):
         raise Interrupted(signum)
     return on_signals(raise_interrupted)
-
-
-def _container(node):
-    from omegaconf import OmegaConf
-    return OmegaConf.to_container(node)
-
-
-def _safe(cfg, key):
-    try:
-        return cfg[key]
-    except Exception:  # an interpolation that needs Hydra (run_name outside a job)
-        return None

@@ -26,59 +26,55 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from liif import backends, checkpoint, registry, rundir
-from liif.cli import UserError
+from liif.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
 from liif.init import initial_state
+from liif.record import TestResult, TrainSummary
 from liif.schedule import learning_rate
 
 log = logging.getLogger(__name__)
 
 
 def main(cfg):
+    from liif.cli import resolved_config, run_record
     from liif.evaluate import evaluate, print_table
     B = backends.get(cfg.framework.name)
     rank, _ = B.distributed_init()  # (0, 1) unless launched by torchrun (torch) or mpirun (jittor)
-    if rank == 0:
-        out_dir, started = rundir.start_run(cfg, "train")
-    else:  # the other ranks neither claim nor write the run directory
+    if rank != 0:  # the other ranks neither claim nor write the run directory
         logging.getLogger().setLevel(logging.WARNING)
-        out_dir, started = str(cfg.output_dir), time.time()
-    B.barrier()
-    trainer = None
-    status, records, error = "failed", [], None
+    out_dir = str(cfg.output_dir)
+    trainer, records, stopped_by = None, [], None
     try:
-        trainer = Trainer(cfg, out_dir)
-        stopped_by = trainer.fit()
-        if stopped_by is None:
-            if rank == 0:
-                with rundir.interruptible():
-                    records = evaluate(trainer.as_model(), cfg, out_dir)
-                    trainer.log_samples(os.path.join(out_dir, "samples"))
-            status = "ok"
-        else:
-            status = "interrupted"
-    except rundir.Interrupted as e:  # during the final test: the training itself is saved
-        stopped_by, status, records = e.signum, "interrupted", []
-    except Exception as e:
-        error = f"{type(e).__name__}: {e}"
-        raise
+        with rundir.RunLifecycle(out_dir, run_record(cfg, "train"), config=resolved_config(cfg),
+                                 resuming=bool(cfg.get("resume")), owner=rank == 0) as run:
+            B.barrier()  # rank 0 has claimed the directory
+            trainer = Trainer(cfg, out_dir)
+            run.record.model_spec = trainer.spec
+            try:
+                stopped_by = trainer.fit()
+                if stopped_by is None and rank == 0:
+                    with rundir.interruptible():
+                        records = evaluate(trainer.as_model(), cfg, out_dir)
+                        trainer.log_samples(os.path.join(out_dir, "samples"))
+                    run.record.records = [TestResult(**r) for r in records]
+            except rundir.Interrupted as e:  # during the final test: the training itself is saved
+                stopped_by, records = e.signum, []
+            finally:
+                run.record.train = TrainSummary(**trainer.summary())
+            if stopped_by is not None:
+                run.interrupted(stopped_by)
     finally:
-        if rank == 0:
-            rundir.finish_run(cfg, out_dir, started, status, records, error=error,
-                       model_spec=trainer.spec if trainer else None, train=trainer.summary() if trainer else None)
-        else:
+        if rank != 0:
             rundir.remove_hydra_only_folder(out_dir)
         B.distributed_close()
-    if rank != 0:
-        if status == "interrupted":
-            raise SystemExit(128 + stopped_by)
-        return records
-    if status == "interrupted":
-        message = (f"interrupted by {signal.Signals(stopped_by).name}: a resumable checkpoint is in {trainer.ckpt_dir}; "
-                   f"continue with resume={out_dir}")
-        log.warning(message)
-        print(message, file=sys.stderr)
+    if stopped_by is not None:
+        if rank == 0:
+            message = (f"interrupted by {signal.Signals(stopped_by).name}: a resumable checkpoint is in "
+                       f"{trainer.ckpt_dir}; continue with resume={out_dir}")
+            log.warning(message)
+            print(message, file=sys.stderr)
         raise SystemExit(128 + stopped_by)
-    print_table(records)
+    if rank == 0:
+        print_table(records)
     return records
 
 
@@ -92,12 +88,12 @@ def make_train_sets(cfg):
     from liif.data.wrappers import SRImplicitDownsampled, SRImplicitPaired, SRImplicitUniformVaried
     ds, t = cfg.dataset, cfg.train
     if ds.get("train") is None:
-        raise UserError(f"dataset '{ds.name}' is a test-only dataset; train on dataset=sample, div2k or folder")
+        raise ConfigError(f"dataset '{ds.name}' is a test-only dataset; train on dataset=sample, div2k or folder")
     if ds.name == "sample":
         from liif.data.sample import ensure_sample_set
         ensure_sample_set(os.path.dirname(ds.train.root))
     if cfg.scale.min <= 0 or (cfg.scale.max is not None and cfg.scale.max < cfg.scale.min):
-        raise UserError(f"impossible scale range: scale.min={cfg.scale.min}, scale.max={cfg.scale.max} "
+        raise ConfigError(f"impossible scale range: scale.min={cfg.scale.min}, scale.max={cfg.scale.max} "
                         "(need 0 < min <= max)")
     folder_args = lambda node: dict(first_k=node.get("first_k"), repeat=node.get("repeat", 1),  # noqa: E731
                                     cache=node.get("cache", "none"), on_bad_file=cfg.get("on_bad_file", "error"))
@@ -112,7 +108,7 @@ def make_train_sets(cfg):
             return SRImplicitDownsampled(folder, inp_size=t.inp_size, scale_min=cfg.scale.min, scale_max=cfg.scale.max,
                                          augment=augment, sample_q=t.sample_q, seed=cfg.seed)
         if kind not in ("sr-implicit-uniform-varied", "sr-implicit-paired"):
-            raise UserError(f"dataset '{ds.name}' asks for the unknown training wrapper '{kind}'")
+            raise ConfigError(f"dataset '{ds.name}' asks for the unknown training wrapper '{kind}'")
         for root in (node.lr_root, node.hr_root):
             layouts.require(root, layouts.FOLDER_TREE.format(root=root))
         pairs = PairedImageFolders(node.lr_root, node.hr_root, split_file=node.get("split_file"),
@@ -135,7 +131,7 @@ def check_crop_fits(folder, side, kind="HR", settings="train.inp_size or scale.m
     for path in folder.files:
         h, w = image_size(path)
         if min(h, w) < side:
-            raise UserError(f"{path} is {h}x{w}, smaller than the {side}x{side} {kind} crop that {settings} "
+            raise DataError(f"{path} is {h}x{w}, smaller than the {side}x{side} {kind} crop that {settings} "
                             f"asks for; remove it, or lower {settings}")
 
 
@@ -146,7 +142,7 @@ class Trainer:
         B.set_threads(cfg.framework.get("threads"))
         self.rank, self.world = B.distributed_init()
         if self.t.batch_size % self.world:
-            raise UserError(f"train.batch_size={self.t.batch_size} is the global batch and must be divisible by the "
+            raise ConfigError(f"train.batch_size={self.t.batch_size} is the global batch and must be divisible by the "
                             f"number of processes ({self.world})")
         self.device = B.device(cfg.device)
         self.out_dir, self.ckpt_dir = out_dir, os.path.join(out_dir, "checkpoints")
@@ -205,7 +201,7 @@ class Trainer:
                     if self.world > 1:
                         loss = B.all_reduce_mean(loss)  # the global batch's loss
                     if not math.isfinite(loss):
-                        raise UserError(f"the loss became {loss} at epoch {self.epoch}, step {step + 1}: training "
+                        raise TrainingDiverged(f"the loss became {loss} at epoch {self.epoch}, step {step + 1}: training "
                                         f"stopped; the last good checkpoint is in {self.ckpt_dir} (try a lower train.lr)")
                     self.loss_sum += loss
                     self.step_losses.append(loss)
@@ -307,12 +303,12 @@ class Trainer:
         ckpt = checkpoint.read(str(path))
         spec = {"name": ckpt["model"]["name"], "args": ckpt["model"]["args"]}
         if _canonical(spec) != _canonical(self.spec):
-            raise UserError(f"{path} holds a different model than the config asks for: checkpoint "
+            raise CheckpointError(f"{path} holds a different model than the config asks for: checkpoint "
                             f"{_describe(spec)}, config {_describe(self.spec)}")
         try:
             self.B.load_state_dict_numpy(self.net, ckpt["model"]["sd"])
         except ValueError as e:
-            raise UserError(f"{path}: {e}") from None
+            raise CheckpointError(f"{path}: {e}") from None
         return ckpt
 
     def load(self, path):
@@ -321,7 +317,10 @@ class Trainer:
         if not state:  # an original checkpoint: epochs are complete, no mid-epoch state
             state = {"next_epoch": ckpt["epoch"] + 1, "step_in_epoch": 0, "loss_sum": 0.0}
         if ckpt.get("optimizer", {}).get("sd", {}).get("param_groups"):
-            self.B.load_optimizer_state_numpy(self.opt, ckpt["optimizer"]["sd"])
+            try:
+                self.B.load_optimizer_state_numpy(self.opt, ckpt["optimizer"]["sd"])
+            except ValueError as e:  # the backends' strict check of the saved optimizer state
+                raise CheckpointError(f"{path}: its optimizer state does not fit the model: {e}") from None
         self.epoch, self.step_in_epoch = int(state["next_epoch"]), int(state["step_in_epoch"])
         self.loss_sum, self.steps_done = float(state["loss_sum"]), int(state.get("steps_done", 0))
         self.best_psnr = float(state.get("best_psnr", -math.inf))
@@ -343,7 +342,7 @@ def resume_path(resume, out_dir):
     target = out_dir if resume is True else str(resume)
     path = os.path.join(target, "checkpoints", "epoch-last.pth") if os.path.isdir(target) else target
     if not os.path.isfile(path):
-        raise UserError(f"nothing to resume: {path} does not exist (resume=<run dir> or resume=<checkpoint.pth>; "
+        raise CheckpointError(f"nothing to resume: {path} does not exist (resume=<run dir> or resume=<checkpoint.pth>; "
                         "resume=true resumes the run in hydra.run.dir)")
     return path
 

@@ -48,15 +48,17 @@ one process, so the backend is passed explicitly.
 """
 import importlib
 
+from liif.errors import ConfigError, FrameworkError
+
 FRAMEWORKS = ("torch", "jittor")
 
 
 def get(name):
     if name not in FRAMEWORKS:
-        raise ValueError(f"unknown framework '{name}'; choose one of: {', '.join(FRAMEWORKS)}")
+        raise ConfigError(f"unknown framework '{name}'; choose one of: {', '.join(FRAMEWORKS)}")
     try:
         return importlib.import_module(f"liif.backends.{name}")
     except ModuleNotFoundError as e:
         if e.name != name:
             raise
-        raise ImportError(f"framework '{name}' is not installed: pip install -e '.[{name}]'") from None
+        raise FrameworkError(f"framework '{name}' is not installed: pip install -e '.[{name}]'") from None

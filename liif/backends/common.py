@@ -1,6 +1,8 @@
 """Framework-free helpers shared by the backend modules."""
 import numpy as np
 
+from liif.errors import ConfigError
+
 
 def check_state_dict(own_shapes, sd):
     """Raise a ValueError naming the missing, unexpected and mis-shaped keys of `sd` against
@@ -18,5 +20,5 @@ def check_state_dict(own_shapes, sd):
 def check_dtype(dtype):
     """The model float types both backends support; float64 is for numerical checks."""
     if dtype not in ("float32", "float64"):
-        raise ValueError(f"unknown dtype '{dtype}'; use float32 or float64")
+        raise ConfigError(f"unknown dtype '{dtype}'; use float32 or float64")
     return dtype

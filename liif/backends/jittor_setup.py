@@ -21,6 +21,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from liif.errors import FrameworkError
+
 # The folder name jittor 1.3.11 checks before downloading oneDNN 2.2 (compile_extern.install_mkl);
 # .ci/setup_jittor.sh links Debian's libdnnl (2.x API) there.
 ONEDNN_DIRNAME = "dnnl_lnx_2.2.0_cpu_gomp"
@@ -95,7 +97,7 @@ def configure(environ=None):
     return done
 
 
-class JittorRerunError(RuntimeError):
+class JittorRerunError(FrameworkError):
     pass
 
 
@@ -106,10 +108,10 @@ def check_mpi(environ=None):
     if not under_mpirun(env):
         return
     if env.get("use_mpi", "1") != "1":
-        raise RuntimeError(f"launched by mpirun, but use_mpi={env['use_mpi']}: Jittor needs its MPI ops under "
+        raise FrameworkError(f"launched by mpirun, but use_mpi={env['use_mpi']}: Jittor needs its MPI ops under "
                            "mpirun; unset use_mpi (or run without mpirun)")
     if not (env.get("mpicc_path") or shutil.which("mpicc")):
-        raise RuntimeError("launched by mpirun, but there is no mpicc to build Jittor's MPI ops with: "
+        raise FrameworkError("launched by mpirun, but there is no mpicc to build Jittor's MPI ops with: "
                            "apt-get install libopenmpi-dev (bash .ci/setup_jittor.sh does)")
 
 

@@ -15,12 +15,10 @@ import warnings
 import numpy as np
 from PIL import Image
 
+from liif.errors import ConfigError, DataError, DataLayoutError, ImageError  # noqa: F401  (ImageError: re-exported)
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 CACHE_MODES = ("none", "in_memory", "bin")
-
-
-class ImageError(ValueError):
-    """An image file that cannot be decoded (corrupt, truncated, not an image)."""
 
 
 def read_image(path):
@@ -58,9 +56,9 @@ def _is_image_name(name):
 def list_images(root, on_bad_file="error"):
     """The image file names of `root`, sorted; non-image names raise or warn (`on_bad_file`)."""
     if on_bad_file not in ("error", "skip"):
-        raise ValueError(f"on_bad_file must be 'error' or 'skip', got {on_bad_file!r}")
+        raise ConfigError(f"on_bad_file must be 'error' or 'skip', got {on_bad_file!r}")
     if not os.path.isdir(root):
-        raise FileNotFoundError(f"image folder not found: {root}")
+        raise DataLayoutError(f"image folder not found: {root}")
     names = []
     for name in sorted(os.listdir(root)):
         if name.startswith("."):
@@ -68,7 +66,7 @@ def list_images(root, on_bad_file="error"):
         if _is_image_name(name) and os.path.isfile(os.path.join(root, name)):
             names.append(name)
         elif on_bad_file == "error":
-            raise ValueError(f"not an image file: {os.path.join(root, name)} "
+            raise DataError(f"not an image file: {os.path.join(root, name)} "
                              f"(extensions {', '.join(IMAGE_EXTENSIONS)}; on_bad_file='skip' ignores it)")
         else:
             warnings.warn(f"skipping non-image file {os.path.join(root, name)}", stacklevel=3)
@@ -92,7 +90,7 @@ class ImageFolder:
     def __init__(self, root, first_k=None, repeat=1, cache="none", on_bad_file="error",
                  split_file=None, split_key=None):
         if cache not in CACHE_MODES:
-            raise ValueError(f"cache must be one of {CACHE_MODES}, got {cache!r}")
+            raise ConfigError(f"cache must be one of {CACHE_MODES}, got {cache!r}")
         self.root, self.repeat, self.cache = os.fspath(root), int(repeat), cache
         if split_file is None:
             names = list_images(self.root, on_bad_file)
@@ -102,7 +100,7 @@ class ImageFolder:
         if first_k is not None:
             names = names[:first_k]
         if not names:
-            raise ValueError(f"no images in {self.root}")
+            raise DataError(f"no images in {self.root}")
         self.files = [os.path.join(self.root, n) for n in names]
 
         if cache == "in_memory":
@@ -144,7 +142,7 @@ class PairedImageFolders:
         self.dataset_2 = ImageFolder(root_2, **kwargs)
         n1, n2 = len(self.dataset_1.files), len(self.dataset_2.files)
         if n1 != n2:
-            raise ValueError(f"paired folders hold different numbers of images: "
+            raise DataError(f"paired folders hold different numbers of images: "
                              f"{n1} in {root_1} and {n2} in {root_2}")
 
     def __len__(self):

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from liif.data.image_folder import ImageFolder, PairedImageFolders, image_size
 from liif.data.wrappers import SRImplicitDownsampled, SRImplicitPaired
+from liif.errors import ConfigError, DataError, DataLayoutError  # noqa: F401  (DataLayoutError: re-exported)
 
 DIV2K_TREE = """\
 {root}/DIV2K/DIV2K_train_HR/*.png                 0001.png ... 0800.png
@@ -22,10 +23,6 @@ BENCHMARK_TREE = """\
   (LR_bicubic is optional: x2-x4 use it if present, otherwise the HR is downsampled)"""
 
 FOLDER_TREE = "{root}/*.png   (any image files: png, jpg, jpeg, bmp, tif, tiff, webp)"
-
-
-class DataLayoutError(FileNotFoundError):
-    """A dataset folder is missing; the message names it and shows the expected layout."""
 
 
 def require(path, layout_text):
@@ -106,7 +103,7 @@ def _check_pairs(pairs, scale):
     for lr_file, hr_file in zip(pairs.dataset_1.files, pairs.dataset_2.files):
         (h_lr, w_lr), (h_hr, w_hr) = image_size(lr_file), image_size(hr_file)
         if h_hr // h_lr != scale or w_hr // w_lr != scale:
-            raise ValueError(f"LR {lr_file} ({h_lr}x{w_lr}) and HR {hr_file} ({h_hr}x{w_hr}) "
+            raise DataError(f"LR {lr_file} ({h_lr}x{w_lr}) and HR {hr_file} ({h_hr}x{w_hr}) "
                              f"are not a x{scale} pair (sorted-name pairing; counts and order must match)")
 
 
@@ -120,7 +117,7 @@ def test_set(hr_dir, lr_dir=None, scale=2, layout_text=None, on_bad_file="error"
     require(hr_dir, layout_text or FOLDER_TREE.format(root=hr_dir))
     if lr_dir is not None and os.path.isdir(lr_dir):
         if scale != int(scale):
-            raise ValueError(f"paired LR files need an integer scale, got {scale}")
+            raise ConfigError(f"paired LR files need an integer scale, got {scale}")
         pairs = PairedImageFolders(lr_dir, hr_dir, on_bad_file=on_bad_file, split_file=split_file, split_key=split_key)
         _check_pairs(pairs, int(scale))
         return SRImplicitPaired(pairs)

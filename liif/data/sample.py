@@ -17,6 +17,8 @@ import tempfile
 import numpy as np
 from PIL import Image
 
+from liif.errors import SampleSetError
+
 VERSION = "liif-sample-set v1"
 MARKER = ".complete"  # written last: a set without it is incomplete
 SHORT_EDGE = 240
@@ -64,7 +66,7 @@ def ensure_sample_set(root):
     if is_complete(root):
         return root
     if os.path.isdir(root) and os.listdir(root):
-        raise FileExistsError(f"{root} exists and is not a complete sample set (no {MARKER}); "
+        raise SampleSetError(f"{root} exists and is not a complete sample set (no {MARKER}); "
                               f"remove it or choose another folder")
     parent = os.path.dirname(os.path.abspath(root))
     os.makedirs(parent, exist_ok=True)

@@ -14,6 +14,7 @@ import numpy as np
 
 from liif.coords import make_cell, make_coord
 from liif.data.resize import resize_bicubic, resized_shape
+from liif.errors import ConfigError, DataError
 
 NO_FLIPS = (False, False, False)
 
@@ -78,7 +79,7 @@ class Wrapper:
         if self.sample_q is None:
             return None
         if self.sample_q > n_pixels:
-            raise ValueError(f"sample_q={self.sample_q} is more than the {n_pixels} pixels of the HR crop")
+            raise ConfigError(f"sample_q={self.sample_q} is more than the {n_pixels} pixels of the HR crop")
         return rng.choice(n_pixels, self.sample_q, replace=False)
 
 
@@ -105,7 +106,7 @@ class SRImplicitDownsampled(Wrapper):
         x0 = y0 = None
         if self.inp_size is not None:
             if h > hr_shape[0] or w > hr_shape[1]:
-                raise ValueError(f"image {hr_shape[:2]} is smaller than the {h}x{w} crop (scale {scale:.3f})")
+                raise DataError(f"image {hr_shape[:2]} is smaller than the {h}x{w} crop (scale {scale:.3f})")
             x0 = int(rng.integers(0, hr_shape[0] - h, endpoint=True))
             y0 = int(rng.integers(0, hr_shape[1] - w, endpoint=True))
         flips = self._draw_flips(rng)

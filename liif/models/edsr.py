@@ -6,6 +6,7 @@ upsamples by `scale` (2, 3 or a power of 2) to RGB, for the fixed-scale baseline
 """
 import math
 
+from liif.errors import ConfigError
 from liif.registry import register
 
 RGB_MEAN = (0.4488, 0.4371, 0.4040)
@@ -61,7 +62,7 @@ class EDSR:
             return [nn.Sequential(*layers)]
         if scale == 3:
             return [nn.Sequential(nn.Conv2d(n_feats, 9 * n_feats, 3, padding=1), nn.PixelShuffle(3))]
-        raise NotImplementedError(f"EDSR upsampling supports scale 3 or a power of 2, not {scale}")
+        raise ConfigError(f"EDSR upsampling supports scale 3 or a power of 2, not {scale}")
 
     def forward(self, x):
         x = self.head(x)

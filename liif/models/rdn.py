@@ -3,6 +3,7 @@
 Registered name `rdn`. Config A = (D=20, C=6, G=32), B = (D=16, C=8, G=64).
 With `no_upsampling` it returns the G0-channel feature map.
 """
+from liif.errors import ConfigError
 from liif.registry import bind, register
 
 
@@ -59,7 +60,7 @@ class RDN:
                                        nn.Conv2d(G, G * 4, RDNkSize, padding=pad), nn.PixelShuffle(2),
                                        nn.Conv2d(G, 3, RDNkSize, padding=pad))
         else:
-            raise ValueError(f"RDN upsampling supports scale 2, 3 or 4, not {scale}")
+            raise ConfigError(f"RDN upsampling supports scale 2, 3 or 4, not {scale}")
 
     def forward(self, x):
         f_1 = self.SFENet1(x)

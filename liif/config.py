@@ -1,0 +1,232 @@
+"""Typed configs: one dataclass per config node, and every range check in one place.
+
+These are plain dataclasses (no Hydra, no OmegaConf): the library (`liif.train.Trainer`,
+`liif.evaluate.evaluate` ...) takes them, and a script builds them by hand:
+
+    TrainConfig(epochs=2, batch_size=4, lr=1e-3)       # ConfigError at once if a value is out of range
+
+`python run.py` uses the same classes as Hydra structured configs (`liif.cli.register_configs`
+stores `RunConfig` as the schema of conf/config.yaml): Hydra rejects a wrong type
+(`train.batch_size=abc`) or an unknown key by name while composing, and the CLI turns the
+composed config into these objects, whose `__post_init__` checks the ranges, before any work.
+
+A new key goes into the dataclass of its node (with its default) and into the YAML that sets it.
+"""
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from liif.errors import ConfigError
+
+MISSING = "???"  # OmegaConf's marker: a value that the YAML or the command line must give
+
+
+def _integer(x):
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _check(node, prefix, names, test, what):
+    for name in names:
+        value = getattr(node, name)
+        if value is not None and not test(value):
+            raise ConfigError(f"{prefix}{name}={value!r} must be {what}")
+
+
+def positive_ints(node, prefix, *names):
+    _check(node, prefix, names, lambda v: _integer(v) and v > 0, "a positive integer")
+
+
+def non_negative_ints(node, prefix, *names):
+    _check(node, prefix, names, lambda v: _integer(v) and v >= 0, "an integer >= 0")
+
+
+def positive_numbers(node, prefix, *names):
+    _check(node, prefix, names, lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+           and math.isfinite(v) and v > 0, "a positive number")
+
+
+def one_of(node, prefix, name, choices):
+    value = getattr(node, name)
+    if value not in choices:
+        raise ConfigError(f"{prefix}{name}={value!r} must be one of: {', '.join(map(str, choices))}")
+
+
+@dataclass
+class TrainConfig:
+    """conf/train/*.yaml: the optimisation recipe (the defaults are the paper's)."""
+    epochs: int = 1000
+    batch_size: int = 16           # the global batch, over all processes
+    inp_size: int = 48             # LR patch side
+    sample_q: Optional[int] = 2304  # HR pixels sampled per patch (null: every pixel)
+    augment: bool = True
+    lr: float = 1e-4
+    milestones: List[int] = field(default_factory=lambda: [200, 400, 600, 800])
+    gamma: float = 0.5
+    epoch_val: int = 1
+    epoch_save: int = 100
+    val_batch_size: int = 16
+    num_workers: int = 4
+    prefetch: bool = False
+    max_steps_per_epoch: Optional[int] = None
+
+    def __post_init__(self):
+        positive_ints(self, "train.", "epochs", "batch_size", "inp_size", "sample_q", "epoch_val", "epoch_save",
+                      "val_batch_size", "max_steps_per_epoch")
+        non_negative_ints(self, "train.", "num_workers")
+        positive_numbers(self, "train.", "lr", "gamma")
+        if not all(_integer(m) and m > 0 for m in self.milestones):
+            raise ConfigError(f"train.milestones={list(self.milestones)!r} must be positive epoch numbers")
+
+
+@dataclass
+class ScaleConfig:
+    """conf/scale/*.yaml: training scales drawn uniformly from [min, max] (max null: always min)."""
+    min: float = 1.0
+    max: Optional[float] = 4.0
+
+    def __post_init__(self):
+        def number(x):
+            return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+        if not (number(self.min) and self.min > 0 and (self.max is None or number(self.max) and self.max >= self.min)):
+            raise ConfigError(f"impossible scale range: scale.min={self.min}, scale.max={self.max} (need 0 < min <= max)")
+
+
+@dataclass
+class FrameworkConfig:
+    """conf/framework/*.yaml: the framework and its speed options (see the YAML files)."""
+    name: str = "torch"
+    threads: Optional[int] = None   # CPU threads (null: the framework's default)
+    dtype: str = "float32"
+    precision: str = "fp32"         # training steps: fp32 or bf16 (PyTorch)
+    infer_precision: str = "fp32"   # test, demo, validation
+    channels_last: bool = False
+    compile: bool = False
+    pin_memory: bool = True
+
+    def __post_init__(self):
+        non_negative_ints(self, "framework.", "threads")
+        one_of(self, "framework.", "dtype", ("float32", "float64"))
+        one_of(self, "framework.", "precision", ("fp32", "bf16"))
+        one_of(self, "framework.", "infer_precision", ("fp32", "bf16"))
+
+
+@dataclass
+class ModelConfig:
+    """conf/model/*.yaml: the original `{name, args}` spec (nested `*_spec` for the encoder and MLP)."""
+    name: str = MISSING
+    args: Dict[str, Any] = field(default_factory=dict)
+
+    def spec(self):
+        return {"name": self.name, "args": self.args}
+
+
+@dataclass
+class SplitConfig:
+    """A training or validation split of a dataset (`dataset.train`, `dataset.val`).
+
+    wrapper sr-implicit-downsampled (the default): the images of `root`, cropped and downsampled
+    by the recipe (`train.inp_size`, `train.sample_q`, `scale`). sr-implicit-paired and
+    sr-implicit-uniform-varied: the LR/HR files of `lr_root`/`hr_root`, paired by sorted name,
+    with this node's own `inp_size`, `sample_q`, `size_min`, `size_max` and `gt_resize`."""
+    wrapper: str = "sr-implicit-downsampled"
+    root: Optional[str] = None
+    lr_root: Optional[str] = None
+    hr_root: Optional[str] = None
+    split_file: Optional[str] = None   # CelebA-HQ: a json {split_key: [names]}
+    split_key: Optional[str] = None
+    first_k: Optional[int] = None
+    repeat: int = 1
+    cache: str = "none"                # none, in_memory or bin
+    inp_size: Optional[int] = None
+    sample_q: Optional[int] = None
+    size_min: Optional[int] = None
+    size_max: Optional[int] = None
+    gt_resize: Optional[int] = None
+    augment: Optional[bool] = None     # unused: the recipe's train.augment decides (kept from the original configs)
+
+    def __post_init__(self):
+        positive_ints(self, "dataset split ", "first_k", "repeat", "inp_size", "sample_q", "size_min", "size_max",
+                      "gt_resize")
+        one_of(self, "dataset split ", "cache", ("none", "in_memory", "bin"))
+
+
+@dataclass
+class TestSetConfig:
+    """One entry of `dataset.test`: HR images, optional LR files per scale (`{scale}` in `lr`),
+    the evaluation protocol (none, div2k or benchmark) and the scales to test."""
+    __test__ = False  # not a pytest test class, despite the name
+
+    name: str = MISSING
+    hr: str = MISSING
+    lr: Optional[str] = None
+    protocol: str = "none"
+    scales: List[int] = field(default_factory=lambda: [2, 3, 4])
+    split_file: Optional[str] = None
+    split_key: Optional[str] = None
+
+    def __post_init__(self):
+        one_of(self, f"dataset.test[{self.name}].", "protocol", ("none", "div2k", "benchmark"))
+        check_scales(self.scales, f"dataset.test[{self.name}].scales")
+
+
+def check_scales(scales, key):
+    for s in scales:
+        if not _integer(s) or s <= 0:
+            raise ConfigError(f"test scales must be positive integers (the protocols shave s pixels): {key} has {s!r}")
+
+
+@dataclass
+class DatasetConfig:
+    """conf/dataset/*.yaml: where the training, validation and test images are."""
+    name: str = MISSING
+    layout: Optional[str] = None        # div2k: the tree printed when a folder is missing
+    path: Optional[str] = None          # dataset=folder: the folder
+    test_path: Optional[str] = None     # dataset=folder: the folder tested on
+    train: Optional[SplitConfig] = None  # null: a test-only dataset
+    val: Optional[SplitConfig] = None
+    test: List[TestSetConfig] = field(default_factory=list)
+
+
+@dataclass
+class PathsConfig:
+    data_dir: str = "data"
+    sample_dir: str = "data/sample"
+
+
+@dataclass
+class TaskConfig:
+    name: str = "train"
+
+
+@dataclass
+class RunConfig:
+    """conf/config.yaml, the whole composed config of `python run.py`."""
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    framework: FrameworkConfig = field(default_factory=FrameworkConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    seed: int = 0
+    device: str = "auto"
+    checkpoint: Optional[str] = None
+    resume: Any = False               # false, true (this run directory), or a run directory / checkpoint
+    scales: Optional[List[int]] = None
+    input: Optional[str] = None
+    size: Any = None                  # demo: [height, width] (checked by liif.api.parse_size)
+    output: Optional[str] = None
+    dir: Any = None                   # report: a folder or a list of folders
+    eval_bsize: int = 30000
+    debug: bool = False
+    on_bad_file: str = "error"
+    run_name: Optional[str] = None
+    output_dir: Optional[str] = None
+    paper: Optional[Dict[str, Any]] = None  # an experiment's {table, row}
+
+    def __post_init__(self):
+        non_negative_ints(self, "", "seed")
+        positive_ints(self, "", "eval_bsize")
+        one_of(self, "", "on_bad_file", ("error", "skip"))
+        if self.scales is not None:
+            check_scales(self.scales, "scales")

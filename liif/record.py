@@ -1,0 +1,102 @@
+"""`metrics.json`, the record every run writes last (on failure too) and the report reads back.
+
+One typed description shared by the writer (`liif.rundir.RunLifecycle`) and the reader
+(`liif.report`): `RunRecord.to_dict()` is what is written, `RunRecord.from_dict()` reads any
+metrics.json back, older ones included (a missing field takes its default; a field of the
+wrong type is dropped rather than trusted), and keeps fields it does not know in `extra`.
+"""
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+STATUSES = ("ok", "failed", "interrupted")  # written by runs; the report adds "missing" and "unreadable"
+
+
+@dataclass
+class TestResult:
+    """One (test set, scale) of `task=test` or of a training's final test."""
+    __test__ = False  # not a pytest test class, despite the name
+
+    dataset: Optional[str] = None
+    scale: Any = None               # an int (a float only for a non-integer scale)
+    eval_type: Optional[str] = None  # none, div2k-<s> or benchmark-<s> (liif.metrics)
+    psnr: Optional[float] = None
+    ssim: Optional[float] = None
+    psnr_bicubic: Optional[float] = None
+    n_images: Optional[int] = None
+    seconds: Optional[float] = None
+    lr_source: Optional[str] = None  # files, or pillow-bicubic
+
+
+@dataclass
+class TrainSummary:
+    epochs: Optional[int] = None        # asked for
+    epochs_done: Optional[int] = None
+    steps: Optional[int] = None
+    best_val_psnr: Optional[float] = None
+    history: List[Dict[str, Any]] = field(default_factory=list)  # history.csv's rows: epoch, loss, lr, val_psnr, seconds
+
+
+@dataclass
+class RunRecord:
+    status: str = "failed"
+    task: Optional[str] = None
+    run_name: Optional[str] = None
+    model: Optional[str] = None              # the preset name (or the spec's name)
+    model_spec: Optional[Dict[str, Any]] = None
+    framework: Optional[str] = None
+    dataset: Optional[str] = None
+    seed: Optional[int] = None
+    paper: Optional[Dict[str, Any]] = None   # {table, row} of an experiment
+    choices: Dict[str, Any] = field(default_factory=dict)  # Hydra's config-group choices
+    wall_time_s: Optional[float] = None
+    records: List[TestResult] = field(default_factory=list)
+    error: Optional[str] = None              # "<type>: <message>" of a failure, or the interrupting signal
+    train: Optional[TrainSummary] = None
+    extra: Dict[str, Any] = field(default_factory=dict)  # fields this version does not know, kept as read
+
+    def to_dict(self):
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        out["records"] = [dataclasses.asdict(r) for r in self.records]
+        out["train"] = dataclasses.asdict(self.train) if self.train is not None else None
+        return {**self.extra, **out}
+
+    @classmethod
+    def from_dict(cls, data):
+        """A metrics.json object -> RunRecord; ValueError if `data` is not a JSON object."""
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs = {"extra": {k: v for k, v in data.items() if k not in known}}
+        for name in ("status", "task", "run_name", "model", "framework", "dataset", "error"):
+            kwargs[name] = _typed(data.get(name), str)
+        kwargs["status"] = kwargs["status"] or "failed"
+        kwargs["seed"] = _typed(data.get("seed"), int)
+        kwargs["wall_time_s"] = _number(data.get("wall_time_s"))
+        for name in ("model_spec", "paper"):
+            kwargs[name] = _typed(data.get(name), dict)
+        kwargs["choices"] = _typed(data.get("choices"), dict) or {}
+        kwargs["records"] = [_dataclass_from(TestResult, r) for r in (_typed(data.get("records"), list) or [])
+                             if isinstance(r, dict)]
+        train = _typed(data.get("train"), dict)
+        if train is not None:
+            train = _dataclass_from(TrainSummary, train)
+            train.history = [h for h in (train.history if isinstance(train.history, list) else []) if isinstance(h, dict)]
+        kwargs["train"] = train
+        return cls(**kwargs)
+
+
+def _typed(value, kind):
+    return value if isinstance(value, kind) and not isinstance(value, bool) else None
+
+
+def _number(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _dataclass_from(cls, data):
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})

@@ -1,0 +1,129 @@
+"""The report's plots (matplotlib, Agg): PSNR against scale per paper table, training curves,
+and torch against jittor. Each is optional: one that fails is logged and skipped."""
+import logging
+import os
+
+from liif import paper
+from liif.report.tables import _sort_key, framework_pairs, mean_std
+
+log = logging.getLogger(__name__)
+
+
+def make_plots(views, runs, out_dir):
+    """Each plot on its own: one that fails is logged and skipped, never the report."""
+    files = []
+    for fn, args in [(plot_psnr_vs_scale, (v, out_dir)) for v in views] + [(plot_training_curves, (runs, out_dir)),
+                                                                          (plot_frameworks, (views, out_dir))]:
+        try:
+            path = fn(*args)
+        except Exception as e:  # a plot is a nicety
+            log.warning("report: %s failed: %s", fn.__name__, e)
+            continue
+        if path:
+            files.append(path)
+    return files
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_psnr_vs_scale(view, out_dir):
+    if view.key == "dataset" or not view.runs:
+        return None
+    panels = view.panels()
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels) + 2.5, 4), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, (title, cols) in zip(axes[0], panels):
+        color_of = {}
+        for (row, fw), runs in view.groups.items():
+            c = color_of.setdefault(row, colors[len(color_of) % len(colors)])
+            xs, ys, es = [], [], []
+            for _, ds, s, _ in cols:
+                m, sd, _ = mean_std(view.values(runs, ds, s))
+                if m is not None:
+                    xs.append(s), ys.append(m), es.append(sd or 0)
+            if xs:
+                ax.errorbar(xs, ys, yerr=es, marker="o", color=c, label=f"{row} ({fw})",
+                            linestyle="-" if fw != "jittor" else "-.")
+        paper_ds = cols[0][1] if cols else None
+        for row, c in color_of.items():  # the paper's whole row, at every scale it reports
+            if view.key == "set_scale":
+                pts = [(s, paper.lookup(view.number, row, (paper_ds, s))) for s in view.spec["columns"]]
+            else:
+                pts = [(s, paper.lookup(view.number, row, s)) for s in view.spec["columns"]]
+            pts = [(s, p) for s, p in pts if p is not None]
+            if pts:
+                ax.plot(*zip(*pts), linestyle="--", marker="x", color=c, alpha=0.6, label=f"{row} (paper)")
+        bic = [(s, mean_std(view.values(view.ok_runs, ds, s, "bicubic"))[0]) for _, ds, s, _ in cols]
+        bic = [(s, b) for s, b in bic if b is not None]
+        if bic:
+            ax.plot(*zip(*bic), linestyle=":", color="grey", label="bicubic (ours)")
+        ax.set_xscale("log")
+        ticks = sorted({s for _, _, s, _ in cols} | set(view.spec["columns"]), key=_sort_key)
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([f"x{t}" for t in ticks], fontsize=7)
+        ax.minorticks_off()
+        ax.set_xlabel("scale")
+        ax.set_ylabel("PSNR (dB)")
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.suptitle(view.spec["title"], fontsize=10)
+    fig.tight_layout()
+    return _save(plt, fig, out_dir, f"psnr_vs_scale_table{view.number}.png")
+
+
+def plot_training_curves(runs, out_dir):
+    runs = [r for r in runs if r.history]
+    if not runs:
+        return None
+    plt = _pyplot()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    for r in runs:
+        label = f"{r.row or r.record.run_name or os.path.basename(r.path)} ({r.framework}, seed {r.seed})"
+        ep = [h.get("epoch") for h in r.history]
+        a1.plot(ep, [h.get("loss") for h in r.history], marker=".", label=label)
+        val = [(h.get("epoch"), h.get("val_psnr")) for h in r.history if h.get("val_psnr") is not None]
+        if val:
+            a2.plot(*zip(*val), marker=".", label=label)
+    from matplotlib.ticker import MaxNLocator
+    for a in (a1, a2):
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
+    a1.set_xlabel("epoch"), a1.set_ylabel("training L1 loss"), a1.set_yscale("log"), a1.grid(alpha=0.3)
+    a2.set_xlabel("epoch"), a2.set_ylabel("validation PSNR (dB)"), a2.grid(alpha=0.3)
+    a1.legend(fontsize=6)
+    fig.tight_layout()
+    return _save(plt, fig, out_dir, "training_curves.png")
+
+
+def _save(plt, fig, out_dir, name):
+    path = os.path.join(out_dir, name)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_frameworks(views, out_dir):
+    pairs = framework_pairs(views)
+    if not pairs:
+        return None
+    plt = _pyplot()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.5))
+    xs, ys = [p[1] for p in pairs], [p[2] for p in pairs]
+    lo, hi = min(xs + ys), max(xs + ys)
+    a1.scatter(xs, ys, s=12)
+    a1.plot([lo, hi], [lo, hi], color="grey", linestyle="--", linewidth=1)
+    a1.set_xlabel("torch PSNR (dB)"), a1.set_ylabel("jittor PSNR (dB)"), a1.grid(alpha=0.3)
+    diffs = [j - t for _, t, j in pairs]
+    a2.bar(range(len(diffs)), diffs)
+    a2.set_xticks(range(len(diffs)))
+    a2.set_xticklabels([p[0] for p in pairs], rotation=90, fontsize=5)
+    a2.set_ylabel("jittor − torch (dB)"), a2.grid(alpha=0.3, axis="y")
+    fig.suptitle(f"torch vs jittor: {len(pairs)} results, max |Δ| {max(abs(d) for d in diffs):.3f} dB", fontsize=10)
+    fig.tight_layout()
+    return _save(plt, fig, out_dir, "torch_vs_jittor.png")

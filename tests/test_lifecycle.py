@@ -1,0 +1,93 @@
+"""The run lifecycle (liif.rundir.RunLifecycle) and the metrics.json record (liif.record.RunRecord):
+every way a run can end leaves metrics.json saying how, and no lock."""
+import json
+import signal
+
+import pytest
+
+from liif.errors import RunDirError
+from liif.record import RunRecord, TestResult, TrainSummary
+from liif.rundir import LOCK, Interrupted, RunLifecycle
+
+
+def ended(tmp_path):
+    assert not (tmp_path / LOCK).exists()
+    return json.loads((tmp_path / "metrics.json").read_text())
+
+
+def test_a_run_that_ends_normally_is_ok_with_its_config_and_results(tmp_path):
+    with RunLifecycle(tmp_path, RunRecord(task="test", framework="torch"), config={"seed": 3}) as run:
+        assert (tmp_path / LOCK).exists()
+        run.record.records = [TestResult(dataset="Set5", scale=2, psnr=30.5)]
+    m = ended(tmp_path)
+    assert m["status"] == "ok" and m["error"] is None and m["records"][0]["psnr"] == 30.5
+    assert m["wall_time_s"] >= 0 and m["task"] == "test"
+    assert "seed: 3" in (tmp_path / "config.yaml").read_text() and "versions:" in (tmp_path / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize("error, status, message", [
+    (KeyError("imnet"), "failed", "KeyError: 'imnet'"),
+    (MemoryError(), "failed", "MemoryError: "),
+    (Interrupted(signal.SIGTERM), "interrupted", "interrupted by SIGTERM"),
+    (KeyboardInterrupt(), "interrupted", "interrupted by SIGINT"),
+])
+def test_every_other_ending_is_recorded_and_the_exception_goes_on(tmp_path, error, status, message):
+    with pytest.raises(type(error)):
+        with RunLifecycle(tmp_path, RunRecord(task="train")):
+            raise error
+    m = ended(tmp_path)
+    assert m["status"] == status and m["error"] == message
+
+
+def test_a_training_that_stopped_itself_is_interrupted(tmp_path):
+    with RunLifecycle(tmp_path, RunRecord(task="train")) as run:
+        run.record.train = TrainSummary(epochs=3, epochs_done=1, steps=7)
+        run.interrupted(signal.SIGINT)
+    m = ended(tmp_path)
+    assert m["status"] == "interrupted" and m["error"] == "interrupted by SIGINT" and m["train"]["epochs_done"] == 1
+
+
+def test_a_directory_in_use_is_refused_and_left_alone(tmp_path):
+    import os
+    (tmp_path / LOCK).write_text(str(os.getppid()))  # a live process that is not us
+    with pytest.raises(RunDirError, match="in use by another run"):
+        with RunLifecycle(tmp_path, RunRecord(task="train")):
+            raise AssertionError("must not start")
+    assert (tmp_path / LOCK).read_text() == str(os.getppid()) and not (tmp_path / "metrics.json").exists()
+
+
+def test_a_finished_run_is_not_overwritten_but_a_failed_one_may_be_run_again(tmp_path):
+    with RunLifecycle(tmp_path, RunRecord(task="test")):
+        pass
+    with pytest.raises(RunDirError, match="already holds a run"):
+        RunLifecycle(tmp_path, RunRecord(task="test")).__enter__()
+    failed = tmp_path / "failed"
+    with pytest.raises(ValueError):
+        with RunLifecycle(failed, RunRecord(task="test")):
+            raise ValueError("bad")
+    with RunLifecycle(failed, RunRecord(task="test")):
+        pass
+    assert ended(failed)["status"] == "ok"
+
+
+def test_the_model_label_falls_back_to_the_spec(tmp_path):
+    with RunLifecycle(tmp_path, RunRecord(task="test")) as run:
+        run.record.model_spec = {"name": "metasr", "args": {}}
+    assert ended(tmp_path)["model"] == "metasr"
+
+
+def test_the_record_reads_back_what_it_wrote_and_tolerates_old_or_odd_files():
+    record = RunRecord(status="ok", task="train", seed=1, paper={"table": 3, "row": "LIIF"},
+                       records=[TestResult(dataset="DIV2K", scale=4, psnr=28.9, n_images=100)],
+                       train=TrainSummary(epochs=2, epochs_done=2, history=[{"epoch": 1, "loss": 0.1}]),
+                       extra={"estimate_s": 12})
+    data = json.loads(json.dumps(record.to_dict()))
+    assert data["estimate_s"] == 12  # fields of newer versions survive a round trip
+    assert RunRecord.from_dict(data) == record
+    odd = RunRecord.from_dict({"status": "ok", "seed": "zero", "records": [{"psnr": 30.0, "future": 1}, "junk"],
+                               "train": {"history": "none"}, "wall_time_s": float("nan")})
+    assert odd.seed is None and odd.wall_time_s is None and odd.train.history == []
+    assert [r.psnr for r in odd.records] == [30.0]
+    assert RunRecord.from_dict({}).status == "failed"  # a record that does not say ok is not ok
+    with pytest.raises(ValueError):
+        RunRecord.from_dict(["not", "a", "dict"])
