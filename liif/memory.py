@@ -14,7 +14,7 @@ import math
 import os
 import re
 
-from liif.cli import UserError
+from liif.errors import UserError
 
 
 class NotEnoughMemory(UserError):
