@@ -83,16 +83,26 @@ def build_model(spec, framework="torch", device="auto", precision="fp32", channe
     backend's `optimize` (PyTorch). All three default to the plain float32 model."""
     B = backends.get(framework)
     dev = B.device(device)
-    net = B.to_device(registry.make(spec, B), dev)
+    return _on_device(registry.make(spec, B), B, spec, dev, precision, channels_last, compile)
+
+
+def _on_device(net, B, spec, dev, precision, channels_last, compile):
+    net = B.to_device(net, dev)
     return Model(B.optimize(net, channels_last=channels_last, compile=compile), B, spec, dev, precision)
 
 
 def load_model(path, framework="torch", device="auto", precision="fp32", channels_last=False, compile=False):
     """Load a checkpoint written by the original code or by us onto `framework`; options as `build_model`."""
     B = backends.get(framework)
+    dev = B.device(device)
     ckpt = checkpoint.read(path)
-    spec = {"name": ckpt["model"]["name"], "args": ckpt["model"]["args"]}
-    model = build_model(spec, framework, device, precision, channels_last, compile)
+    spec = checkpoint.model_spec(ckpt, path)
+    try:
+        net = registry.make(spec, B)
+    except (ValueError, TypeError, KeyError, RuntimeError) as e:  # well-typed but impossible values
+        raise checkpoint.CheckpointError(f"{path}: model '{spec['name']}' cannot be built from the checkpoint's "
+                                         f"arguments ({type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]})") from None
+    model = _on_device(net, B, spec, dev, precision, channels_last, compile)
     try:
         B.load_state_dict_numpy(model.net, ckpt["model"]["sd"])
     except ValueError as e:

@@ -42,6 +42,17 @@ def read(path):
     return obj
 
 
+def model_spec(ckpt, path):
+    """The checkpoint's model spec {'name', 'args'}, checked against the registered constructors'
+    signatures before anything is built (an unknown or mistyped argument is named)."""
+    from liif import registry
+    spec = {"name": ckpt["model"]["name"], "args": ckpt["model"]["args"]}
+    problem = registry.spec_problem(spec)
+    if problem:
+        raise CheckpointError(f"{path}: {problem}")
+    return spec
+
+
 def write(obj, path):
     """Write `obj` (tensors as NumPy arrays) atomically to `path` in torch's file format."""
     folder = os.path.dirname(os.path.abspath(path))

@@ -301,7 +301,7 @@ class Trainer:
 
     def load_weights(self, path):
         ckpt = checkpoint.read(str(path))
-        spec = {"name": ckpt["model"]["name"], "args": ckpt["model"]["args"]}
+        spec = checkpoint.model_spec(ckpt, path)
         if _canonical(spec) != _canonical(self.spec):
             raise CheckpointError(f"{path} holds a different model than the config asks for: checkpoint "
                             f"{_describe(spec)}, config {_describe(self.spec)}")

@@ -73,3 +73,31 @@ def test_checkpoint_of_another_model_names_the_mismatch(tmp_path, fixtures_dir):
     checkpoint.write(obj, str(tmp_path / "mismatch.pth"))
     with pytest.raises(checkpoint.CheckpointError, match="missing: imnet.layers.6"):
         liif.load_model(str(tmp_path / "mismatch.pth"), device="cpu")
+
+
+FRAMEWORKS = ["torch", pytest.param("jittor", marks=[pytest.mark.jittor, pytest.mark.skipif(
+    __import__("importlib").util.find_spec("jittor") is None, reason="jittor is not installed")])]
+EDSR = {"name": "edsr-baseline", "args": {"no_upsampling": True}}
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("spec,message", [
+    ({"name": "liif", "args": {"encoder_spec": EDSR, "cel_decode": False}}, "unknown argument 'cel_decode' of model 'liif'"),
+    ({"name": "liif", "args": {"encoder_spec": EDSR, "cell_decode": "no"}}, "argument 'cell_decode' of model 'liif' must be bool, got 'no'"),
+    ({"name": "liif", "args": {"encoder_spec": {"name": "edsr-baseline", "args": {"n_feats": 64.5}}}},
+     "argument 'n_feats' of 'edsr-baseline' (the encoder_spec of 'liif') must be int, got 64.5"),
+    ({"name": "liif", "args": {"encoder_spec": EDSR, "imnet_spec": {"name": "mlp", "args": {"hidden_list": ["256"]}}}},
+     "argument 'hidden_list' of 'mlp' (the imnet_spec of 'liif') must be list[int]"),
+    ({"name": "liif", "args": {"encoder_spec": {"name": "edsr-bseline", "args": {}}}}, "unknown model 'edsr-bseline'"),
+    ({"name": "liff", "args": {}}, "unknown model 'liff'"),
+    ({"name": "liif", "args": {}}, "model 'liif' needs the argument(s) encoder_spec"),
+    ({"name": "liif", "args": {"encoder_spec": EDSR, "local_ensemble": 1}}, "argument 'local_ensemble' of model 'liif' must be bool"),
+    ({"name": "mlp", "args": {"in_dim": -3, "out_dim": 1, "hidden_list": []}}, "model 'mlp' cannot be built from the checkpoint's arguments"),
+])
+def test_checkpoint_model_arguments_are_checked_before_building(tmp_path, framework, spec, message):
+    """Unknown or mistyped arguments (the constructor's signature decides) are one-line bad-checkpoint errors."""
+    path = tmp_path / "args.pth"
+    checkpoint.write({"model": {**spec, "sd": {}}, "epoch": 1}, str(path))
+    with pytest.raises(checkpoint.CheckpointError) as err:
+        liif.load_model(str(path), framework=framework, device="cpu")
+    assert message in str(err.value) and str(path) in str(err.value) and "\n" not in str(err.value)

@@ -4,7 +4,7 @@ from liif.registry import register
 
 @register("mlp")
 class MLP:
-    def __init__(self, in_dim: int, out_dim: int, hidden_list: list):
+    def __init__(self, in_dim: int, out_dim: int, hidden_list: list[int]):
         super().__init__()
         nn = self.B.nn
         layers = []
