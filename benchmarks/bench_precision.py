@@ -8,7 +8,7 @@ EDSR-baseline-LIIF on the PyTorch backend, built with `torch.manual_seed(0)` (ra
 cost the same time as trained ones), each case in a fresh model with the options of
 `liif.build_model` (`framework.precision`/`infer_precision`, `channels_last`, `compile`):
 
-1. Training: `liif.backends.torch.train_step` (forward, L1, backward, Adam) on one batch, the
+1. Training: `liif.step.train_step` on PyTorch (forward, L1, backward, Adam) on one batch, the
    paper's 16 patches of 48x48 with 2304 queries each, scales U(1, 4) (--small: 4 of 24x24 with
    576), put on the device once (pinned memory on CUDA); `--warmup` steps (the compile case's
    first step compiles), then `--steps` timed steps. The first step's loss is shown: every case
@@ -69,6 +69,7 @@ def build(case, device):
 
 def bench_training(case, device, batch, steps, warmup):
     from liif.backends import torch as T
+    from liif.step import train_step
     model = build(case, device)
     net = model.net.train()
     opt = T.adam(net, 1e-4)
@@ -76,7 +77,7 @@ def bench_training(case, device, batch, steps, warmup):
     times, losses = [], []
     for _ in range(warmup + steps):
         t0 = time.perf_counter()
-        losses.append(T.train_step(net, opt, ready, CASES[case][0]))  # .item(): waits for the GPU
+        losses.append(train_step(T, net, opt, ready, CASES[case][0]))  # .item(): waits for the GPU
         times.append(time.perf_counter() - t0)
     steady = times[warmup:]
     return {"it_per_s": len(steady) / sum(steady), "step_s": statistics.median(steady), "first_step_s": times[0],

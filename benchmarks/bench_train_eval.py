@@ -22,6 +22,8 @@ sys.path.insert(0, ROOT)
 
 def compose(*overrides):
     from hydra import compose as hydra_compose, initialize_config_dir
+    from liif.presets import register_with_hydra
+    register_with_hydra()  # the model presets, as run.py does
     with initialize_config_dir(version_base="1.3", config_dir=os.path.join(ROOT, "conf")):
         return hydra_compose("config", overrides=["run_name=bench", *overrides])
 
@@ -51,7 +53,8 @@ def main():
                   "train=paper", "train.num_workers=0", f"train.max_steps_per_epoch={args.steps + 2}", "train.epochs=1",
                   "dataset.val=null", f"output_dir={out}")
     trainer = Trainer(cfg, out)
-    step = trainer.B.train_step
+    import liif.train
+    step = liif.train.train_step
     times = []
 
     def timed_step(*a):
@@ -60,9 +63,7 @@ def main():
         times.append(time.perf_counter() - t0)
         return loss
 
-    backend = trainer.B
-    trainer.B = type("Timed", (), {"__getattr__": lambda self, n: getattr(backend, n),
-                                   "train_step": staticmethod(timed_step)})()
+    liif.train.train_step = timed_step  # what the trainer calls for each step
     epoch_start = time.perf_counter()
     trainer.fit()
     wall = time.perf_counter() - epoch_start

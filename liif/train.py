@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from liif import backends, checkpoint, registry, rundir
 from liif.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
+from liif.step import train_step
 from liif.init import initial_state
 from liif.record import TestResult, TrainSummary
 from liif.schedule import learning_rate
@@ -197,7 +198,7 @@ class Trainer:
                     if step < self.step_in_epoch:  # resumed mid-epoch: these steps are done
                         continue
                     share = self.share_of_global_batch(step, len(batch["inp"]))
-                    loss = B.train_step(self.train_net, self.opt, batch, self.precision, share)
+                    loss = train_step(B, self.train_net, self.opt, batch, self.precision, share)
                     if self.world > 1:
                         loss = B.all_reduce_mean(loss)  # the global batch's loss
                     if not math.isfinite(loss):

@@ -236,7 +236,7 @@ def test_official_training_step(fixtures_dir):
     tmodel, jmodel = liif.load_model(path, "torch", "cpu"), liif.load_model(path, "jittor", "cpu")
     grads = _torch_grads(tmodel.net, batch)
     jmodel.query(batch["inp"], batch["coord"][:, :5], batch["cell"][:, :5])  # eval mode must not stop training
-    losses = [B.train_step(m.net, B.adam(m.net, 1e-4), batch) for B, m in ((T, tmodel), (J, jmodel))]
+    losses = [train_step(B, m.net, B.adam(m.net, 1e-4), batch) for B, m in ((T, tmodel), (J, jmodel))]
     assert abs(losses[1] - losses[0]) <= 1e-6 * losses[0]
     assert abs(losses[1] - float(ref["loss"])) <= 1e-6 * losses[0]
     after = J.state_dict_numpy(jmodel.net)
@@ -265,7 +265,7 @@ def test_adam_steps_and_state_match_torch_and_resume_across_backends():
     batches = [_batch(rng) for _ in range(4)]
     for i, batch in enumerate(batches[:2]):
         grads = _torch_grads(tnet, batch)
-        lt, lj = T.train_step(tnet, topt, batch), J.train_step(jnet, jopt, batch)
+        lt, lj = train_step(T, tnet, topt, batch), train_step(J, jnet, jopt, batch)
         assert abs(lt - lj) <= 1e-6 * lt
         _assert_params_close(tnet, jnet, grads, 1e-3, i + 1)
 
@@ -291,8 +291,8 @@ def test_adam_steps_and_state_match_torch_and_resume_across_backends():
     assert J.optimizer_state_numpy(jopt2)["param_groups"] == ts["param_groups"]
     for batch in batches[2:]:
         grads = _torch_grads(tnet, batch)
-        losses = [T.train_step(tnet, topt, batch), T.train_step(t2, topt2, batch),
-                  J.train_step(j2, jopt2, batch), J.train_step(jnet, jopt, batch)]
+        losses = [train_step(T, tnet, topt, batch), train_step(T, t2, topt2, batch),
+                  train_step(J, j2, jopt2, batch), train_step(J, jnet, jopt, batch)]
         assert max(losses) - min(losses) <= 1e-6 * losses[0]
         for t_net in (tnet, t2):
             for j_net in (j2, jnet):
@@ -342,7 +342,7 @@ def test_float64_models_and_training_agree_far_below_float32_noise():
     rng = np.random.default_rng(8)
     for step in range(30):
         batch = _batch(rng)
-        lt, lj = T.train_step(tnet, topt, batch), J.train_step(jnet, jopt, batch)
+        lt, lj = train_step(T, tnet, topt, batch), train_step(J, jnet, jopt, batch)
         assert abs(lt - lj) <= 1e-12 * lt, step  # measured <= 7e-14; float32 Adam constants gave 1e-10
     for k, v in T.state_dict_numpy(tnet).items():
         np.testing.assert_allclose(J.state_dict_numpy(jnet)[k], v, rtol=0, atol=1e-9, err_msg=k)
@@ -386,6 +386,7 @@ sys.modules["torch"] = None  # any `import torch` now fails
 import numpy as np
 import liif
 from liif import checkpoint
+from liif.step import train_step  # noqa: E402
 out = {{}}
 for path in ({ckpt!r}, {legacy!r}):
     sd = checkpoint.read(path)["model"]["sd"]

@@ -18,6 +18,7 @@ from liif.backends import torch as T
 from liif.coords import make_coord
 from liif.data.loader import prefetch
 from liif.train import Trainer
+from liif.step import train_step
 
 
 def tiny_spec(name="liif", **flags):
@@ -60,7 +61,7 @@ def batches(n_batches=3, n=2, side=10, q=64, seed=0):
 def train_losses(model, precision="fp32"):
     model.net.train()
     opt = T.adam(model.net, 1e-3)
-    losses = [T.train_step(model.net, opt, b, precision) for b in batches()]
+    losses = [train_step(T, model.net, opt, b, precision) for b in batches()]
     model.net.eval()
     return losses
 
@@ -242,7 +243,7 @@ def test_batch_to_device_on_the_cpu():
     ready = T.batch_to_device(batch, like, pin_memory=True)
     assert all(torch.equal(ready[k], torch.from_numpy(v)) and not ready[k].is_pinned() for k, v in batch.items())
     a, b = build(tiny_spec()), build(tiny_spec())
-    assert T.train_step(a.net, T.adam(a.net, 1e-3), batch) == T.train_step(b.net, T.adam(b.net, 1e-3), ready)
+    assert train_step(T, a.net, T.adam(a.net, 1e-3), batch) == train_step(T, b.net, T.adam(b.net, 1e-3), ready)
 
 
 @pytest.mark.gpu

@@ -26,11 +26,12 @@
                               (torch only; the other backend raises on non-defaults)
   adam(model, lr)             Adam with torch's update formula over model.parameters()
   set_lr(optimizer, lr)       the schedule itself is framework-neutral (liif.schedule)
-  batch_to_device(batch, like, pin_memory=False)   a dict of numpy arrays made ready for train_step
+  batch_to_device(batch, like, pin_memory=False)   a dict of numpy arrays made ready for a training step
                               (torch: tensors on like's device, via pinned memory on CUDA if asked)
-  train_step(model, optimizer, batch, precision='fp32', loss_scale=1.0) -> float   one L1 step on a dict
-                              of numpy arrays (or batch_to_device's), forward under autocast(precision),
-                              on the loss times loss_scale (returned)
+  device_of(t)                the device string of a tensor (for autocast)
+  scalar(x, like)             a Python float as an operand for `like` (jittor: float64 for float64 Vars)
+  zero_grad(opt) / backward(loss, opt) / step(opt)   the gradient step's primitives; the loss and the
+                              order of the step are framework-neutral (`liif.step.train_step`)
   optimizer_state_numpy(opt) / load_optimizer_state_numpy(opt, sd)   torch's state_dict layout
   seed(n)                     seed the framework's own RNG
   set_threads(n)              CPU threads (None/0: leave the framework's default)
@@ -42,6 +43,9 @@
   all_reduce_mean(x) -> float the mean of a float over the ranks
   barrier()                   wait for every rank
   distributed_close()         leave the process group
+
+Tensors themselves offer the methods listed in `liif.backends.contract.Tensor` (the surface
+framework-neutral code may use); `tests/test_backend_contract.py` checks both backends against it.
 
 No module-level "current backend": a Hydra multirun may run torch and jittor jobs in
 one process, so the backend is passed explicitly.

@@ -203,27 +203,40 @@ def set_lr(optimizer, lr):
 
 
 def batch_to_device(batch, like=None, pin_memory=False):
-    """The batch as float32 numpy: jittor copies it to the device when the step runs, and making Vars
+    """The batch as float32 numpy: jittor copies it to the device when the step runs (`liif.step`
+    makes the Vars), and making Vars
     off the main thread (prefetching) is not known to be safe. pin_memory is a PyTorch option."""
     return {k: np.asarray(v, dtype=np.float32) for k, v in batch.items()}
 
 
-def train_step(model, optimizer, batch, precision="fp32", loss_scale=1.0):
-    """One L1 step on a batch of normalised numpy arrays (inp, coord, cell, gt); returns the loss
-    (times loss_scale)."""
-    autocast(precision)  # float32 only
-    like = next(iter(model.parameters()))
-    inp, coord, cell, gt = (tensor(batch[k], like) for k in ("inp", "coord", "cell", "gt"))
-    loss = (model(inp, coord, cell) - gt).abs().mean()
-    if loss_scale != 1:
-        loss = loss * _scalar(loss_scale, loss)
-    optimizer.step(loss)
+def device_of(t):
+    """The device of every Var: jittor chooses it globally."""
+    return "cuda" if jt.flags.use_cuda else "cpu"
+
+
+def scalar(x, like):
+    """A Python float as an operand for `like`: jittor rounds Python floats to float32 constants,
+    which is torch's arithmetic for float32 Vars but not for float64 ones."""
+    return _var([x], "float64") if like.dtype == jt.float64 else x
+
+
+def zero_grad(optimizer):
+    optimizer.zero_grad()
+
+
+def backward(loss, optimizer):
+    """The gradients of `loss`, held by the optimizer (Jittor's Optimizer.backward; under MPI it
+    averages them over the ranks)."""
+    optimizer.backward(loss)
+
+
+def step(optimizer):
+    optimizer.step()
     if jt.in_mpi:
         # Jittor is lazy: run the update, with its gradient all-reduces, now on every rank. Left
         # pending, the next sync would run them, and on rank 0 that can be a rank-0-only
         # validation while the other ranks wait in a barrier: a deadlock (seen).
         jt.sync_all()
-    return float(loss.item())
 
 
 def optimizer_state_numpy(optimizer):
@@ -263,7 +276,7 @@ def wrap_distributed(model):
     Jittor's Optimizer.backward (which `adam`'s step runs) averages each gradient over the ranks."""
     if jt.in_mpi:
         model.mpi_param_broadcast(0)
-        jt.sync_all()  # now, on every rank (see train_step)
+        jt.sync_all()  # now, on every rank (see step)
     return model
 
 
@@ -286,12 +299,6 @@ def distributed_close():
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-def _scalar(x, like):
-    """A Python float as an operand for `like`: jittor rounds Python floats to float32
-    constants, which is torch's arithmetic for float32 tensors but not for float64 ones."""
-    return _var([x], "float64") if like.dtype == jt.float64 else x
-
 
 def _var(array, dtype):
     """A Var of exactly `dtype` (jittor's own jt.array turns float64 arrays into float32)."""
@@ -345,7 +352,7 @@ class _TorchAdam(jt.optim.Optimizer):
                     st = self.state[i] = {"step": 0.0, "exp_avg": jt.zeros(p.shape, p.dtype).stop_grad(),
                                           "exp_avg_sq": jt.zeros(p.shape, p.dtype).stop_grad()}
                 st["step"] += 1
-                c = lambda x: _scalar(x, p)  # noqa: E731
+                c = lambda x: scalar(x, p)  # noqa: E731
                 if wd != 0:
                     g = g + p * c(wd)
                 m, v = st["exp_avg"], st["exp_avg_sq"]

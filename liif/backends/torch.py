@@ -129,7 +129,7 @@ def set_lr(optimizer, lr):
 
 
 def batch_to_device(batch, like, pin_memory=False):
-    """A batch (dict of numpy arrays) as tensors on `like`'s device, ready for `train_step`. With
+    """A batch (dict of numpy arrays) as tensors on `like`'s device, ready for `liif.step.train_step`. With
     pin_memory and a CUDA device the arrays go through page-locked memory: the copy is then a DMA
     that runs while the GPU computes (from pageable memory CUDA first copies it on the host)."""
     if not (pin_memory and like.is_cuda):
@@ -137,23 +137,28 @@ def batch_to_device(batch, like, pin_memory=False):
     return {k: _to_like(torch.from_numpy(np.ascontiguousarray(v)).pin_memory(), like) for k, v in batch.items()}
 
 
-def train_step(model, optimizer, batch, precision="fp32", loss_scale=1.0):
-    """One L1 step on a batch of normalised arrays (inp, coord, cell, gt: numpy, or `batch_to_device`'s);
-    returns the loss (times loss_scale). precision bf16: the forward under bfloat16 autocast, the loss
-    in float32."""
-    like = next(iter(model.parameters()))
-    if isinstance(batch["inp"], np.ndarray):
-        batch = batch_to_device(batch, like)
-    inp, coord, cell, gt = (batch[k] for k in ("inp", "coord", "cell", "gt"))
-    with autocast(precision, like.device):
-        pred = model(inp, coord, cell)
-    loss = (pred.to(gt.dtype) - gt).abs().mean()  # float32 (float64) even from bf16 predictions
-    if loss_scale != 1:
-        loss = loss * loss_scale
+def device_of(t):
+    """The device a tensor is on, as a string ('cpu', 'cuda:0')."""
+    return str(t.device)
+
+
+def scalar(x, like):
+    """A Python float as an operand for `like` (torch's arithmetic with Python scalars is already
+    the tensor's own)."""
+    return x
+
+
+def zero_grad(optimizer):
     optimizer.zero_grad()
+
+
+def backward(loss, optimizer):
+    """The gradients of `loss` (DDP averages them over the ranks here)."""
     loss.backward()
+
+
+def step(optimizer):
     optimizer.step()
-    return loss.item()
 
 
 def optimizer_state_numpy(optimizer):
