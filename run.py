@@ -1,6 +1,6 @@
 """The single entry point: `python run.py [task=train|test|demo] [group=option ...] [key=value ...]`.
 
-Configs live in conf/ (see README). `python run.py -m experiment=ablation_*` works as typed:
+Configs live in conf/ (see README); the model presets in liif/presets.py. `python run.py -m experiment=ablation_*` works as typed:
 Hydra only understands `experiment=glob(ablation_*)`, so bare patterns for config groups
 are rewritten to that before Hydra parses the command line.
 """
@@ -9,12 +9,15 @@ import sys
 
 import hydra
 
+from liif.presets import register_with_hydra
+
 CONF_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "conf")
+register_with_hydra()  # the `model` config groups come from liif/presets.py (one source with create_model)
 
 
 def expand_group_globs(argv):
     """`group=pat*` -> `group=glob(pat*)` for the config groups in conf/."""
-    groups = {d for d in os.listdir(CONF_DIR) if os.path.isdir(os.path.join(CONF_DIR, d))}
+    groups = {d for d in os.listdir(CONF_DIR) if os.path.isdir(os.path.join(CONF_DIR, d))} | {"model"}
     out = []
     for arg in argv:
         key, sep, value = arg.partition("=")

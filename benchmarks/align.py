@@ -32,6 +32,8 @@ RUNS = {"torch": ("torch", 2), "jittor": ("jittor", 2), "torch_1thread": ("torch
 
 def compose(*overrides):
     from hydra import compose as hydra_compose, initialize_config_dir
+    from liif.presets import register_with_hydra
+    register_with_hydra()  # the model presets, as run.py does
     with initialize_config_dir(version_base="1.3", config_dir=os.path.join(ROOT, "conf")):
         return hydra_compose("config", overrides=["run_name=align", *overrides])
 

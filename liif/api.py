@@ -1,17 +1,24 @@
-"""The public Python API: `load_model`, `build_model` and the `Model` wrapper.
+"""The public Python API: `list_models`, `create_model`, `load_model`, `build_model` and the `Model` wrapper.
 
-    model = liif.load_model("ckpt.pth", framework="torch", device="cpu")
+    liif.list_models()                                  # the presets: 'edsr_baseline_liif', 'rdn_liif' ...
+    model = liif.create_model("rdn_liif")               # fresh weights (seeded, the same on both frameworks)
+    model = liif.create_model("edsr_baseline_liif", pretrained_path="ckpt.pth", framework="jittor")
+    model = liif.load_model("ckpt.pth", framework="torch", device="cpu")   # whatever model the file holds
+    model.net                                           # the network itself: a torch.nn.Module (jittor.Module)
     pred = model.query(inp, coord, cell, bsize=30000)   # the original batched_predict
     sr = model.upscale(image, size=(H, W))              # uint8 in, uint8 out
     fast = liif.load_model("ckpt.pth", device="cuda", precision="bf16", channels_last=True, compile=True)
 
 Everything crossing this API is NumPy; the framework stays inside.
 """
+import json
+
 import numpy as np
 
-from liif import backends, checkpoint, registry
+from liif import backends, checkpoint, presets, registry
 from liif.coords import make_coord
-from liif.errors import BadInput, CheckpointError
+from liif.errors import BadInput, CheckpointError, UnknownName
+from liif.init import initial_state
 
 
 class Model:
@@ -91,6 +98,49 @@ def _on_device(net, B, spec, dev, precision, channels_last, compile):
     return Model(B.optimize(net, channels_last=channels_last, compile=compile), B, spec, dev, precision)
 
 
+def list_models():
+    """The names `create_model` knows: the paper's models (`liif/presets.py`), also the options of
+    `python run.py model=<name>`."""
+    return presets.names()
+
+
+def create_model(name, pretrained_path=None, framework="torch", device="auto", seed=0, **overrides):
+    """The preset `name` (see `list_models`) as a `Model`; `model.net` is the network itself.
+
+    overrides: model arguments replacing the preset's, dicts merged, e.g. `local_ensemble=False` or
+    `encoder_spec={"args": {"scale": 3}}`. Without `pretrained_path` the weights are fresh, drawn from
+    `seed` as training draws them (the same numbers on both frameworks); with it, the checkpoint's
+    weights, after checking that it holds this very model."""
+    if name not in presets.PRESETS:
+        raise UnknownName(f"unknown model '{name}'; choose one of: {', '.join(list_models())}")
+    spec = presets.spec(name)
+    presets.merge(spec["args"], overrides)
+    problem = registry.spec_problem(spec)
+    if problem:
+        raise BadInput(problem)
+    B = backends.get(framework)
+    dev = B.device(device)
+    net = registry.make(spec, B)
+    if pretrained_path is None:
+        B.load_state_dict_numpy(net, initial_state(B.state_dict_numpy(net), seed))
+    else:
+        ckpt = checkpoint.read(pretrained_path)
+        held = checkpoint.model_spec(ckpt, pretrained_path)
+        if _canonical(held) != _canonical(spec):
+            raise CheckpointError(f"{pretrained_path} holds another model than '{name}' with these arguments: "
+                                  f"{held}; load it with liif.load_model")
+        try:
+            B.load_state_dict_numpy(net, ckpt["model"]["sd"])
+        except ValueError as e:
+            raise CheckpointError(f"{pretrained_path}: {e}") from None
+    return _on_device(net, B, spec, dev, "fp32", False, False)
+
+
+def _canonical(spec):
+    """A spec with every default spelled out, as comparable text."""
+    return json.dumps(registry.with_defaults(spec), sort_keys=True, default=str)
+
+
 def load_model(path, framework="torch", device="auto", precision="fp32", channels_last=False, compile=False):
     """Load a checkpoint written by the original code or by us onto `framework`; options as `build_model`."""
     B = backends.get(framework)
@@ -100,8 +150,8 @@ def load_model(path, framework="torch", device="auto", precision="fp32", channel
     try:
         net = registry.make(spec, B)
     except (ValueError, TypeError, KeyError, RuntimeError) as e:  # well-typed but impossible values
-        raise checkpoint.CheckpointError(f"{path}: model '{spec['name']}' cannot be built from the checkpoint's "
-                                         f"arguments ({type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]})") from None
+        raise CheckpointError(f"{path}: model '{spec['name']}' cannot be built from the checkpoint's "
+                              f"arguments ({type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]})") from None
     model = _on_device(net, B, spec, dev, precision, channels_last, compile)
     try:
         B.load_state_dict_numpy(model.net, ckpt["model"]["sd"])

@@ -4,7 +4,7 @@ Model classes in `liif.models` are framework-neutral: they do not inherit from
 torch.nn.Module or jittor.Module. `make(spec, backend)` binds the class to the
 backend's `Module` base once (cached), so the same definition runs on both.
 A spec is the original `{'name': ..., 'args': {...}}` dict, as stored in
-checkpoints and in `conf/model/*.yaml`. Datasets (`liif.data`) use the same `Registry`.
+checkpoints and in the presets (`liif/presets.py`). Datasets (`liif.data`) use the same `Registry`.
 """
 import copy
 import inspect

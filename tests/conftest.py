@@ -46,6 +46,8 @@ def pytest_runtest_makereport(item, call):
 def compose(*overrides):
     """The composed run config, as run.py would see it (output_dir made concrete)."""
     from hydra import compose as hydra_compose, initialize_config_dir
+    from liif.presets import register_with_hydra
+    register_with_hydra()  # as run.py does
     with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
         return hydra_compose("config", overrides=["output_dir=unused", "run_name=test", *overrides])
 
