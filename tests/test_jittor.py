@@ -27,6 +27,7 @@ from liif.api import Model  # noqa: E402
 from liif.backends import jittor as J  # noqa: E402
 from liif.backends import torch as T  # noqa: E402
 from liif.coords import make_coord  # noqa: E402
+from liif.step import train_step  # noqa: E402
 
 pytestmark = pytest.mark.jittor
 
@@ -386,7 +387,6 @@ sys.modules["torch"] = None  # any `import torch` now fails
 import numpy as np
 import liif
 from liif import checkpoint
-from liif.step import train_step  # noqa: E402
 out = {{}}
 for path in ({ckpt!r}, {legacy!r}):
     sd = checkpoint.read(path)["model"]["sd"]
