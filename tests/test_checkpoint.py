@@ -29,7 +29,6 @@ def test_saved_checkpoint_reloads_bitwise(tmp_path, fixtures_dir):
 
 
 def test_original_layout_round_trips(tmp_path, fixtures_dir):
-    B = backends.get("torch")
     src = fixtures_dir / "ckpt_edsr-baseline-metasr.pth"
     obj = checkpoint.read(str(src))
     checkpoint.write(obj, str(tmp_path / "copy.pth"))
