@@ -4,9 +4,9 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, compose
-from liif import backends, registry
+from liif import backends, presets, registry
 
-MODEL_PRESETS = sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml"))
+MODEL_PRESETS = presets.names()  # Hydra's `model` group (liif/presets.py)
 PAPER_PRESETS = ["edsr_baseline_liif", "edsr_baseline_metasr", "rdn_liif", "rdn_metasr", "edsr_baseline_liif_c",
                  "edsr_baseline_liif_u", "edsr_baseline_liif_e", "edsr_baseline_liif_d"]
 # parameter counts of the original code (tests/fixtures/official_liif/manifest.json)
