@@ -112,7 +112,7 @@ class FrameworkConfig:
 
 @dataclass
 class ModelConfig:
-    """conf/model/*.yaml: the original `{name, args}` spec (nested `*_spec` for the encoder and MLP)."""
+    """A model preset (liif/presets.py, the `model` group): the original `{name, args}` spec (nested `*_spec`)."""
     name: str = MISSING
     args: Dict[str, Any] = field(default_factory=dict)
 
