@@ -16,7 +16,8 @@ from liif.errors import MEMORY_SETTINGS, ConfigError, LiifError, UserError, is_o
 
 log = logging.getLogger("liif")
 
-TASKS = {"train": "liif.train", "test": "liif.evaluate", "demo": "liif.demo", "report": "liif.report"}
+TASKS = {"train": "liif.train", "test": "liif.evaluate", "demo": "liif.demo", "report": "liif.report",
+         "serve": "liif.serve.task"}
 
 # how Jittor ends the message of an internal failure (a failed check inside its C++ core)
 JITTOR_INTERNAL = "Could you please report this issue"

@@ -1,0 +1,130 @@
+"""What the viewer may show: the checkpoints and images named on the command line (or a sweep's
+runs, or the sample set's validation photos), and uploads. The browser only ever names them by
+the ids given here, never by a path."""
+import glob
+import io
+import os
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from liif.cli import UserError
+
+
+@dataclass
+class Checkpoint:
+    """A loaded model and its label; `lock` serialises its renders (the network holds the features)."""
+    id: str
+    path: str
+    label: dict
+    model: object
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass
+class Picture:
+    """An image to view: `lr` is what the models see; `hr` the ground truth it was downscaled from (or None)."""
+    id: str
+    name: str
+    lr: np.ndarray
+    hr: np.ndarray | None = None
+    factor: int | None = None
+
+    def as_dict(self):
+        return {"id": self.id, "name": self.name, "height": int(self.lr.shape[0]), "width": int(self.lr.shape[1]),
+                "ground_truth": self.hr is not None, "factor": self.factor}
+
+
+def sweep_checkpoints(sweep_dir):
+    """epoch-last.pth of every run of a sweep folder (multirun/<date>/<time>), in run order."""
+    if not os.path.isdir(sweep_dir):
+        raise UserError(f"sweep folder not found: {sweep_dir}")
+    paths = sorted(glob.glob(os.path.join(sweep_dir, "*", "checkpoints", "epoch-last.pth")))
+    if not paths:
+        raise UserError(f"no run of {sweep_dir} has a checkpoint (expected <run>/checkpoints/epoch-last.pth)")
+    return paths
+
+
+def label(path, ckpt):
+    """Model, framework, run and epoch of a checkpoint, for the pane's title."""
+    spec = ckpt["model"]
+    encoder = (spec.get("args") or {}).get("encoder_spec", {}).get("name")
+    folder = os.path.dirname(os.path.abspath(path))
+    run = os.path.basename(os.path.dirname(folder)) if os.path.basename(folder) == "checkpoints" else os.path.basename(path)
+    return {"model": spec["name"] + (f" ({encoder})" if encoder else ""),
+            "framework": (ckpt.get("liif") or {}).get("framework", "original code"),
+            "run": run, "epoch": ckpt.get("epoch")}
+
+
+def load_checkpoints(paths, framework="torch", device="auto", options=None):
+    from liif import backends, checkpoint
+    from liif.api import load_model
+
+    loaded = []
+    for i, path in enumerate(paths):
+        try:
+            ckpt = checkpoint.read(path, backends.get(framework))
+            model = load_model(path, framework=framework, device=device, **(options or {}))
+        except (OSError, ValueError) as e:
+            raise UserError(str(e)) from None
+        loaded.append(Checkpoint(f"m{i}", path, label(path, ckpt), model))
+    return loaded
+
+
+def make_picture(id, name, rgb, factor=None):
+    """A picture from an RGB image; with `factor`, the image is the ground truth and the models see it
+    cropped to a multiple of `factor` and downscaled by Pillow bicubic, as the test protocol does."""
+    if not factor:
+        return Picture(id, name, rgb)
+    from liif.data.resize import resize_bicubic
+
+    h, w = (n // factor for n in rgb.shape[:2])
+    if min(h, w) < 1:
+        raise UserError(f"{name} ({rgb.shape[0]}x{rgb.shape[1]}) is smaller than downscale={factor}")
+    hr = np.ascontiguousarray(rgb[:h * factor, :w * factor])
+    return Picture(id, name, resize_bicubic(hr, (h, w)), hr, factor)
+
+
+def load_pictures(input_path, sample_dir, factor=None):
+    """The image of input=, else the sample set's validation photos."""
+    from liif.data.image_folder import ImageError, read_image
+
+    if input_path:
+        paths = [input_path]
+    else:
+        from liif.data.sample import ensure_sample_set
+        paths = sorted(glob.glob(os.path.join(ensure_sample_set(sample_dir), "valid", "*.png")))
+    pictures = []
+    for i, path in enumerate(paths):
+        if not os.path.isfile(path):
+            raise UserError(f"input image not found: {path}")
+        try:
+            rgb = read_image(path)
+        except ImageError as e:
+            raise UserError(str(e)) from None
+        pictures.append(make_picture(f"i{i}", os.path.basename(path), rgb, factor))
+    return pictures
+
+
+class BadUpload(ValueError):
+    """An upload the viewer refuses; the message says why."""
+
+
+def decode_upload(data, max_pixels):
+    """uint8 HxWx3 from uploaded bytes; refuses non-images and images over `max_pixels` before decoding them."""
+    from PIL import Image
+
+    from liif.data.image_folder import ImageError, read_image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            h, w = im.height, im.width
+    except Exception:  # Pillow raises many kinds for non-images
+        raise BadUpload("the upload is not an image Pillow can read (PNG, JPEG, BMP, TIFF, WebP ...)") from None
+    if h * w > max_pixels:
+        raise BadUpload(f"the image is {w}x{h} pixels; the viewer takes at most {max_pixels:,} pixels")
+    try:
+        return read_image(io.BytesIO(data))
+    except ImageError:
+        raise BadUpload("the upload is a damaged or truncated image") from None

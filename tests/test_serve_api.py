@@ -1,0 +1,291 @@
+"""The viewer's web API (liif/serve/app.py), in process: what a render holds, caching, dropping
+superseded views, the limits, and a 4xx with a clear message for every malformed request."""
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("starlette")
+pytest.importorskip("httpx")
+
+from starlette.testclient import TestClient  # noqa: E402
+
+from liif.serve import sources  # noqa: E402
+from liif.serve.app import Viewer, create_app  # noqa: E402
+from serve_helpers import assemble, expected_view, messages, photo, png_bytes, tiny_checkpoint  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    paths = [tiny_checkpoint(root / "run_a" / "checkpoints" / "epoch-last.pth", seed=0, epoch=7),
+             tiny_checkpoint(root / "run_b" / "checkpoints" / "epoch-last.pth", seed=1, epoch=3, framework="jittor")]
+    return sources.load_checkpoints(paths, framework="torch", device="cpu")
+
+
+def make_viewer(checkpoints, factor=None, **limits):
+    pictures = [sources.make_picture("i0", "a.png", photo(24, 36, 0), factor),
+                sources.make_picture("i1", "b.png", photo(20, 28, 1), factor)]
+    return Viewer(checkpoints, pictures, factor=factor, **{"tile_rows": 16, **limits})
+
+
+def client(viewer):
+    return TestClient(create_app(viewer), base_url="http://127.0.0.1")
+
+
+def render(c, **params):
+    view = {"session": "s", "view": 1, "pane": "m0", "image": "i0", "scale": 2.7, "top": -5, "left": 20,
+            "height": 37, "width": 53, **params}
+    r = c.get("/api/render", params=view)
+    assert r.status_code == 200, r.text
+    return messages(r.text)
+
+
+def test_info_lists_images_panes_and_labels(checkpoints):
+    info = client(make_viewer(checkpoints, factor=2)).get("/api/info").json()
+    assert [p["id"] for p in info["panes"]] == ["bicubic", "m0", "m1", "gt"]
+    assert info["panes"][1]["label"] == {"model": "liif (edsr-baseline)", "framework": "torch", "run": "run_a", "epoch": 7}
+    assert info["panes"][2]["label"]["framework"] == "jittor" and info["panes"][2]["label"]["epoch"] == 3
+    assert info["images"][0] == {"id": "i0", "name": "a.png", "height": 12, "width": 18, "ground_truth": True, "factor": 2}
+    assert info["limits"]["max_scale"] >= 50
+
+
+def test_a_viewport_is_the_same_crop_of_a_full_upscale(checkpoints):
+    viewer = make_viewer(checkpoints)
+    msgs = render(client(viewer), scale=2.7, top=-5, left=20, height=37, width=53)
+    assert msgs[0]["type"] == "tile" and msgs[0]["coarse"]  # the preview comes first
+    assert [m["type"] for m in msgs][-1] == "done" and msgs[-1]["queries"] == 32 * 53
+    got, covered = assemble(msgs, 37, 53, -5, 20)
+    image = viewer.pictures["i0"].lr
+    full = checkpoints[0].model.upscale(image, (65, 97))  # round(24*2.7), round(36*2.7)
+    assert covered[5:].all() and not covered[:5].any()  # rows -5..-1 are outside the image
+    np.testing.assert_array_equal(got[5:], full[0:32, 20:73])
+
+
+def test_a_viewport_is_model_query_at_the_pixel_centres(checkpoints):
+    viewer = make_viewer(checkpoints)
+    c = client(viewer)
+    for pane, ckpt in (("m0", checkpoints[0]), ("m1", checkpoints[1])):
+        for scale, top, left in ((1.0, -3, -4), (3.37, 40, 7), (50.0, 600, 900)):
+            msgs = render(c, pane=pane, scale=scale, top=top, left=left, height=30, width=41)
+            got, covered = assemble(msgs, 30, 41, top, left)
+            want, inside = expected_view(ckpt.model, viewer.pictures["i0"].lr, scale, top, left, 30, 41)
+            assert (covered == inside).all() and inside.any()
+            diff = np.abs(got.astype(int) - want)[inside]
+            assert diff.max() <= 1 and (diff == 0).mean() > 0.99, (pane, scale)
+
+
+def test_the_coarse_preview_is_the_view_at_a_quarter_of_the_scale(checkpoints):
+    viewer = make_viewer(checkpoints)
+    msgs = render(client(viewer), scale=8.0, top=0, left=0, height=40, width=48)
+    coarse = [m for m in msgs if m["type"] == "tile" and m["coarse"]]
+    assert len(coarse) == 1 and coarse[0]["grid"] == [48, 72]  # round(24*2), round(36*2)
+    assert (coarse[0]["top"], coarse[0]["left"], coarse[0]["height"], coarse[0]["width"]) == (0, 0, 10, 12)
+    got, _ = assemble([{**coarse[0], "coarse": False}], 10, 12, 0, 0)
+    want, _ = expected_view(checkpoints[0].model, viewer.pictures["i0"].lr, 2.0, 0, 0, 10, 12)
+    assert np.abs(got.astype(int) - want).max() <= 1
+
+
+def test_bicubic_and_ground_truth_panes_and_psnr(checkpoints):
+    viewer = make_viewer(checkpoints, factor=2)
+    c = client(viewer)
+    picture = viewer.pictures["i0"]
+    # at the ground truth's own scale its pane is the HR image itself, pixel for pixel
+    gt, covered = assemble(render(c, pane="gt", scale=2, top=3, left=4, height=15, width=20), 15, 20, 3, 4)
+    np.testing.assert_array_equal(gt, picture.hr[3:18, 4:24])
+    # bicubic: Pillow's resize of the LR image to the view's grid, same crop (within Pillow's fixed point)
+    msgs = render(c, pane="bicubic", scale=2.3, top=2, left=5, height=20, width=30)
+    bic, _ = assemble(msgs, 20, 30, 2, 5)
+    full = np.asarray(Image.fromarray(picture.lr).resize((41, 28), Image.BICUBIC))  # round(18*2.3), round(12*2.3)
+    assert np.abs(bic.astype(int) - full[2:22, 5:35]).max() <= 1
+    # PSNR over the visible region, against the HR resized to the same grid, computed here
+    msgs = render(c, pane="m0", scale=2, top=0, left=0, height=24, width=36)
+    sr, _ = assemble(msgs, 24, 36, 0, 0)
+    mse = np.mean((sr / 255.0 - picture.hr / 255.0) ** 2)
+    assert msgs[-1]["psnr"] == pytest.approx(-10 * np.log10(mse), abs=1e-3)
+
+
+def test_encoder_features_are_cached_per_image_and_checkpoint(checkpoints):
+    viewer = make_viewer(checkpoints)
+    c = client(viewer)
+    first = render(c, view=1)[-1]
+    second = render(c, view=2, scale=4.1, left=0)[-1]
+    assert first["encoded"] and not second["encoded"] and viewer.cache.encodes == 1
+    render(c, view=3, image="i1")
+    render(c, view=1, pane="m1")
+    assert viewer.cache.encodes == 3
+    render(c, view=4, image="i0", scale=1.5)
+    assert viewer.cache.encodes == 3
+
+
+def test_the_cache_keeps_to_its_budget(checkpoints):
+    viewer = make_viewer(checkpoints, cache_bytes=1)  # only the newest entry fits
+    c = client(viewer)
+    render(c, view=1, image="i0")
+    render(c, view=2, image="i1")
+    assert ("m0", "i1") in viewer.cache and ("m0", "i0") not in viewer.cache
+    render(c, view=3, image="i0")
+    assert viewer.cache.encodes == 3
+
+
+async def _render_async(app, **params):
+    import httpx
+    view = {"session": "s", "view": 1, "pane": "m0", "image": "i0", "scale": 3.3, "top": 0, "left": 0,
+            "height": 40, "width": 50, **params}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as c:
+        r = await c.get("/api/render", params=view)
+    assert r.status_code == 200, r.text
+    return messages(r.text)
+
+
+def test_a_superseded_view_is_dropped_before_it_renders(checkpoints):
+    viewer = make_viewer(checkpoints)
+    app = create_app(viewer)
+
+    async def scenario():
+        await viewer.slots.acquire()  # a render is busy: the next views queue
+        old = asyncio.create_task(_render_async(app, view=1))
+        other_pane = asyncio.create_task(_render_async(app, view=1, pane="m1"))
+        while viewer.active < 2:
+            await asyncio.sleep(0.01)
+        new = asyncio.create_task(_render_async(app, view=2, left=10))
+        while viewer.active < 3:
+            await asyncio.sleep(0.01)
+        viewer.slots.release()
+        return await old, await other_pane, await new
+
+    old, other_pane, new = asyncio.run(scenario())
+    assert [m["type"] for m in old] == ["superseded"]
+    assert other_pane[-1]["type"] == "done" and new[-1]["type"] == "done"
+    # only the two live views were decoded: their coarse previews and bands, nothing of view 1 of m0
+    decoded = sum(m["height"] * m["width"] for m in other_pane + new if m["type"] == "tile")
+    assert decoded > 2 * new[-1]["queries"]
+    assert viewer.stats["superseded"] == 1 and viewer.stats["queries"] == decoded
+    # a view that arrives after a newer one of the same pane is dropped at once
+    late = asyncio.run(_render_async(app, view=1))
+    assert [m["type"] for m in late] == ["superseded"]
+
+
+def test_a_render_stops_at_the_next_band_when_a_newer_view_arrives(checkpoints):
+    viewer = make_viewer(checkpoints)
+    req = viewer.parse({"session": "s", "view": "5", "pane": "m0", "image": "i0", "scale": "3", "top": "0",
+                        "left": "0", "height": "64", "width": "54"})
+    viewer.claim(req)
+
+    async def scenario():
+        stream = viewer.stream(req)
+        first = await stream.__anext__()   # the coarse preview
+        second = await stream.__anext__()  # the first band
+        viewer.claim({**req, "view": 6})
+        rest = [line async for line in stream]
+        return [first, second, *rest]
+
+    msgs = messages(b"".join(asyncio.run(scenario())).decode())
+    assert [m["type"] for m in msgs] == ["tile", "tile", "superseded"]
+    assert msgs[0]["coarse"] and not msgs[1]["coarse"] and viewer.stats["tiles"] == 2
+
+
+def test_at_most_max_renders_run_at_once(checkpoints):
+    viewer = make_viewer(checkpoints, max_renders=1)
+    running, most, lock = [0], [0], threading.Lock()
+    decode = viewer._decode
+
+    def counted(*args):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            return decode(*args)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    viewer._decode = counted
+    app = create_app(viewer)
+
+    async def scenario():
+        return await asyncio.gather(*(_render_async(app, pane=p, session=f"s{i}") for i, p in enumerate(["m0", "m1", "m0"])))
+
+    results = asyncio.run(scenario())
+    assert all(r[-1]["type"] == "done" for r in results) and most[0] == 1
+
+
+def test_too_many_waiting_renders_get_429(checkpoints):
+    r = client(make_viewer(checkpoints, max_active=0)).get("/api/render", params={
+        "session": "s", "view": 1, "pane": "m0", "image": "i0", "scale": 2, "top": 0, "left": 0, "height": 8, "width": 8})
+    assert r.status_code == 429 and "waiting" in r.json()["error"]
+
+
+GOOD = {"session": "s", "view": "1", "pane": "m0", "image": "i0", "scale": "2", "top": "0", "left": "0",
+        "height": "8", "width": "8"}
+
+
+@pytest.mark.parametrize("change, status, words", [
+    ({"session": None}, 400, "session"), ({"session": "a/b"}, 400, "session"), ({"session": "x" * 65}, 400, "session"),
+    ({"view": None}, 400, "missing view"), ({"view": "1.5"}, 400, "view must be an integer"), ({"view": "-1"}, 400, "view"),
+    ({"pane": None}, 404, "no pane"), ({"pane": "m9"}, 404, "no pane"), ({"pane": "gt"}, 404, "no pane"),
+    ({"pane": "../../etc/passwd"}, 404, "no pane"),
+    ({"image": None}, 404, "no image"), ({"image": "/etc/passwd"}, 404, "no image"), ({"image": "i0.png"}, 404, "no image"),
+    ({"scale": None}, 400, "missing scale"), ({"scale": "abc"}, 400, "scale must be a number"),
+    ({"scale": "nan"}, 400, "scale must be between"), ({"scale": "inf"}, 400, "scale must be between"),
+    ({"scale": "0.5"}, 400, "scale must be between"), ({"scale": "65"}, 400, "scale must be between"),
+    ({"scale": "1e400"}, 400, "scale"), ({"top": "1e3"}, 400, "top must be an integer"),
+    ({"left": "99999999999"}, 400, "left must be between"), ({"left": ""}, 400, "left must be an integer"),
+    ({"height": "0"}, 400, "height must be between"), ({"width": "1025"}, 400, "width must be between"),
+    ({"height": "-5"}, 400, "height"), ({"width": None}, 400, "missing width"),
+])
+def test_every_malformed_render_request_gets_a_clear_4xx(checkpoints, change, status, words):
+    c = client(make_viewer(checkpoints))
+    params = {k: v for k, v in {**GOOD, **change}.items() if v is not None}
+    r = c.get("/api/render", params=params)
+    assert r.status_code == status and words in r.json()["error"], r.text
+    assert c.get("/api/render", params=GOOD).status_code == 200  # and the server goes on
+
+
+def test_uploads(checkpoints):
+    viewer = make_viewer(checkpoints, factor=2, max_uploads=2, max_upload_bytes=50_000, max_upload_pixels=64 * 64)
+    c = client(viewer)
+    image = photo(30, 40, 5)
+    r = c.post("/api/upload?name=../../holiday.png", content=png_bytes(image))
+    assert r.status_code == 200, r.text
+    pic = r.json()
+    assert pic["name"] == "holiday.png" and (pic["height"], pic["width"], pic["ground_truth"]) == (15, 20, True)
+    msgs = render(c, image=pic["id"], scale=2, top=0, left=0, height=30, width=40, pane="gt")
+    np.testing.assert_array_equal(assemble(msgs, 30, 40, 0, 0)[0], image)
+    render(c, image=pic["id"], pane="m0", view=2)
+    assert ("m0", pic["id"]) in viewer.cache
+    # the oldest upload goes (with its features) when more than max_uploads arrive
+    for seed in (6, 7):
+        assert c.post("/api/upload", content=png_bytes(photo(20, 20, seed))).status_code == 200
+    assert pic["id"] not in viewer.pictures and ("m0", pic["id"]) not in viewer.cache
+    assert c.get("/api/render", params={**GOOD, "image": pic["id"]}).status_code == 404
+    assert {"i0", "i1"} <= set(viewer.pictures)  # the command line's images stay
+
+
+@pytest.mark.parametrize("body, status, words", [
+    (b"", 400, "empty upload"), (b"not an image at all", 400, "not an image"),
+    (png_bytes(photo(30, 40))[:200], 400, "damaged"), (b"\x89PNG" + bytes(60_000), 413, "limit"),
+    (png_bytes(photo(80, 80)), 413, "at most 4,096 pixels"), (png_bytes(photo(1, 1)), 400, "smaller than downscale"),
+])
+def test_bad_uploads_get_a_clear_4xx(checkpoints, body, status, words):
+    viewer = make_viewer(checkpoints, factor=2, max_upload_bytes=50_000, max_upload_pixels=64 * 64)
+    c = client(viewer)
+    r = c.post("/api/upload", content=body)
+    assert r.status_code == status and words in r.json()["error"], r.text
+    assert set(viewer.pictures) == {"i0", "i1"} and c.get("/api/info").status_code == 200
+
+
+def test_the_page_and_nothing_else_is_served(checkpoints):
+    c = client(make_viewer(checkpoints))
+    page = c.get("/")
+    assert page.status_code == 200 and "static/viewer.js" in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert c.get("/static/viewer.js").status_code == 200 and c.get("/static/viewer.css").status_code == 200
+    for path in ("/static/../app.py", "/static/%2e%2e/app.py", "/etc/passwd", "/api/nothing"):
+        assert c.get(path).status_code == 404, path
+    assert c.post("/api/render", params=GOOD).status_code == 405
+    assert c.get("/api/upload").status_code == 405
+    # another Host (a DNS-rebinding page) is refused
+    assert TestClient(create_app(make_viewer(checkpoints)), base_url="http://evil.example").get("/api/info").status_code == 400
