@@ -66,6 +66,7 @@ def expected_view(model, image, scale, top, left, height, width):
     Model.query, rounded as Model.upscale rounds. Returns (pixels, mask of the image's pixels)."""
     from liif.coords import make_coord
 
+    top, left = int(top), int(left)
     H, W = (max(1, int(round(n * scale))) for n in image.shape[:2])
     rows = make_coord((H,))[:, 0]
     cols = make_coord((W,))[:, 0]

@@ -2,6 +2,7 @@
 superseded views, the limits, and a 4xx with a clear message for every malformed request."""
 import asyncio
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -10,7 +11,9 @@ from PIL import Image
 pytest.importorskip("starlette")
 pytest.importorskip("httpx")
 
-from starlette.testclient import TestClient  # noqa: E402
+with warnings.catch_warnings():  # starlette >= 1.10 would rather have httpx2; httpx works the same
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient  # noqa: E402
 
 from liif.serve import sources  # noqa: E402
 from liif.serve.app import Viewer, create_app  # noqa: E402

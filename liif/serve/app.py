@@ -8,7 +8,7 @@
 A render answers with lines of JSON (NDJSON), sent as they are ready: for a model pane a coarse
 preview (the view at scale/4: 1/16 of the queries, stretched by the browser), then the full
 resolution in bands of `tile_rows` rows, then {"type": "done", "ms", "psnr", ...}; bicubic and
-ground-truth panes are cheap and come in one piece. What each pixel is: see geometry.py.
+ground-truth panes are cheap (NumPy, no model) and come in one piece without waiting for a slot. What each pixel is: see geometry.py.
 
 Staying responsive: at most `max_renders` renders run at once (each band waits for a slot, so
 the panes take turns); a view carries the page's `session` and a `view` number, and every band
@@ -191,9 +191,10 @@ class Viewer:
             yield tile, await self.run(req, self._decode, ckpt, state, tile), False
 
     async def _resized_frames(self, req, image):
+        """Bicubic and ground truth: a few milliseconds of NumPy, so they never wait for a render slot."""
         region = req["region"]
         if region.size:
-            yield region, await self.run(req, resize_crop, image, region), False
+            yield region, await anyio.to_thread.run_sync(resize_crop, image, region), False
 
     def _encode(self, ckpt, picture):
         with ckpt.lock:

@@ -75,5 +75,9 @@ def main(cfg):
                  c.label["run"], c.label["epoch"], c.path)
     print(f"LIIF viewer: {url}  ({len(checkpoints)} checkpoint(s), {len(pictures)} image(s); Ctrl-C to stop)", flush=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
-    server.run(sockets=[sock])
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn shuts down on Ctrl-C, then re-raises it: that is the normal end
+        pass
+    log.info("viewer stopped")
     return url

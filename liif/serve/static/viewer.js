@@ -66,8 +66,8 @@ function zoomTo(scale, px = V.width / 2, py = V.height / 2) {
   const [H0, W0] = grid(V.scale), [H1, W1] = grid(scale);
   const u = (V.left + px) / W0, v = (V.top + py) / H0;
   V.scale = scale;
-  V.left = Math.round(u * W1 - px);
-  V.top = Math.round(v * H1 - py);
+  V.left = Math.round(u * W1 - px) || 0;  // never -0
+  V.top = Math.round(v * H1 - py) || 0;
   clampPan();
   changed();
 }
@@ -83,8 +83,8 @@ function fit() {
   const lim = V.info.limits, pic = V.picture;
   V.scale = clamp(Math.min(V.width / pic.width, V.height / pic.height), lim.min_scale, lim.max_scale);
   const [H, W] = grid(V.scale);
-  V.left = Math.round((W - V.width) / 2);
-  V.top = Math.round((H - V.height) / 2);
+  V.left = Math.round((W - V.width) / 2) || 0;
+  V.top = Math.round((H - V.height) / 2) || 0;
   changed(true);
 }
 
@@ -179,7 +179,7 @@ function layout() {
   const dpr = window.devicePixelRatio || 1, n = V.panes.length, max = V.info.limits.max_viewport;
   const asked = new URLSearchParams(location.search);  // ?width=&height=: a fixed viewport (device pixels)
   const cssW = Math.floor((window.innerWidth - 16 - 8 * (n - 1)) / n);
-  const cssH = Math.floor(window.innerHeight - $("header").offsetHeight - 70);
+  const cssH = Math.floor(window.innerHeight - $("header").offsetHeight - 90);
   V.width = clamp(+asked.get("width") || Math.floor(cssW * dpr), 16, max);
   V.height = clamp(+asked.get("height") || Math.floor(cssH * dpr), 16, max);
   for (const p of V.panes) {
