@@ -144,3 +144,11 @@ def test_typed_scale_and_download(page, server):
     np.testing.assert_array_equal(png, canvas_rgba(page, "m0"))
 
 
+
+
+def test_the_slider_zooms_on_a_log_scale(page, server):
+    page.fill("#slider", "500")  # halfway between x1 and x64: x8
+    wait_settled(page)
+    s = assert_canvas_is_model_query(page, server[1])
+    assert s["scale"] == pytest.approx(8.0)
+    assert page.locator("#status").inner_text().startswith("x8.00 · viewport 160×120 · render")
