@@ -23,7 +23,7 @@ def tiny_checkpoint(path, seed=0, epoch=7, framework="torch"):
     model = build_model(TINY, framework="torch", device="cpu")
     path.parent.mkdir(parents=True, exist_ok=True)
     checkpoint.write(checkpoint.envelope(TINY, B.state_dict_numpy(model.net), epoch=epoch,
-                                         extra={"framework": framework}), str(path), B)
+                                         extra={"framework": framework}), str(path))
     return str(path)
 
 

@@ -39,9 +39,9 @@ def sweep(tmp_path_factory):
 def test_serves_a_sweep_on_localhost_and_stops_on_ctrl_c(sweep, tmp_path):
     proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "task=serve", f"dir={sweep}", f"input={sweep / 'photo.png'}",
                              "task.port=0", "task.downscale=2", "device=cpu", f"hydra.run.dir={tmp_path / 'run'}"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        url = read_url(proc, timeout=120)
+        url = read_url(proc, timeout=240)
         assert url.startswith("http://127.0.0.1:")
         info = json.load(urllib.request.urlopen(url + "api/info", timeout=30))
         assert [p["id"] for p in info["panes"]] == ["bicubic", "m0", "m1", "gt"]
@@ -53,8 +53,8 @@ def test_serves_a_sweep_on_localhost_and_stops_on_ctrl_c(sweep, tmp_path):
         assert json.loads(lines[-1])["type"] == "done"
         assert urllib.request.urlopen(url, timeout=30).status == 200
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
-        assert proc.returncode == 0 and "Traceback" not in err, err
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0 and "Traceback" not in out, out
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -73,7 +73,7 @@ def read_url(proc, timeout):
                 break
             if line.startswith("LIIF viewer: "):
                 return line.split()[2]
-    raise AssertionError(f"no URL printed; exit {proc.poll()}, stderr: {proc.stderr.read() if proc.poll() is not None else ''}")
+    raise AssertionError(f"no URL printed in {timeout} s; exit status {proc.poll()}")
 
 
 def test_bad_command_lines_are_one_line_errors(sweep, tmp_path):

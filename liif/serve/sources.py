@@ -58,16 +58,13 @@ def label(path, ckpt):
 
 
 def load_checkpoints(paths, framework="torch", device="auto", options=None):
-    from liif import backends, checkpoint
+    from liif import checkpoint
     from liif.api import load_model
 
     loaded = []
     for i, path in enumerate(paths):
-        try:
-            ckpt = checkpoint.read(path, backends.get(framework))
-            model = load_model(path, framework=framework, device=device, **(options or {}))
-        except (OSError, ValueError) as e:
-            raise UserError(str(e)) from None
+        ckpt = checkpoint.read(path)  # a bad file is a CheckpointError (a UserError): one line
+        model = load_model(path, framework=framework, device=device, **(options or {}))
         loaded.append(Checkpoint(f"m{i}", path, label(path, ckpt), model))
     return loaded
 
