@@ -152,3 +152,19 @@ def test_the_slider_zooms_on_a_log_scale(page, server):
     s = assert_canvas_is_model_query(page, server[1])
     assert s["scale"] == pytest.approx(8.0)
     assert page.locator("#status").inner_text().startswith("x8.00 · viewport 160×120 · render")
+
+
+def test_an_upload_becomes_the_viewed_image(page, server, tmp_path):
+    from PIL import Image
+    path = tmp_path / "mine.png"
+    Image.fromarray(photo(18, 26, 9)).save(path)
+    page.set_input_files("#upload", str(path))
+    page.wait_for_function("viewer.picture && viewer.picture.name === 'mine.png'")
+    wait_settled(page)
+    s = state(page)
+    picture = server[1].pictures[page.evaluate("viewer.picture.id")]
+    assert picture.lr.shape == (18, 26, 3) and page.locator("#image option").count() == 2
+    rgba = canvas_rgba(page, "m0")
+    want, inside = expected_view(server[1].checkpoints["m0"].model, picture.lr, s["scale"], s["top"], s["left"],
+                                 s["height"], s["width"])
+    assert inside.any() and np.abs(rgba[..., :3].astype(int) - want)[inside].max() <= 1
