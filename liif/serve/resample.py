@@ -5,7 +5,8 @@ view's grid) need a 512x512 window of a resize that can be 12000x18000 pixels at
 `Image.resize` would not fit in memory. Pillow's resampling is separable, each output pixel a
 weighted sum of a few input pixels, so the window is `Wy @ image @ Wx.T` with the rows of Pillow's
 weight matrices for the window's rows and columns (its coefficients, a = -0.5, antialiased when
-shrinking; horizontal pass first, rounded to 8 bits between the passes, as Pillow does). Equal to
+shrinking; horizontal pass first, rounded to 8 bits between the passes, as Pillow does), computed
+as gathers of the few pixels each output pixel reads. Equal to
 the same crop of `Image.resize(..., BICUBIC)` within one grey level (Pillow uses fixed point).
 """
 import numpy as np
@@ -18,7 +19,8 @@ def _bicubic(x, a=-0.5):
 
 
 def weights(n_in, n_out, start, count):
-    """Rows start..start+count of Pillow's (n_out, n_in) bicubic weight matrix (ImagingResample)."""
+    """Rows start..start+count of Pillow's (n_out, n_in) bicubic weight matrix (ImagingResample),
+    sparse: input indices (count, K) and their weights (count, K), zero past each row's window."""
     scale = n_in / n_out
     filterscale = max(scale, 1.0)
     support = 2.0 * filterscale
@@ -29,11 +31,7 @@ def weights(n_in, n_out, start, count):
     w = _bicubic((taps - centre[:, None] + 0.5) / filterscale) * (taps < hi[:, None])
     total = w.sum(1, keepdims=True)
     w = np.divide(w, total, out=np.zeros_like(w), where=total != 0)
-    matrix = np.zeros((count, n_in))
-    rows = np.repeat(np.arange(count), taps.shape[1])
-    keep = (taps < n_in).ravel()
-    np.add.at(matrix, (rows[keep], taps.ravel()[keep]), w.ravel()[keep])
-    return matrix
+    return np.minimum(taps, n_in - 1), w
 
 
 def _round8(x):
@@ -45,8 +43,10 @@ def resize_crop(image, region):
     if region.size == 0:
         return np.zeros((region.height, region.width, 3), np.uint8)
     h, w = image.shape[:2]
-    wx = weights(w, region.grid[1], region.left, region.width)   # (width, w)
-    wy = weights(h, region.grid[0], region.top, region.height)   # (height, h)
-    rows = np.flatnonzero(wy.any(0))  # only the input rows the window reads
-    wide = _round8(np.einsum("xw,hwc->hxc", wx, image[rows[0]:rows[-1] + 1].astype(np.float64)))
-    return _round8(np.einsum("yh,hxc->yxc", wy[:, rows[0]:rows[-1] + 1], wide.astype(np.float64)))
+    rows, wy = weights(h, region.grid[0], region.top, region.height)    # (height, K)
+    cols, wx = weights(w, region.grid[1], region.left, region.width)    # (width, K)
+    used = np.unique(rows)  # only the input rows the window reads, horizontally first (as Pillow)
+    # image[used][:, cols]: (len(used), width, K, 3), each output column's K input pixels
+    wide = _round8((image[used][:, cols] * wx[None, :, :, None]).sum(2))    # (len(used), width, 3)
+    where = np.searchsorted(used, rows)                                      # (height, K) rows of `wide`
+    return _round8((wide[where] * wy[:, :, None, None]).sum(1))             # (height, width, 3)

@@ -183,6 +183,7 @@ function layout() {
   V.width = clamp(+asked.get("width") || Math.floor(cssW * dpr), 16, max);
   V.height = clamp(+asked.get("height") || Math.floor(cssH * dpr), 16, max);
   for (const p of V.panes) {
+    p.node.style.width = V.width / dpr + "px";  // a long title is cut, never widens the pane
     p.canvas.width = V.width;
     p.canvas.height = V.height;
     p.canvas.style.width = V.width / dpr + "px";
