@@ -152,9 +152,6 @@ class Viewer:
         try:
             self.check(req)
             picture, region, pane = req["picture"], req["region"], req["pane"]
-            truth = None
-            if picture.hr is not None and pane != "gt" and region.size:
-                truth = await anyio.to_thread.run_sync(resize_crop, picture.hr, region)
             if pane in self.checkpoints:
                 frames = self._model_frames(req, self.checkpoints[pane], done)
             else:
@@ -164,7 +161,8 @@ class Viewer:
                 if not is_coarse:
                     full[tile.top - region.top:tile.top - region.top + tile.height] = pixels
                 yield _line({"type": "tile", "coarse": is_coarse, **tile.as_dict(), "png": await _png(pixels)})
-            if truth is not None:
+            if picture.hr is not None and pane != "gt" and region.size:  # after the frames: never delays one
+                truth = await anyio.to_thread.run_sync(resize_crop, picture.hr, region)
                 value = psnr(full.transpose(2, 0, 1)[None] / 255.0, truth.transpose(2, 0, 1)[None] / 255.0)
                 done["psnr"] = None if math.isinf(value) else round(value, 3)
             done.update(ms=round((time.perf_counter() - t0) * 1000, 1), queries=region.size,
