@@ -22,7 +22,7 @@ import numpy as np
 
 from liif.backends import jittor_setup as _setup
 from liif.backends import common as _common
-from liif.errors import ConfigError, FrameworkError
+from liif.errors import ConfigError as _ConfigError, FrameworkError as _FrameworkError
 
 jt = _setup.import_jittor()
 
@@ -71,12 +71,12 @@ def device(requested="auto"):
     if requested in (None, "auto"):
         return "cuda" if jt.has_cuda else "cpu"
     if requested.startswith("cuda") and not jt.has_cuda:
-        raise FrameworkError(f"device={requested} was asked for, but Jittor has no CUDA (no GPU found, or jittor was "
+        raise _FrameworkError(f"device={requested} was asked for, but Jittor has no CUDA (no GPU found, or jittor was "
                            "set up without CUDA: nvcc_path is empty); use device=cpu or device=auto")
     if requested not in ("cpu", "cuda", "cuda:0"):
         if requested.startswith("cuda"):
-            raise ConfigError(f"jittor uses one GPU per process; use device=cuda, not '{requested}' (pick it with CUDA_VISIBLE_DEVICES)")
-        raise ConfigError(f"unknown device '{requested}'; use auto, cpu or cuda")
+            raise _ConfigError(f"jittor uses one GPU per process; use device=cuda, not '{requested}' (pick it with CUDA_VISIBLE_DEVICES)")
+        raise _ConfigError(f"unknown device '{requested}'; use auto, cpu or cuda")
     return "cuda" if requested.startswith("cuda") else "cpu"
 
 
@@ -179,7 +179,7 @@ def to_dtype(model, dtype):
 def autocast(precision, dev="cpu"):
     """float32 only here: bf16 autocast is a PyTorch option."""
     if precision != "fp32":
-        raise ConfigError(f"framework=jittor runs in float32 only, not precision '{precision}' (bf16 autocast is a "
+        raise _ConfigError(f"framework=jittor runs in float32 only, not precision '{precision}' (bf16 autocast is a "
                          "PyTorch option): set framework.precision=fp32 framework.infer_precision=fp32, or use framework=torch")
     return contextlib.nullcontext()
 
@@ -187,7 +187,7 @@ def autocast(precision, dev="cpu"):
 def optimize(model, channels_last=False, compile=False):
     """No speed options here: channels_last and compile are PyTorch ones."""
     if channels_last or compile:
-        raise ConfigError("framework=jittor has no channels_last or compile option (PyTorch ones): set "
+        raise _ConfigError("framework=jittor has no channels_last or compile option (PyTorch ones): set "
                          "framework.channels_last=false framework.compile=false, or use framework=torch")
     return model
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn  # noqa: F401  (part of the contract)
 
 from liif.backends import common as _common
-from liif.errors import ConfigError, FrameworkError
+from liif.errors import ConfigError as _ConfigError, FrameworkError as _FrameworkError
 
 name = "torch"
 Module = torch.nn.Module
@@ -17,9 +17,9 @@ def device(requested="auto"):
     if requested in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
     if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise FrameworkError(f"device={requested} was asked for, but PyTorch sees no CUDA GPU; use device=cpu or device=auto")
+        raise _FrameworkError(f"device={requested} was asked for, but PyTorch sees no CUDA GPU; use device=cpu or device=auto")
     if requested != "cpu" and not requested.startswith("cuda"):
-        raise ConfigError(f"unknown device '{requested}'; use auto, cpu or cuda")
+        raise _ConfigError(f"unknown device '{requested}'; use auto, cpu or cuda")
     return requested
 
 
@@ -100,7 +100,7 @@ def autocast(precision, dev="cpu"):
         return contextlib.nullcontext()
     if precision == "bf16":
         return torch.autocast(torch.device(dev).type, dtype=torch.bfloat16)
-    raise ConfigError(f"unknown precision '{precision}'; use fp32 or bf16")
+    raise _ConfigError(f"unknown precision '{precision}'; use fp32 or bf16")
 
 
 def optimize(model, channels_last=False, compile=False):
