@@ -10,14 +10,15 @@ Layout (what the original `train_liif.py` writes, and what it can load back):
 Tensors are held as NumPy arrays in memory; the file is torch's format, read and written by
 `liif.torchfile` for both frameworks (NumPy only, and nothing in the file can run code), so
 `torch.load(path, weights_only=True)` works on it. Writes are atomic: a temporary file in the
-same folder, then a rename, so an interruption never leaves a half-written checkpoint behind.
+same folder, then a rename, so an interruption never leaves a half-written checkpoint behind
+(see liif/durable.py).
 """
 import os
 import tempfile
 
 import numpy as np
 
-from liif import torchfile
+from liif import durable, torchfile
 from liif.errors import CheckpointError  # noqa: F401  (also checkpoint.CheckpointError)
 
 
@@ -61,7 +62,7 @@ def write(obj, path):
     os.close(fd)
     try:
         torchfile.save(obj, tmp)
-        os.replace(tmp, path)
+        durable.replace(tmp, path)  # fsync, rename, fsync the folder
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -36,8 +36,10 @@ def read_input(path):
 
 def write_png(image, path):
     from PIL import Image
+
+    from liif import durable
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(path)}")
     Image.fromarray(np.ascontiguousarray(image)).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    durable.replace(tmp, path)

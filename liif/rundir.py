@@ -10,6 +10,7 @@ import sys
 import tempfile
 import time
 
+from liif import durable
 from liif.errors import RunDirError
 
 
@@ -20,7 +21,7 @@ def write_text_atomic(path, text):
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
-        os.replace(tmp, path)
+        durable.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -63,12 +64,13 @@ def save_config(config, out_dir, framework=None):
     return resolved
 
 
-def write_history(path, rows):
+def history_text(rows):
+    """`history.csv`'s text for these rows; None when there are none."""
     if not rows:
-        return
+        return None
     keys = list(rows[0])
     lines = [",".join(keys)] + [",".join("" if r.get(k) is None else f"{r[k]}" for k in keys) for r in rows]
-    write_text_atomic(path, "\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 LOCK = ".running"
@@ -94,7 +96,8 @@ def claim(out_dir, resuming=False):
 def _holds_results(out_dir):
     """Checkpoints, or a run that finished or was interrupted (a run that failed before
     producing anything may be run again in place)."""
-    if os.path.isdir(os.path.join(out_dir, "checkpoints")) and os.listdir(os.path.join(out_dir, "checkpoints")):
+    from liif.recovery import holds_checkpoints  # a killed write's temp file is not a checkpoint
+    if holds_checkpoints(os.path.join(out_dir, "checkpoints")):
         return True
     try:
         with open(os.path.join(out_dir, "metrics.json")) as f:

@@ -25,7 +25,7 @@ import numpy as np
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from liif import backends, checkpoint, registry, rundir
+from liif import backends, checkpoint, durable, recovery, registry, rundir
 from liif.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
 from liif.step import train_step
 from liif.init import initial_state
@@ -47,6 +47,9 @@ def main(cfg):
     try:
         with rundir.RunLifecycle(out_dir, run_record(cfg, "train"), config=resolved_config(cfg),
                                  resuming=bool(cfg.get("resume")), owner=rank == 0) as run:
+            if rank == 0:
+                recovery.prepare(out_dir, resuming=bool(cfg.get("resume")))
+                durable.crash_point("start")
             B.barrier()  # rank 0 has claimed the directory
             trainer = Trainer(cfg, out_dir)
             run.record.model_spec = trainer.spec
@@ -163,11 +166,19 @@ class Trainer:
         self.epoch, self.step_in_epoch, self.loss_sum = 1, 0, 0.0  # next epoch/step to run
         self.history, self.best_psnr, self.steps_done = [], -math.inf, 0
         self.step_losses = []  # this process's losses, step by step (tests, alignment)
-        self.writer = _tensorboard(os.path.join(out_dir, "tb")) if self.rank == 0 else None
-        if cfg.get("resume"):  # every rank loads the same checkpoint
-            self.load(resume_path(cfg.resume, out_dir))
+        resume_from = resume_path(cfg.resume, out_dir) if cfg.get("resume") else None
+        if resume_from:  # every rank loads the same checkpoint
+            self.load(resume_from)
+        elif cfg.get("resume"):
+            log.warning("nothing to resume yet: %s was stopped before its first checkpoint; training from the start",
+                        out_dir)
         elif cfg.get("checkpoint"):
             self.load_weights(cfg.checkpoint)
+        self.writer = None
+        if self.rank == 0:
+            self.recover(resume_from)
+            # the events after the checkpoint's step (those of the steps run again) are hidden
+            self.writer = _tensorboard(os.path.join(out_dir, "tb"), purge_step=self.steps_done + 1)
         self.train_net = B.wrap_distributed(self.net)  # DDP when distributed; self.net is what is saved
 
     # ---- the loop --------------------------------------------------------------------
@@ -211,11 +222,14 @@ class Trainer:
                     bar.set_postfix(loss=f"{loss:.4f}")
                     if self.writer:
                         self.writer.add_scalar("loss/step", loss, self.steps_done)
+                    durable.crash_point("step")
                     stopping = stop.signum is not None
                     if self.world > 1:  # every rank stops after the same step
                         stopping = B.all_reduce_mean(float(stopping)) > 0
                     if stopping:
                         bar.close()
+                        if self.writer:
+                            self.writer.flush()  # the steps up to this checkpoint: not run again on resume
                         self.save("epoch-last.pth")
                         B.barrier()
                         return stop.signum or signal.SIGTERM
@@ -234,30 +248,37 @@ class Trainer:
         return n_local * self.world / n_global
 
     def end_epoch(self, lr, n_steps, seconds):
+        """The epoch's row, then rank 0 writes in the order liif/recovery.py relies on: TensorBoard,
+        `epoch-last.pth` (the commit), then what derives from it (epoch-N, epoch-best, history.csv)."""
         t, epoch = self.t, self.epoch
         row = {"epoch": epoch, "loss": self.loss_sum / max(n_steps, 1), "lr": lr, "val_psnr": None,
                "seconds": round(seconds, 2)}
         if self.val_set is not None and epoch % t.epoch_val == 0 and self.rank == 0:
             row["val_psnr"] = self.validate()
+            self.best_psnr = max(self.best_psnr, row["val_psnr"])  # before the commit, which holds it
         self.history.append(row)
         self.epoch, self.step_in_epoch, self.loss_sum = epoch + 1, 0, 0.0
-        self.save("epoch-last.pth")
-        if epoch % t.epoch_save == 0:
-            self.save(f"epoch-{epoch}.pth")
-        if row["val_psnr"] is not None and row["val_psnr"] > self.best_psnr:
-            self.best_psnr = row["val_psnr"]
-            self.save("epoch-best.pth")
-        if self.writer:
-            for key in ("loss", "lr", "val_psnr"):
-                if row[key] is not None:
-                    self.writer.add_scalar(key, row[key], epoch)
-            self.writer.flush()
+        if self.rank == 0:
+            if self.writer:  # on the step axis, as loss/step: resume's purge_step then covers them too
+                for key in ("loss", "lr", "val_psnr"):
+                    if row[key] is not None:
+                        self.writer.add_scalar(key, row[key], self.steps_done)
+                self.writer.flush()
+            durable.crash_point("tensorboard")
+            self.save("epoch-last.pth")
+            recovery.derive_from_last(self.out_dir, self.history, t.epoch_save)
+            val = f", val PSNR {row['val_psnr']:.3f} dB" if row["val_psnr"] is not None else ""
+            log.info("epoch %d/%d: loss %.4f, lr %.2e%s (%.1f s)", epoch, t.epochs, row["loss"], lr, val, seconds)
         self.B.barrier()  # the checkpoints are written before any rank goes on
-        if self.rank != 0:
-            return
-        rundir.write_history(os.path.join(self.out_dir, "history.csv"), self.history)
-        val = f", val PSNR {row['val_psnr']:.3f} dB" if row["val_psnr"] is not None else ""
-        log.info("epoch %d/%d: loss %.4f, lr %.2e%s (%.1f s)", epoch, t.epochs, row["loss"], lr, val, seconds)
+
+    def recover(self, resumed_from):
+        """Rank 0, before training: redo what a crash after the last commit cut short (the
+        derived files of its epoch); history.csv always follows the checkpoint's rows."""
+        own_last = os.path.join(self.ckpt_dir, "epoch-last.pth")
+        if resumed_from and os.path.realpath(resumed_from) == os.path.realpath(own_last) and self.step_in_epoch == 0:
+            recovery.derive_from_last(self.out_dir, self.history, self.t.epoch_save)
+        else:  # mid-epoch (its epoch's files were complete before it), another run's checkpoint, or none
+            recovery.rewrite_history(self.out_dir, self.history)
 
     def validate(self):
         """The original's training-time validation: RGB PSNR on the sampled pixels of
@@ -279,7 +300,7 @@ class Trainer:
         from liif.data.image_folder import read_image
         for name in sorted(os.listdir(folder)):
             if name.endswith(".png"):
-                self.writer.add_image(f"samples/{name[:-4]}", read_image(os.path.join(folder, name)), self.epoch - 1,
+                self.writer.add_image(f"samples/{name[:-4]}", read_image(os.path.join(folder, name)), self.steps_done,
                                       dataformats="HWC")
         self.writer.flush()
 
@@ -324,8 +345,10 @@ class Trainer:
                 raise CheckpointError(f"{path}: its optimizer state does not fit the model: {e}") from None
         self.epoch, self.step_in_epoch = int(state["next_epoch"]), int(state["step_in_epoch"])
         self.loss_sum, self.steps_done = float(state["loss_sum"]), int(state.get("steps_done", 0))
-        self.best_psnr = float(state.get("best_psnr", -math.inf))
         self.history = list(state.get("history", []))
+        # the history's best too: older checkpoints were saved before their own epoch's best was counted
+        psnrs = [row["val_psnr"] for row in self.history if row.get("val_psnr") is not None]
+        self.best_psnr = max([float(state.get("best_psnr", -math.inf)), *psnrs])
         log.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.step_in_epoch)
 
     def summary(self):
@@ -339,9 +362,14 @@ def normalise(batch):
 
 
 def resume_path(resume, out_dir):
-    """resume=true: this run's own last checkpoint; resume=DIR or resume=FILE: that one."""
+    """resume=true: this run's own last checkpoint; resume=DIR or resume=FILE: that one. None when
+    the run's own folder began a training that was stopped before its first checkpoint."""
     target = out_dir if resume is True else str(resume)
     path = os.path.join(target, "checkpoints", "epoch-last.pth") if os.path.isdir(target) else target
+    own_ckpt_dir = os.path.join(out_dir, "checkpoints")
+    if (not os.path.isfile(path) and os.path.isdir(target) and os.path.realpath(target) == os.path.realpath(out_dir)
+            and os.path.isdir(own_ckpt_dir) and not recovery.holds_checkpoints(own_ckpt_dir)):
+        return None
     if not os.path.isfile(path):
         raise CheckpointError(f"nothing to resume: {path} does not exist (resume=<run dir> or resume=<checkpoint.pth>; "
                         "resume=true resumes the run in hydra.run.dir)")
@@ -358,12 +386,12 @@ def _describe(spec):
     return f"'{spec['name']}'" + (f" on '{enc.get('name')}'" if enc else "")
 
 
-def _tensorboard(folder):
+def _tensorboard(folder, purge_step):
     try:
         from tensorboardX import SummaryWriter
     except ImportError:  # optional
         return None
-    return SummaryWriter(folder)
+    return SummaryWriter(folder, purge_step=purge_step)
 
 
 class _StopFlag(rundir.on_signals):

@@ -1,0 +1,178 @@
+"""Crash consistency: a training SIGKILLed at every write it makes (the crash points of
+liif/durable.py), then resumed with resume=true, ends exactly as the uninterrupted run: the same
+losses bit for bit, the same checkpoints, the same files, and no debris. docs/reliability.md
+lists the matrix.
+
+Each training runs in a child forked from a forkserver that has imported the project but run
+nothing (fast, and no thread pool is forked); SIGKILL ends the child, not pytest."""
+import csv
+import json
+import multiprocessing
+import os
+import signal
+import traceback
+
+import numpy as np
+import pytest
+
+from conftest import compose, run_cli
+
+pytestmark = pytest.mark.slow
+
+# 3 epochs of 2 steps, validation every epoch, epoch-2.pth saved, a test pass at x2
+SETTINGS = ["model.args.encoder_spec.args.n_resblocks=1", "model.args.encoder_spec.args.n_feats=8",
+            "model.args.imnet_spec.args.hidden_list=[16]", "train.batch_size=2", "train.inp_size=16",
+            "train.sample_q=64", "train.max_steps_per_epoch=2", "train.epochs=3", "train.milestones=[2]",
+            "train.epoch_val=1", "train.epoch_save=2", "train.lr=1e-3", "dataset.val.repeat=1", "scales=[2]",
+            "device=cpu", "framework.threads=1", "seed=3"]
+
+# (crash points, killed once per entry, in order; where the kill lands). Every one must be reached.
+MATRIX = [
+    (["start"], "run directory claimed, nothing trained"),
+    (["step:1"], "first step done, no checkpoint yet"),
+    (["epoch-last.tmp:1"], "the first checkpoint's temp written, not renamed"),
+    (["epoch-last:1"], "first commit; epoch-best and history.csv not written"),
+    (["epoch-best.tmp:1"], "epoch-best's temp written, not renamed"),
+    (["epoch-best:1"], "epoch-best written, history.csv not"),
+    (["history.tmp:1"], "history.csv's temp written, not renamed"),
+    (["history:1"], "epoch 1 complete"),
+    (["step:3"], "mid epoch 2, one step past the commit"),
+    (["tensorboard:2"], "epoch 2 validated and logged, not committed"),
+    (["epoch-last.tmp:2"], "epoch 2's checkpoint temp written, not renamed"),
+    (["epoch-last:2"], "epoch 2 committed; epoch-2.pth never written"),
+    (["epoch-2.tmp"], "epoch-2.pth's temp written, not renamed"),
+    (["epoch-2"], "epoch-2.pth written, epoch-best and history.csv not"),
+    (["epoch-last:3"], "training finished; history.csv lacks epoch 3"),
+    (["sample_x2.tmp"], "test pass: a sample image's temp written"),
+    (["metrics.tmp"], "all done but metrics.json not renamed"),
+    (["epoch-last:2", "epoch-2.tmp"], "killed again while resume rebuilds epoch-2.pth"),
+    (["epoch-last.tmp:1", "step:1", "history:1"], "killed three times, the first run before any checkpoint"),
+]
+
+
+def _train(overrides, crash_at):
+    """In the child: the CLI's train task on `overrides`, killed at `crash_at` (or None)."""
+    if crash_at:
+        os.environ["LIIF_CRASH_AT"] = crash_at
+    else:
+        os.environ.pop("LIIF_CRASH_AT", None)
+    try:
+        from liif.train import main
+        main(compose(*overrides))
+    except SystemExit as e:
+        os._exit(e.code if isinstance(e.code, int) else 1)
+    except BaseException:
+        traceback.print_exc()
+        os._exit(1)
+    os._exit(0)
+
+
+@pytest.fixture(scope="module")
+def train():
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["liif.train", "liif.evaluate", "liif.backends.torch", "conftest"])
+
+    def run(overrides, crash_at=None):
+        child = ctx.Process(target=_train, args=(overrides, crash_at))
+        child.start()
+        child.join(300)
+        return child.exitcode
+    return run
+
+
+@pytest.fixture(scope="module")
+def full_run(train, tmp_path_factory):
+    """The uninterrupted run that every crashed-and-resumed one must end as."""
+    root = tmp_path_factory.mktemp("crash")
+    sample = str(root / "data" / "sample")
+    overrides = lambda out: [f"paths.sample_dir={sample}", *SETTINGS, f"output_dir={out}"]  # noqa: E731
+    assert train(overrides(root / "full")) == 0
+    return root / "full", overrides
+
+
+@pytest.mark.parametrize("points, where", MATRIX, ids=["+".join(p) for p, _ in MATRIX])
+def test_killed_at_every_write_resumes_to_the_same_run(train, full_run, tmp_path, points, where):
+    full, overrides = full_run
+    run = tmp_path / "run"
+    for point in points:
+        code = train(overrides(run) + (["resume=true"] if run.exists() else []), crash_at=point)
+        assert code == -signal.SIGKILL, f"{point} was not reached (exit {code})"
+    assert train(overrides(run) + ["resume=true"]) == 0
+    assert_same_run(run, full)
+
+
+def assert_same_run(run, full):
+    m_run, m_full = (json.loads((d / "metrics.json").read_text()) for d in (run, full))
+    assert m_run["status"] == "ok"
+    without_seconds = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert without_seconds(m_run["train"]["history"]) == without_seconds(m_full["train"]["history"])  # bit for bit
+    assert m_run["train"]["steps"] == m_full["train"]["steps"] == 6  # no step run twice or skipped
+    assert [r["psnr"] for r in m_run["records"]] == [r["psnr"] for r in m_full["records"]]
+
+    rows = _history_csv(run)
+    assert without_seconds(rows) == without_seconds(_history_csv(full))
+    assert [r["loss"] for r in rows] == [repr(r["loss"]) for r in m_run["train"]["history"]]  # = metrics.json
+
+    assert sorted(os.listdir(run / "checkpoints")) == sorted(os.listdir(full / "checkpoints")) == \
+        ["epoch-2.pth", "epoch-best.pth", "epoch-last.pth"]
+    for name in ("epoch-last.pth", "epoch-best.pth", "epoch-2.pth"):
+        assert_same_checkpoint(run / "checkpoints" / name, full / "checkpoints" / name)
+    best = max(rows, key=lambda r: float(r["val_psnr"]))  # max keeps the first of equals, as training does
+    assert _load(run / "checkpoints" / "epoch-best.pth")["epoch"] == int(best["epoch"])
+
+    for name in os.listdir(full / "samples"):
+        assert (run / "samples" / name).read_bytes() == (full / "samples" / name).read_bytes()
+    debris = [os.path.join(d, f) for d, _, fs in os.walk(run) for f in fs if f.startswith(".tmp-") or f == ".running"]
+    assert debris == []
+
+
+def assert_same_checkpoint(a, b):
+    ca, cb = _load(a), _load(b)
+    assert ca["epoch"] == cb["epoch"]
+    assert sorted(ca["model"]["sd"]) == sorted(cb["model"]["sd"])
+    for key in ca["model"]["sd"]:
+        assert np.array_equal(ca["model"]["sd"][key], cb["model"]["sd"][key]), (a, key)
+    for key in ("exp_avg", "exp_avg_sq"):
+        for i, state in ca["optimizer"]["sd"]["state"].items():
+            assert np.array_equal(state[key], cb["optimizer"]["sd"]["state"][i][key]), (a, i, key)
+    strip = lambda s: {**s, "history": [{k: v for k, v in r.items() if k != "seconds"} for r in s["history"]]}  # noqa: E731
+    assert strip(ca["liif"]) == strip(cb["liif"])
+
+
+def _load(path):
+    import torch
+    return torch.load(path, weights_only=True)
+
+
+def _history_csv(run):
+    with open(run / "history.csv") as f:
+        return list(csv.DictReader(f))
+
+
+# ---- through the CLI: the issue's case, and the plain rerun --------------------------------
+
+def test_killed_in_the_first_checkpoint_then_rerun_plainly_or_resumed(tmp_path):
+    """SIGKILL while the first checkpoint is written: a plain rerun starts in place, and so does resume=true."""
+    args = [*SETTINGS, "train.epochs=1", f"paths.sample_dir={tmp_path / 'sample'}"]
+    for follow_up in ([], ["resume=true"]):
+        run = tmp_path / f"run{len(follow_up)}"
+        killed = run_cli(*args, f"hydra.run.dir={run}", env={"LIIF_CRASH_AT": "epoch-last.tmp"})
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+        assert [n.startswith(".tmp-") for n in os.listdir(run / "checkpoints")] == [True]  # only the temp
+        again = run_cli(*args, f"hydra.run.dir={run}", *follow_up)
+        assert again.returncode == 0, again.stderr[-2000:]
+        assert json.loads((run / "metrics.json").read_text())["status"] == "ok"
+        assert sorted(os.listdir(run / "checkpoints")) == ["epoch-best.pth", "epoch-last.pth"]
+
+
+def test_a_plain_rerun_after_the_first_checkpoint_says_resume(tmp_path):
+    args = [*SETTINGS, "train.epochs=2", f"paths.sample_dir={tmp_path / 'sample'}", f"hydra.run.dir={tmp_path / 'run'}"]
+    assert run_cli(*args, env={"LIIF_CRASH_AT": "epoch-last:1"}).returncode == -signal.SIGKILL
+    again = run_cli(*args)
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    assert again.stderr.startswith("error: ") and "already holds a run" in again.stderr and "resume=true" in again.stderr
+
+
+def test_resume_in_a_folder_that_never_trained_is_an_error(tmp_path):
+    r = run_cli(*SETTINGS, f"paths.sample_dir={tmp_path / 'sample'}", f"hydra.run.dir={tmp_path / 'new'}", "resume=true")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "nothing to resume" in r.stderr, r.stderr[-2000:]
