@@ -25,7 +25,7 @@ import numpy as np
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from liif import backends, checkpoint, durable, recovery, registry, rundir
+from liif import backends, checkpoint, durable, eventlog, recovery, registry, rundir
 from liif.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
 from liif.step import train_step
 from liif.init import initial_state
@@ -178,7 +178,7 @@ class Trainer:
         if self.rank == 0:
             self.recover(resume_from)
             # the events after the checkpoint's step (those of the steps run again) are hidden
-            self.writer = _tensorboard(os.path.join(out_dir, "tb"), purge_step=self.steps_done + 1)
+            self.writer = eventlog.open_log(os.path.join(out_dir, "tb"), purge_step=self.steps_done + 1)
         self.train_net = B.wrap_distributed(self.net)  # DDP when distributed; self.net is what is saved
 
     # ---- the loop --------------------------------------------------------------------
@@ -384,14 +384,6 @@ def _canonical(spec):
 def _describe(spec):
     enc = (spec.get("args") or {}).get("encoder_spec", {})
     return f"'{spec['name']}'" + (f" on '{enc.get('name')}'" if enc else "")
-
-
-def _tensorboard(folder, purge_step):
-    try:
-        from tensorboardX import SummaryWriter
-    except ImportError:  # optional
-        return None
-    return SummaryWriter(folder, purge_step=purge_step)
 
 
 class _StopFlag(rundir.on_signals):

@@ -120,6 +120,8 @@ def assert_same_run(run, full):
     best = max(rows, key=lambda r: float(r["val_psnr"]))  # max keeps the first of equals, as training does
     assert _load(run / "checkpoints" / "epoch-best.pth")["epoch"] == int(best["epoch"])
 
+    assert _tensorboard_scalars(run) == _tensorboard_scalars(full)
+
     for name in os.listdir(full / "samples"):
         assert (run / "samples" / name).read_bytes() == (full / "samples" / name).read_bytes()
     debris = [os.path.join(d, f) for d, _, fs in os.walk(run) for f in fs if f.startswith(".tmp-") or f == ".running"]
@@ -147,6 +149,28 @@ def _load(path):
 def _history_csv(run):
     with open(run / "history.csv") as f:
         return list(csv.DictReader(f))
+
+
+def _tensorboard_scalars(run):
+    """[(tag, step, value)] as TensorBoard shows them: the event files in name order, and a
+    session start at step s hides the events before it at steps >= s (resume's purge_step)."""
+    import struct
+    from tensorboardX.proto import event_pb2
+    shown = []
+    for name in sorted(os.listdir(run / "tb")):
+        data = (run / "tb" / name).read_bytes()
+        at = 0
+        while at + 12 <= len(data):
+            length = struct.unpack("<Q", data[at:at + 8])[0]
+            if at + 12 + length + 4 > len(data):
+                break  # a record cut by the kill: TensorBoard stops there too
+            event = event_pb2.Event.FromString(data[at + 12:at + 12 + length])
+            at += 12 + length + 4
+            if event.session_log.status == event_pb2.SessionLog.START:
+                shown = [s for s in shown if s[1] < event.step]
+            shown += [(v.tag, event.step, v.simple_value) for v in event.summary.value if v.HasField("simple_value")]
+    assert shown
+    return sorted(shown)
 
 
 # ---- through the CLI: the issue's case, and the plain rerun --------------------------------
