@@ -35,7 +35,7 @@ MATRIX = [
     (["epoch-last.tmp:1"], "the first checkpoint's temp written, not renamed"),
     (["epoch-last:1"], "first commit; epoch-best and history.csv not written"),
     (["epoch-best.tmp:1"], "epoch-best's temp written, not renamed"),
-    (["epoch-best:1"], "epoch-best written, history.csv not"),
+    (["epoch-best:2"], "epoch 2's epoch-best written over epoch 1's, history.csv not"),
     (["history.tmp:1"], "history.csv's temp written, not renamed"),
     (["history:1"], "epoch 1 complete"),
     (["step:3"], "mid epoch 2, one step past the commit"),
