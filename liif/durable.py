@@ -41,7 +41,10 @@ def replace(tmp, path):
     stem = os.path.basename(path).split(".")[0]
     crash_point(f"{stem}.tmp")
     os.replace(tmp, path)
-    _fsync(os.path.dirname(os.path.abspath(path)))  # the rename itself survives a power cut
+    try:
+        _fsync(os.path.dirname(os.path.abspath(path)))  # the rename itself survives a power cut
+    except OSError:  # a file system that cannot fsync a folder (some network ones): the rename is done
+        pass
     crash_point(stem)
 
 

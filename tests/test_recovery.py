@@ -1,0 +1,119 @@
+"""The pieces of crash recovery on their own (fast): the crash point switch, the removal of
+temps, the files derived from epoch-last.pth, and where resume=true starts. The whole is
+tested by killing real trainings in tests/test_crash.py."""
+import csv
+import os
+import signal
+
+import pytest
+
+from liif import durable, recovery
+from liif.cli import UserError
+from liif.train import resume_path
+
+ROWS = [{"epoch": 1, "loss": 0.5, "lr": 1e-3, "val_psnr": 12.0, "seconds": 1.0},
+        {"epoch": 2, "loss": 0.4, "lr": 1e-3, "val_psnr": 13.0, "seconds": 1.0},
+        {"epoch": 3, "loss": 0.3, "lr": 1e-3, "val_psnr": 13.0, "seconds": 1.0}]
+
+
+def _exit_status_of(fn):
+    pid = os.fork()
+    if pid == 0:
+        try:
+            fn()
+        finally:
+            os._exit(0)
+    return os.waitpid(pid, 0)[1]
+
+
+def test_a_crash_point_kills_the_process_the_nth_time_it_is_reached(monkeypatch):
+    monkeypatch.setenv("LIIF_CRASH_AT", "history.tmp:2")
+    durable._hits.clear()
+    once = _exit_status_of(lambda: [durable.crash_point("history.tmp"), durable.crash_point("history")])
+    twice = _exit_status_of(lambda: [durable.crash_point("history.tmp"), durable.crash_point("history.tmp")])
+    assert os.WIFEXITED(once) and os.WEXITSTATUS(once) == 0
+    assert os.WIFSIGNALED(twice) and os.WTERMSIG(twice) == signal.SIGKILL
+    monkeypatch.setenv("LIIF_CRASH_AT", "history.tmp")  # no count: the first time
+    assert os.WTERMSIG(_exit_status_of(lambda: durable.crash_point("history.tmp"))) == signal.SIGKILL
+
+
+def test_durable_replace_names_its_points_after_the_target(tmp_path, monkeypatch):
+    (tmp_path / ".tmp-x").write_text("new")
+    monkeypatch.setenv("LIIF_CRASH_AT", "epoch-best.tmp")
+    status = _exit_status_of(lambda: durable.replace(str(tmp_path / ".tmp-x"), str(tmp_path / "epoch-best.pth")))
+    assert os.WTERMSIG(status) == signal.SIGKILL
+    assert sorted(os.listdir(tmp_path)) == [".tmp-x"]  # killed before the rename
+    monkeypatch.delenv("LIIF_CRASH_AT")
+    durable.replace(str(tmp_path / ".tmp-x"), str(tmp_path / "epoch-best.pth"))
+    assert sorted(os.listdir(tmp_path)) == ["epoch-best.pth"]
+
+
+def test_remove_temps_takes_only_temps_from_every_folder(tmp_path):
+    for name in ("checkpoints/.tmp-a.pth", "checkpoints/epoch-last.pth", ".tmp-b", "samples/.tmp-1-s.png",
+                 "samples/s.png", "history.csv"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("x")
+    assert sorted(recovery.remove_temps(str(tmp_path))) == [".tmp-b", "checkpoints/.tmp-a.pth", "samples/.tmp-1-s.png"]
+    left = sorted(os.path.relpath(os.path.join(d, f), tmp_path) for d, _, fs in os.walk(tmp_path) for f in fs)
+    assert left == ["checkpoints/epoch-last.pth", "history.csv", "samples/s.png"]
+
+
+def test_the_best_epoch_is_the_first_of_equals():
+    assert recovery.best_epoch(ROWS) == 2
+    assert recovery.best_epoch([{**r, "val_psnr": None} for r in ROWS]) is None
+
+
+def _run_dir(tmp_path, last=b"epoch 3"):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "epoch-last.pth").write_bytes(last)
+    return tmp_path
+
+
+def _history(run):
+    with open(run / "history.csv") as f:
+        return [int(r["epoch"]) for r in csv.DictReader(f)]
+
+
+def test_derived_files_follow_the_last_commit(tmp_path):
+    run = _run_dir(tmp_path)
+    (run / "checkpoints" / "epoch-best.pth").write_bytes(b"epoch 1")  # stale: epoch 2 was killed before its copy
+    (run / "history.csv").write_text("epoch,loss\n1,0.5\n")
+    recovery.derive_from_last(str(run), ROWS[:2], epoch_save=2)
+    assert (run / "checkpoints" / "epoch-2.pth").read_bytes() == b"epoch 3"  # a copy of epoch-last
+    assert (run / "checkpoints" / "epoch-best.pth").read_bytes() == b"epoch 3"
+    assert _history(run) == [1, 2]
+
+    (run / "checkpoints" / "epoch-last.pth").write_bytes(b"later")
+    recovery.derive_from_last(str(run), ROWS, epoch_save=2)  # epoch 3: not saved, not the best
+    assert (run / "checkpoints" / "epoch-best.pth").read_bytes() == b"epoch 3"
+    assert sorted(os.listdir(run / "checkpoints")) == ["epoch-2.pth", "epoch-best.pth", "epoch-last.pth"]
+    assert _history(run) == [1, 2, 3]
+
+
+def test_history_csv_is_cut_back_to_the_checkpoints_rows(tmp_path):
+    run = _run_dir(tmp_path)
+    recovery.rewrite_history(str(run), ROWS)
+    recovery.rewrite_history(str(run), ROWS[:1])
+    assert _history(run) == [1]
+    recovery.rewrite_history(str(run), [])
+    assert not (run / "history.csv").exists()
+
+
+def test_resume_true_before_the_first_checkpoint_starts_in_place(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / ".tmp-x.pth").write_bytes(b"torn")
+    assert resume_path(True, str(tmp_path)) is None
+    assert resume_path(str(tmp_path), str(tmp_path)) is None  # resume=<this run's dir>: the same
+
+
+def test_resume_true_where_no_training_began_or_without_epoch_last_is_an_error(tmp_path):
+    with pytest.raises(UserError, match="nothing to resume"):
+        resume_path(True, str(tmp_path))  # no checkpoints/: this folder never trained
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "epoch-best.pth").write_bytes(b"x")
+    with pytest.raises(UserError, match="nothing to resume"):  # not from scratch over its checkpoints
+        resume_path(True, str(tmp_path))
+    other = tmp_path / "other"
+    (other / "checkpoints").mkdir(parents=True)
+    with pytest.raises(UserError, match="nothing to resume"):  # another run's empty folder
+        resume_path(str(other), str(tmp_path))
