@@ -10,12 +10,14 @@ import json
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import traceback
 
 import numpy as np
 import pytest
 
-from conftest import compose, run_cli
+from conftest import ROOT, compose, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -177,13 +179,23 @@ def _tensorboard_scalars(run):
 
 # ---- through the CLI: the issue's case, and the plain rerun --------------------------------
 
+def killed_cli(*args, crash_at):
+    """`python run.py ARGS` killed at `crash_at`, run by `sh` so that the killed process is not
+    pytest's child: Jittor, once an earlier test imported it into pytest, quick-exits the process
+    when a child dies of a signal other than SIGTERM (its SIGCHLD handler). Exit 137 = SIGKILL."""
+    cmd = [sys.executable, str(ROOT / "run.py"), *args]
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "LIIF_CRASH_AT": crash_at}
+    return subprocess.run(["sh", "-c", '"$@"; exit $?', "sh", *cmd], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, env=env)
+
+
 def test_killed_in_the_first_checkpoint_then_rerun_plainly_or_resumed(tmp_path):
     """SIGKILL while the first checkpoint is written: a plain rerun starts in place, and so does resume=true."""
     args = [*SETTINGS, "train.epochs=1", f"paths.sample_dir={tmp_path / 'sample'}"]
     for follow_up in ([], ["resume=true"]):
         run = tmp_path / f"run{len(follow_up)}"
-        killed = run_cli(*args, f"hydra.run.dir={run}", env={"LIIF_CRASH_AT": "epoch-last.tmp"})
-        assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+        killed = killed_cli(*args, f"hydra.run.dir={run}", crash_at="epoch-last.tmp")
+        assert killed.returncode == 128 + signal.SIGKILL, killed.stderr[-2000:]
         assert [n.startswith(".tmp-") for n in os.listdir(run / "checkpoints")] == [True]  # only the temp
         again = run_cli(*args, f"hydra.run.dir={run}", *follow_up)
         assert again.returncode == 0, again.stderr[-2000:]
@@ -193,7 +205,7 @@ def test_killed_in_the_first_checkpoint_then_rerun_plainly_or_resumed(tmp_path):
 
 def test_a_plain_rerun_after_the_first_checkpoint_says_resume(tmp_path):
     args = [*SETTINGS, "train.epochs=2", f"paths.sample_dir={tmp_path / 'sample'}", f"hydra.run.dir={tmp_path / 'run'}"]
-    assert run_cli(*args, env={"LIIF_CRASH_AT": "epoch-last:1"}).returncode == -signal.SIGKILL
+    assert killed_cli(*args, crash_at="epoch-last:1").returncode == 128 + signal.SIGKILL
     again = run_cli(*args)
     assert again.returncode == 2 and "Traceback" not in again.stderr
     assert again.stderr.startswith("error: ") and "already holds a run" in again.stderr and "resume=true" in again.stderr

@@ -16,36 +16,41 @@ ROWS = [{"epoch": 1, "loss": 0.5, "lr": 1e-3, "val_psnr": 12.0, "seconds": 1.0},
         {"epoch": 3, "loss": 0.3, "lr": 1e-3, "val_psnr": 13.0, "seconds": 1.0}]
 
 
-def _exit_status_of(fn):
-    pid = os.fork()
-    if pid == 0:
-        try:
-            fn()
-        finally:
-            os._exit(0)
-    return os.waitpid(pid, 0)[1]
+@pytest.fixture
+def kills(monkeypatch):
+    """The SIGKILLs a crash point sends, recorded instead of sent (tests/test_crash.py lets them kill)."""
+    sent = []
+    monkeypatch.setattr(durable.os, "kill", lambda pid, sig: sent.append((pid, sig)))
+    monkeypatch.setattr(durable, "_hits", {})
+    return sent
 
 
-def test_a_crash_point_kills_the_process_the_nth_time_it_is_reached(monkeypatch):
+def test_a_crash_point_kills_the_process_the_nth_time_it_is_reached(monkeypatch, kills):
     monkeypatch.setenv("LIIF_CRASH_AT", "history.tmp:2")
-    durable._hits.clear()
-    once = _exit_status_of(lambda: [durable.crash_point("history.tmp"), durable.crash_point("history")])
-    twice = _exit_status_of(lambda: [durable.crash_point("history.tmp"), durable.crash_point("history.tmp")])
-    assert os.WIFEXITED(once) and os.WEXITSTATUS(once) == 0
-    assert os.WIFSIGNALED(twice) and os.WTERMSIG(twice) == signal.SIGKILL
-    monkeypatch.setenv("LIIF_CRASH_AT", "history.tmp")  # no count: the first time
-    assert os.WTERMSIG(_exit_status_of(lambda: durable.crash_point("history.tmp"))) == signal.SIGKILL
+    durable.crash_point("history.tmp")
+    durable.crash_point("history")
+    assert kills == []
+    durable.crash_point("history.tmp")
+    assert kills == [(os.getpid(), signal.SIGKILL)]
+    durable.crash_point("history.tmp")
+    assert len(kills) == 1  # the n-th time only
+    monkeypatch.setenv("LIIF_CRASH_AT", "metrics")  # no count: the first time
+    durable.crash_point("metrics")
+    assert kills[1:] == [(os.getpid(), signal.SIGKILL)]
 
 
-def test_durable_replace_names_its_points_after_the_target(tmp_path, monkeypatch):
+def test_durable_replace_names_its_points_after_the_target(tmp_path, monkeypatch, kills):
     (tmp_path / ".tmp-x").write_text("new")
     monkeypatch.setenv("LIIF_CRASH_AT", "epoch-best.tmp")
-    status = _exit_status_of(lambda: durable.replace(str(tmp_path / ".tmp-x"), str(tmp_path / "epoch-best.pth")))
-    assert os.WTERMSIG(status) == signal.SIGKILL
-    assert sorted(os.listdir(tmp_path)) == [".tmp-x"]  # killed before the rename
-    monkeypatch.delenv("LIIF_CRASH_AT")
+    seen = []
+    monkeypatch.setattr(durable.os, "kill", lambda pid, sig: seen.append(sorted(os.listdir(tmp_path))))
     durable.replace(str(tmp_path / ".tmp-x"), str(tmp_path / "epoch-best.pth"))
-    assert sorted(os.listdir(tmp_path)) == ["epoch-best.pth"]
+    assert seen == [[".tmp-x"]]  # killed before the rename
+    monkeypatch.setenv("LIIF_CRASH_AT", "epoch-best")
+    (tmp_path / ".tmp-y").write_text("newer")
+    durable.replace(str(tmp_path / ".tmp-y"), str(tmp_path / "epoch-best.pth"))
+    assert seen[1] == ["epoch-best.pth"]  # killed after it
+    assert (tmp_path / "epoch-best.pth").read_text() == "newer"
 
 
 def test_remove_temps_takes_only_temps_from_every_folder(tmp_path):
