@@ -8,7 +8,7 @@ import signal
 import pytest
 
 from liif import durable, recovery
-from liif.cli import UserError
+from liif.errors import CheckpointError
 from liif.train import resume_path
 
 ROWS = [{"epoch": 1, "loss": 0.5, "lr": 1e-3, "val_psnr": 12.0, "seconds": 1.0},
@@ -112,13 +112,13 @@ def test_resume_true_before_the_first_checkpoint_starts_in_place(tmp_path):
 
 
 def test_resume_true_where_no_training_began_or_without_epoch_last_is_an_error(tmp_path):
-    with pytest.raises(UserError, match="nothing to resume"):
+    with pytest.raises(CheckpointError, match="nothing to resume"):
         resume_path(True, str(tmp_path))  # no checkpoints/: this folder never trained
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "epoch-best.pth").write_bytes(b"x")
-    with pytest.raises(UserError, match="nothing to resume"):  # not from scratch over its checkpoints
+    with pytest.raises(CheckpointError, match="nothing to resume"):  # not from scratch over its checkpoints
         resume_path(True, str(tmp_path))
     other = tmp_path / "other"
     (other / "checkpoints").mkdir(parents=True)
-    with pytest.raises(UserError, match="nothing to resume"):  # another run's empty folder
+    with pytest.raises(CheckpointError, match="nothing to resume"):  # another run's empty folder
         resume_path(str(other), str(tmp_path))
