@@ -9,10 +9,10 @@ import sys
 
 import hydra
 
-from liif.presets import register_with_hydra
+from liif.cli import register_configs
 
 CONF_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "conf")
-register_with_hydra()  # the `model` config groups come from liif/presets.py (one source with create_model)
+register_configs()  # the config schema (liif/config.py) and the `model` groups (liif/presets.py) in Hydra's ConfigStore
 
 
 def expand_group_globs(argv):

@@ -31,11 +31,9 @@ RUNS = {"torch": ("torch", 2), "jittor": ("jittor", 2), "torch_1thread": ("torch
 
 
 def compose(*overrides):
-    from hydra import compose as hydra_compose, initialize_config_dir
-    from liif.presets import register_with_hydra
-    register_with_hydra()  # the model presets, as run.py does
-    with initialize_config_dir(version_base="1.3", config_dir=os.path.join(ROOT, "conf")):
-        return hydra_compose("config", overrides=["run_name=align", *overrides])
+    """The run config of `python run.py OVERRIDES`, typed (a liif.config.RunConfig)."""
+    from liif.cli import compose as cli_compose, typed_config
+    return typed_config(cli_compose(["run_name=align", *overrides]))
 
 
 def train_and_test(framework, threads, overrides, steps, init_sd, out_dir):
@@ -44,23 +42,22 @@ def train_and_test(framework, threads, overrides, steps, init_sd, out_dir):
     steps_per_epoch = min(steps, 100)
     cfg = compose(*DEFAULTS, f"framework={framework}", f"framework.threads={threads}", f"train.max_steps_per_epoch={steps_per_epoch}",
                   f"train.epochs={-(-steps // steps_per_epoch)}", f"output_dir={out_dir}", *overrides)
-    trainer = Trainer(cfg, out_dir)
+    trainer = Trainer.from_config(cfg, out_dir)
     trainer.B.load_state_dict_numpy(trainer.net, init_sd)
     started = time.time()
     trainer.fit()
     seconds = time.time() - started
     assert len(trainer.step_losses) >= steps, "an epoch has fewer than 100 batches: raise dataset.train.repeat"
-    records = evaluate(trainer.as_model(), cfg)
+    records = evaluate(trainer.as_model(), cfg.dataset.test, cfg.eval_bsize, scales=cfg.scales)
     return trainer.step_losses[:steps], {f"x{r['scale']}": r["psnr"] for r in records}, seconds
 
 
 def initial_weights(overrides):
-    from omegaconf import OmegaConf
     from liif import backends, registry
     cfg = compose(*DEFAULTS, *overrides, "output_dir=unused")
     B = backends.get("torch")
     B.seed(cfg.seed)
-    return B.state_dict_numpy(registry.make(OmegaConf.to_container(cfg.model, resolve=True), B))
+    return B.state_dict_numpy(registry.make(cfg.model.spec(), B))
 
 
 def relative_difference(a, b):

@@ -21,11 +21,9 @@ sys.path.insert(0, ROOT)
 
 
 def compose(*overrides):
-    from hydra import compose as hydra_compose, initialize_config_dir
-    from liif.presets import register_with_hydra
-    register_with_hydra()  # the model presets, as run.py does
-    with initialize_config_dir(version_base="1.3", config_dir=os.path.join(ROOT, "conf")):
-        return hydra_compose("config", overrides=["run_name=bench", *overrides])
+    """The run config of `python run.py OVERRIDES`, typed (a liif.config.RunConfig)."""
+    from liif.cli import compose as cli_compose, typed_config
+    return typed_config(cli_compose(["run_name=bench", *overrides]))
 
 
 def cpu_model():
@@ -52,7 +50,7 @@ def main():
     cfg = compose(f"framework={args.framework}", f"framework.threads={args.threads}", f"device={args.device}",
                   "train=paper", "train.num_workers=0", f"train.max_steps_per_epoch={args.steps + 2}", "train.epochs=1",
                   "dataset.val=null", f"output_dir={out}")
-    trainer = Trainer(cfg, out)
+    trainer = Trainer.from_config(cfg, out)
     import liif.train
     step = liif.train.train_step
     times = []

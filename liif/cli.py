@@ -16,6 +16,8 @@ from liif.errors import MEMORY_SETTINGS, ConfigError, LiifError, UserError, is_o
 
 log = logging.getLogger("liif")
 
+CONF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
+
 TASKS = {"train": "liif.train", "test": "liif.evaluate", "demo": "liif.demo", "report": "liif.report",
          "serve": "liif.serve.task"}
 
@@ -39,6 +41,65 @@ def out_of_memory_message(error):
             + ", or use a machine with more memory (debug=true shows where it happened)")
 
 
+def register_configs():
+    """Store `liif.config.RunConfig` as `liif_schema`, the schema conf/config.yaml starts from (Hydra
+    then checks every key and type of every config file and override while composing), and the
+    `model` config groups of liif/presets.py."""
+    from hydra.core.config_store import ConfigStore
+
+    from liif.config import RunConfig
+    from liif.presets import register_with_hydra
+    ConfigStore.instance().store(name="liif_schema", node=RunConfig)
+    register_with_hydra()
+
+
+def compose(overrides=(), return_hydra_config=False):
+    """The composed config of `python run.py OVERRIDES` (tests, benchmarks, notebooks)."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    register_configs()
+    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
+        return hydra_compose("config", overrides=list(overrides), return_hydra_config=return_hydra_config)
+
+
+def typed_config(cfg):
+    """The composed Hydra config -> liif.config.RunConfig: each node becomes its dataclass, whose
+    checks run now (a range error is a ConfigError naming the key), before any work."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+    missing = _missing_keys(cfg)
+    if missing:
+        raise ConfigError(f"{missing[0]} must be given (e.g. python run.py ... {missing[0]}=VALUE)")
+    try:
+        return OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as e:  # a value that only resolving reveals (an interpolation, an env variable)
+        raise ConfigError(f"{getattr(e, 'full_key', None) or 'config'}: {str(e).splitlines()[0]}") from None
+
+
+def _missing_keys(node, prefix=""):
+    """The keys left at ??? (MISSING), found without resolving any interpolation."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+    keys = node.keys() if isinstance(node, DictConfig) else range(len(node))
+    out = []
+    for key in keys:
+        name = f"{prefix}{key}" if isinstance(node, DictConfig) else f"{prefix[:-1]}[{key}]"
+        if OmegaConf.is_missing(node, key):
+            out.append(name)
+        elif not OmegaConf.is_interpolation(node, key):
+            child = node._get_node(key)
+            if isinstance(child, (DictConfig, ListConfig)) and not child._is_none():
+                out += _missing_keys(child, name + ".")
+    return out
+
+
+def hydra_choices():
+    """Hydra's config-group choices of this job ({} outside a Hydra job)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        return dict(HydraConfig.get().runtime.choices)
+    except Exception:  # not inside a Hydra job (a config composed by hand)
+        return {}
+
+
 def run_task(cfg):
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -46,10 +107,11 @@ def run_task(cfg):
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     out_dir = _output_dir(cfg)
     try:
-        name = cfg.task.name
+        config = typed_config(cfg)
+        name = config.task.name
         if name not in TASKS:
             raise ConfigError(f"unknown task '{name}'; choose one of: {', '.join(TASKS)}")
-        return importlib.import_module(TASKS[name]).main(cfg)
+        return importlib.import_module(TASKS[name]).main(config, choices=hydra_choices())
     except Exception as e:
         user_error, oom = isinstance(e, LiifError), is_out_of_memory(e)
         if not multirun and out_dir:
@@ -69,29 +131,3 @@ def _output_dir(cfg):
         return os.fspath(cfg.output_dir)
     except Exception:  # no Hydra run directory (e.g. composed by hand)
         return None
-
-
-def resolved_config(cfg):
-    """The composed config as a plain dict, interpolations resolved (for config.yaml)."""
-    from omegaconf import OmegaConf
-    return OmegaConf.to_container(cfg, resolve=True)
-
-
-def run_record(cfg, task):
-    """A run's metrics.json record as far as the config knows it (liif.record.RunRecord)."""
-    from omegaconf import OmegaConf
-
-    from liif.record import RunRecord
-    choices = {}
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        choices = dict(HydraConfig.get().runtime.choices)
-    except Exception:  # not inside a Hydra job (a config composed by hand)
-        pass
-    try:
-        run_name = cfg.run_name
-    except Exception:  # an interpolation that needs Hydra (run_name outside a job)
-        run_name = None
-    return RunRecord(task=task, run_name=run_name, model=choices.get("model"), framework=cfg.framework.name,
-                     dataset=cfg.dataset.name, seed=cfg.seed, choices=choices,
-                     paper=OmegaConf.to_container(cfg.paper) if "paper" in cfg and cfg.paper is not None else None)

@@ -157,7 +157,7 @@ class TestSetConfig:
     __test__ = False  # not a pytest test class, despite the name
 
     name: str = MISSING
-    hr: str = MISSING
+    hr: Optional[str] = None
     lr: Optional[str] = None
     protocol: str = "none"
     scales: List[int] = field(default_factory=lambda: [2, 3, 4])
@@ -165,6 +165,8 @@ class TestSetConfig:
     split_key: Optional[str] = None
 
     def __post_init__(self):
+        if self.hr is None:
+            raise ConfigError(f"the test set '{self.name}' has no HR folder (dataset=folder needs dataset.path=DIR)")
         one_of(self, f"dataset.test[{self.name}].", "protocol", ("none", "div2k", "benchmark"))
         check_scales(self.scales, f"dataset.test[{self.name}].scales")
 
@@ -195,7 +197,18 @@ class PathsConfig:
 
 @dataclass
 class TaskConfig:
+    """conf/task/*.yaml: the task, and the viewer's settings (task=serve, docs/serve.md)."""
     name: str = "train"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    downscale: Optional[int] = None
+    max_viewport: int = 1024
+    max_upload_mb: float = 16
+    max_upload_pixels: int = 1048576
+    max_renders: int = 1
+    coarse_factor: int = 4
+    tile_rows: int = 64
+    cache_mb: float = 2048
 
 
 @dataclass
@@ -210,7 +223,7 @@ class RunConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     seed: int = 0
     device: str = "auto"
-    checkpoint: Optional[str] = None
+    checkpoint: Any = None            # a path (task=serve: also a list of paths)
     resume: Any = False               # false, true (this run directory), or a run directory / checkpoint
     scales: Optional[List[int]] = None
     input: Optional[str] = None

@@ -14,17 +14,20 @@ from liif.errors import BadInput, ConfigError
 log = logging.getLogger(__name__)
 
 
-def main(cfg):
+def main(config, choices=None):
+    """`python run.py task=demo ...`: `config` is a liif.config.RunConfig."""
     for key in ("checkpoint", "input", "size", "output"):
-        if cfg.get(key) is None:
+        if getattr(config, key) is None:
             raise ConfigError(f"task=demo needs {key}=...: python run.py task=demo checkpoint=CKPT input=IMG size=[H,W] output=OUT.png")
-    size = parse_size(list(cfg.size) if not isinstance(cfg.size, (str, int, float)) else cfg.size)
-    image = read_input(cfg.input)
-    model = load_model(cfg.checkpoint, framework=cfg.framework.name, device=cfg.device, **infer_options(cfg.framework))
-    sr = model.upscale(image, size, bsize=cfg.eval_bsize)
-    write_png(sr, cfg.output)
-    log.info("wrote %s (%dx%d) from %s (%dx%d)", cfg.output, size[0], size[1], cfg.input, image.shape[0], image.shape[1])
-    return cfg.output
+    size = parse_size(config.size)
+    image = read_input(config.input)
+    model = load_model(config.checkpoint, framework=config.framework.name, device=config.device,
+                       **infer_options(config.framework))
+    sr = model.upscale(image, size, bsize=config.eval_bsize)
+    write_png(sr, config.output)
+    log.info("wrote %s (%dx%d) from %s (%dx%d)", config.output, size[0], size[1], config.input, image.shape[0],
+             image.shape[1])
+    return config.output
 
 
 def read_input(path):

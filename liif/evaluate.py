@@ -12,31 +12,34 @@ import math
 import os
 import sys
 import time
+from dataclasses import asdict
 
 import numpy as np
 from tqdm import tqdm
 
 from liif import metrics
+from liif.config import check_scales
 from liif.errors import ConfigError
-from liif.record import TestResult
+from liif.record import RunRecord, TestResult
 
 log = logging.getLogger(__name__)
 
 
-def main(cfg):
+def main(config, choices=None):
+    """`python run.py task=test checkpoint=...`: `config` is a liif.config.RunConfig."""
     from liif.api import infer_options, load_model
-    from liif.cli import resolved_config, run_record
     from liif.rundir import Interrupted, RunLifecycle, interruptible
-    if cfg.get("checkpoint") is None:
+    if config.checkpoint is None:
         raise ConfigError("task=test needs checkpoint=PATH (a checkpoint of the original code or of ours)")
-    out_dir = str(cfg.output_dir)
+    out_dir = str(config.output_dir)
     try:
-        with RunLifecycle(out_dir, run_record(cfg, "test"), config=resolved_config(cfg)) as run:
-            model = load_model(cfg.checkpoint, framework=cfg.framework.name, device=cfg.device,
-                               **infer_options(cfg.framework))
+        with RunLifecycle(out_dir, RunRecord.for_run(config, "test", choices), config=asdict(config)) as run:
+            model = load_model(config.checkpoint, framework=config.framework.name, device=config.device,
+                               **infer_options(config.framework))
             run.record.model_spec = model.spec
             with interruptible():
-                records = evaluate(model, cfg, out_dir)
+                records = evaluate(model, config.dataset.test, config.eval_bsize, out_dir, scales=config.scales,
+                                   on_bad_file=config.on_bad_file)
             run.record.records = [TestResult(**r) for r in records]
     except Interrupted as e:
         print(f"{e}; metrics.json says so; run the test again to finish it", file=sys.stderr)
@@ -45,34 +48,26 @@ def main(cfg):
     return records
 
 
-def test_entries(cfg):
-    """[(entry, scales)] from `dataset.test`, with `scales=` overriding every set's list."""
-    entries = cfg.dataset.get("test") or []
-    if not entries:
-        raise ConfigError(f"dataset '{cfg.dataset.name}' defines no test sets")
-    out = []
-    for entry in entries:
-        scales = list(cfg.scales) if cfg.get("scales") is not None else list(entry.scales)
-        for s in scales:
-            if not isinstance(s, (int, float)) or isinstance(s, bool) or s <= 0 or float(s) != int(s):
-                raise ConfigError(f"test scales must be positive integers (the protocols shave s pixels), got {s!r}")
-        out.append((entry, [int(s) for s in scales]))
-    return out
-
-
-def evaluate(model, cfg, out_dir=None):
+def evaluate(model, test_sets, eval_bsize=30000, out_dir=None, scales=None, on_bad_file="error"):
+    """Test `model` (a liif.api.Model) on each of `test_sets` (liif.config.TestSetConfig: the
+    `dataset.test` entries) at each of its scales, or at `scales` when given. Returns one record
+    (a dict of liif.record.TestResult's fields) per (set, scale); with `out_dir`, the first image
+    of each goes to `out_dir/samples/`."""
     from liif.data import layouts
+    if not test_sets:
+        raise ConfigError("the dataset defines no test sets")
+    if scales is not None:
+        check_scales(scales, "scales")
     records = []
-    for entry, scales in test_entries(cfg):
-        for scale in scales:
-            lr_dir = entry.lr.format(scale=scale) if entry.get("lr") else None
+    for entry in test_sets:
+        for scale in (scales if scales is not None else entry.scales):
+            lr_dir = entry.lr.format(scale=scale) if entry.lr else None
             dataset = layouts.test_set(entry.hr, lr_dir, scale, layout_text=expected_layout(entry),
-                                       on_bad_file=cfg.get("on_bad_file", "error"),
-                                       split_file=entry.get("split_file"), split_key=entry.get("split_key"))
+                                       on_bad_file=on_bad_file, split_file=entry.split_file, split_key=entry.split_key)
             eval_type = "none" if entry.protocol == "none" else f"{entry.protocol}-{scale}"
-            record = evaluate_set(model, dataset, eval_type, cfg.eval_bsize, f"{entry.name} x{scale}",
+            record = evaluate_set(model, dataset, eval_type, eval_bsize, f"{entry.name} x{scale}",
                                   sample_dir=os.path.join(out_dir, "samples") if out_dir else None)
-            record.update(dataset=entry.name, scale=scale, lr_source="files" if _is_paired(dataset) else "pillow-bicubic")
+            record.update(dataset=entry.name, scale=int(scale), lr_source="files" if _is_paired(dataset) else "pillow-bicubic")
             records.append(record)
             log.info("%s x%d (%s): PSNR %.4f dB, SSIM %.4f, bicubic %.4f dB, %d images", entry.name, scale, eval_type,
                      record["psnr"], record["ssim"], record["psnr_bicubic"], record["n_images"])
@@ -81,7 +76,7 @@ def evaluate(model, cfg, out_dir=None):
 
 def expected_layout(entry):
     text = f"{entry.hr}/*.png"
-    if entry.get("lr"):
+    if entry.lr:
         text += f"\n{entry.lr.format(scale='{2,3,4}')}/*.png   (optional: used for x2-x4 when present; " \
                 "otherwise the HR is downsampled)"
     return text

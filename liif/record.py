@@ -56,6 +56,14 @@ class RunRecord:
     train: Optional[TrainSummary] = None
     extra: Dict[str, Any] = field(default_factory=dict)  # fields this version does not know, kept as read
 
+    @classmethod
+    def for_run(cls, config, task, choices=None):
+        """The record of a run of `config` (a liif.config.RunConfig) as far as the config knows it;
+        `choices`: Hydra's config-group choices (`model` names the preset)."""
+        choices = dict(choices or {})
+        return cls(task=task, run_name=config.run_name, model=choices.get("model"), framework=config.framework.name,
+                   dataset=config.dataset.name, seed=config.seed, paper=config.paper, choices=choices)
+
     def to_dict(self):
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
         out["records"] = [dataclasses.asdict(r) for r in self.records]

@@ -14,50 +14,54 @@ the ranks (DDP; Jittor's optimizer), so a step equals the single-process step on
 batch (an unevenly split last batch included: see share_of_global_batch). Rank 0 alone logs,
 writes (checkpoints, history, TensorBoard, metrics.json) and evaluates.
 """
+import copy
 import logging
 import math
 import os
 import signal
 import sys
 import time
+from dataclasses import asdict
 
 import numpy as np
-from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from liif import backends, checkpoint, durable, eventlog, recovery, registry, rundir
-from liif.errors import CheckpointError, ConfigError, DataError, TrainingDiverged
+from liif.config import FrameworkConfig, TrainConfig
+from liif.data import make_train_sets
+from liif.errors import CheckpointError, ConfigError, TrainingDiverged
 from liif.step import train_step
 from liif.init import initial_state
-from liif.record import TestResult, TrainSummary
+from liif.record import RunRecord, TestResult, TrainSummary
 from liif.schedule import learning_rate
 
 log = logging.getLogger(__name__)
 
 
-def main(cfg):
-    from liif.cli import resolved_config, run_record
+def main(config, choices=None):
+    """`python run.py task=train ...`: `config` is a liif.config.RunConfig; `choices` Hydra's group choices."""
     from liif.evaluate import evaluate, print_table
-    B = backends.get(cfg.framework.name)
+    B = backends.get(config.framework.name)
     rank, _ = B.distributed_init()  # (0, 1) unless launched by torchrun (torch) or mpirun (jittor)
     if rank != 0:  # the other ranks neither claim nor write the run directory
         logging.getLogger().setLevel(logging.WARNING)
-    out_dir = str(cfg.output_dir)
+    out_dir = str(config.output_dir)
     trainer, records, stopped_by = None, [], None
     try:
-        with rundir.RunLifecycle(out_dir, run_record(cfg, "train"), config=resolved_config(cfg),
-                                 resuming=bool(cfg.get("resume")), owner=rank == 0) as run:
+        with rundir.RunLifecycle(out_dir, RunRecord.for_run(config, "train", choices), config=asdict(config),
+                                 resuming=bool(config.resume), owner=rank == 0) as run:
             if rank == 0:
-                recovery.prepare(out_dir, resuming=bool(cfg.get("resume")))
+                recovery.prepare(out_dir, resuming=bool(config.resume))
                 durable.crash_point("start")
             B.barrier()  # rank 0 has claimed the directory
-            trainer = Trainer(cfg, out_dir)
+            trainer = Trainer.from_config(config, out_dir)
             run.record.model_spec = trainer.spec
             try:
                 stopped_by = trainer.fit()
                 if stopped_by is None and rank == 0:
                     with rundir.interruptible():
-                        records = evaluate(trainer.as_model(), cfg, out_dir)
+                        records = evaluate(trainer.as_model(), config.dataset.test, config.eval_bsize, out_dir,
+                                           scales=config.scales, on_bad_file=config.on_bad_file)
                         trainer.log_samples(os.path.join(out_dir, "samples"))
                     run.record.records = [TestResult(**r) for r in records]
             except rundir.Interrupted as e:  # during the final test: the training itself is saved
@@ -82,104 +86,70 @@ def main(cfg):
     return records
 
 
-def make_train_sets(cfg):
-    """The training and validation sets of the original recipes, on the dataset's folders:
-    `sr-implicit-downsampled` on an image folder (`root`; DIV2K, the sample set, any folder),
-    or, for CelebA-HQ, `sr-implicit-uniform-varied` / `sr-implicit-paired` on paired folders
-    (`lr_root`, `hr_root`, optional `split_file`/`split_key`)."""
-    from liif.data import layouts
-    from liif.data.image_folder import ImageFolder, PairedImageFolders
-    from liif.data.wrappers import SRImplicitDownsampled, SRImplicitPaired, SRImplicitUniformVaried
-    ds, t = cfg.dataset, cfg.train
-    if ds.get("train") is None:
-        raise ConfigError(f"dataset '{ds.name}' is a test-only dataset; train on dataset=sample, div2k or folder")
-    if ds.name == "sample":
-        from liif.data.sample import ensure_sample_set
-        ensure_sample_set(os.path.dirname(ds.train.root))
-    if cfg.scale.min <= 0 or (cfg.scale.max is not None and cfg.scale.max < cfg.scale.min):
-        raise ConfigError(f"impossible scale range: scale.min={cfg.scale.min}, scale.max={cfg.scale.max} "
-                        "(need 0 < min <= max)")
-    folder_args = lambda node: dict(first_k=node.get("first_k"), repeat=node.get("repeat", 1),  # noqa: E731
-                                    cache=node.get("cache", "none"), on_bad_file=cfg.get("on_bad_file", "error"))
-
-    def wrapped(node, augment, name):
-        kind = node.get("wrapper", "sr-implicit-downsampled")
-        if kind == "sr-implicit-downsampled":
-            tree = layouts.div2k(cfg.paths.data_dir).tree if ds.get("layout") == "div2k" else layouts.FOLDER_TREE.format(root=node.root)
-            layouts.require(node.root, tree)
-            folder = ImageFolder(node.root, **folder_args(node))
-            check_crop_fits(folder, round(t.inp_size * (cfg.scale.max or cfg.scale.min)))
-            return SRImplicitDownsampled(folder, inp_size=t.inp_size, scale_min=cfg.scale.min, scale_max=cfg.scale.max,
-                                         augment=augment, sample_q=t.sample_q, seed=cfg.seed)
-        if kind not in ("sr-implicit-uniform-varied", "sr-implicit-paired"):
-            raise ConfigError(f"dataset '{ds.name}' asks for the unknown training wrapper '{kind}'")
-        for root in (node.lr_root, node.hr_root):
-            layouts.require(root, layouts.FOLDER_TREE.format(root=root))
-        pairs = PairedImageFolders(node.lr_root, node.hr_root, split_file=node.get("split_file"),
-                                   split_key=node.get("split_key"), **folder_args(node))
-        sample_q = node.get("sample_q", t.sample_q)
-        if kind == "sr-implicit-paired":
-            if node.get("inp_size"):
-                check_crop_fits(pairs.dataset_1, node.inp_size, "LR", f"dataset.{name}.inp_size")
-            return SRImplicitPaired(pairs, inp_size=node.get("inp_size"), augment=augment, sample_q=sample_q, seed=cfg.seed)
-        return SRImplicitUniformVaried(pairs, node.size_min, node.get("size_max"), augment=augment,
-                                       gt_resize=node.get("gt_resize"), sample_q=sample_q, seed=cfg.seed)
-
-    return wrapped(ds.train, t.augment, "train"), (wrapped(ds.val, False, "val") if ds.get("val") else None)
-
-
-def check_crop_fits(folder, side, kind="HR", settings="train.inp_size or scale.max"):
-    """Every training image must hold the largest crop (checked from file headers, up front,
-    rather than failing in the middle of an epoch)."""
-    from liif.data.image_folder import image_size
-    for path in folder.files:
-        h, w = image_size(path)
-        if min(h, w) < side:
-            raise DataError(f"{path} is {h}x{w}, smaller than the {side}x{side} {kind} crop that {settings} "
-                            f"asks for; remove it, or lower {settings}")
-
-
 class Trainer:
-    def __init__(self, cfg, out_dir):
-        self.cfg, self.t = cfg, cfg.train
-        self.B = B = backends.get(cfg.framework.name)
-        B.set_threads(cfg.framework.get("threads"))
+    """Trains `model_spec` (the original `{name, args}`) on `train_set` (a wrapped dataset, e.g. from
+    `liif.data.make_train_sets`) with the recipe `train` (a liif.config.TrainConfig), writing
+    checkpoints (and TensorBoard logs) under `out_dir`. No Hydra needed:
+
+        trainer = Trainer(spec, train_set, "runs/a", train=TrainConfig(epochs=2), val_set=val_set, device="cpu")
+        trainer.fit()
+        model = trainer.as_model()          # a liif.api.Model, for evaluate() or upscale()
+
+    resume: None, True (this `out_dir`'s last checkpoint), or a run directory or checkpoint path to
+    continue; checkpoint: weights to start from. `Trainer.from_config(run_config)` builds it all
+    from a liif.config.RunConfig (what `python run.py` does)."""
+
+    def __init__(self, model_spec, train_set, out_dir, train=None, val_set=None, framework=None, device="auto",
+                 seed=0, resume=None, checkpoint=None, eval_bsize=30000):
+        self.t = train if train is not None else TrainConfig()
+        fw = framework if framework is not None else FrameworkConfig()
+        self.seed, self.eval_bsize = seed, eval_bsize
+        self.B = B = backends.get(fw.name)
+        B.set_threads(fw.threads)
         self.rank, self.world = B.distributed_init()
         if self.t.batch_size % self.world:
             raise ConfigError(f"train.batch_size={self.t.batch_size} is the global batch and must be divisible by the "
-                            f"number of processes ({self.world})")
-        self.device = B.device(cfg.device)
-        self.out_dir, self.ckpt_dir = out_dir, os.path.join(out_dir, "checkpoints")
-        self.spec = OmegaConf.to_container(cfg.model, resolve=True)
-        self.train_set, self.val_set = make_train_sets(cfg)
-        B.seed(cfg.seed)
+                              f"number of processes ({self.world})")
+        self.device = B.device(device)
+        self.out_dir, self.ckpt_dir = os.fspath(out_dir), os.path.join(os.fspath(out_dir), "checkpoints")
+        self.spec = copy.deepcopy(dict(model_spec))
+        self.train_set, self.val_set = train_set, val_set
+        B.seed(seed)
         self.net = registry.make(self.spec, B)
         # the same initial weights on every framework: seed= fixes the starting model, not only the data
-        B.load_state_dict_numpy(self.net, initial_state(B.state_dict_numpy(self.net), cfg.seed))
-        fw = cfg.framework
+        B.load_state_dict_numpy(self.net, initial_state(B.state_dict_numpy(self.net), seed))
         self.precision, self.infer_precision, self.pin_memory = fw.precision, fw.infer_precision, fw.pin_memory
         for precision in (self.precision, self.infer_precision):
             B.autocast(precision, self.device)  # an unsupported value fails now, not after an epoch
-        self.net = B.to_dtype(B.to_device(self.net, self.device), fw.get("dtype", "float32"))
+        self.net = B.to_dtype(B.to_device(self.net, self.device), fw.dtype)
         self.net = B.optimize(self.net, channels_last=fw.channels_last, compile=fw.compile)
         self.opt = B.adam(self.net, self.t.lr)
         self.epoch, self.step_in_epoch, self.loss_sum = 1, 0, 0.0  # next epoch/step to run
         self.history, self.best_psnr, self.steps_done = [], -math.inf, 0
         self.step_losses = []  # this process's losses, step by step (tests, alignment)
-        resume_from = resume_path(cfg.resume, out_dir) if cfg.get("resume") else None
+        resume_from = resume_path(resume, self.out_dir) if resume else None
         if resume_from:  # every rank loads the same checkpoint
             self.load(resume_from)
-        elif cfg.get("resume"):
+        elif resume:
             log.warning("nothing to resume yet: %s was stopped before its first checkpoint; training from the start",
-                        out_dir)
-        elif cfg.get("checkpoint"):
-            self.load_weights(cfg.checkpoint)
+                        self.out_dir)
+        elif checkpoint:
+            self.load_weights(checkpoint)
         self.writer = None
         if self.rank == 0:
             self.recover(resume_from)
             # the events after the checkpoint's step (those of the steps run again) are hidden
-            self.writer = eventlog.open_log(os.path.join(out_dir, "tb"), purge_step=self.steps_done + 1)
+            self.writer = eventlog.open_log(os.path.join(self.out_dir, "tb"), purge_step=self.steps_done + 1)
         self.train_net = B.wrap_distributed(self.net)  # DDP when distributed; self.net is what is saved
+
+    @classmethod
+    def from_config(cls, config, out_dir=None):
+        """The trainer of a liif.config.RunConfig, its datasets built through the registry."""
+        train_set, val_set = make_train_sets(config.dataset, config.train, config.scale, seed=config.seed,
+                                             on_bad_file=config.on_bad_file, data_dir=config.paths.data_dir)
+        return cls(config.model.spec(), train_set, out_dir or config.output_dir, train=config.train, val_set=val_set,
+                   framework=config.framework, device=config.device, seed=config.seed, resume=config.resume,
+                   checkpoint=config.checkpoint, eval_bsize=config.eval_bsize)
 
     # ---- the loop --------------------------------------------------------------------
     def fit(self):
@@ -194,13 +164,13 @@ class Trainer:
                 lr = learning_rate(self.epoch, t.lr, t.milestones, t.gamma)
                 B.set_lr(self.opt, lr)
                 n_steps = len_batches(len(self.train_set), t.batch_size, world_size=self.world)
-                if t.get("max_steps_per_epoch"):
+                if t.max_steps_per_epoch:
                     n_steps = min(n_steps, t.max_steps_per_epoch)
                 started = time.time()
-                batches = iterate_batches(self.train_set, t.batch_size, shuffle=True, seed=self.cfg.seed,
-                                          epoch=self.epoch, num_workers=t.get("num_workers", 0),
+                batches = iterate_batches(self.train_set, t.batch_size, shuffle=True, seed=self.seed,
+                                          epoch=self.epoch, num_workers=t.num_workers,
                                           rank=self.rank, world_size=self.world)
-                batches = prefetch(batches, prepare) if t.get("prefetch") else map(prepare, batches)
+                batches = prefetch(batches, prepare) if t.prefetch else map(prepare, batches)
                 bar = tqdm(total=n_steps, initial=self.step_in_epoch, desc=f"epoch {self.epoch}/{t.epochs}",
                            leave=False, disable=None if self.rank == 0 else True)
                 for step, batch in enumerate(batches):
@@ -286,8 +256,8 @@ class Trainer:
         from liif.data.loader import iterate_batches
         from liif.metrics import psnr
         model, total, count = self.as_model(), 0.0, 0
-        for batch in iterate_batches(self.val_set, self.t.val_batch_size, seed=self.cfg.seed, epoch=0):
-            pred = model.query((batch["inp"] - 0.5) / 0.5, batch["coord"], batch["cell"], bsize=self.cfg.eval_bsize)
+        for batch in iterate_batches(self.val_set, self.t.val_batch_size, seed=self.seed, epoch=0):
+            pred = model.query((batch["inp"] - 0.5) / 0.5, batch["coord"], batch["cell"], bsize=self.eval_bsize)
             n = len(pred)
             total += psnr(np.clip(pred * 0.5 + 0.5, 0, 1), batch["gt"]) * n
             count += n
@@ -316,7 +286,7 @@ class Trainer:
         B = self.B
         state = {"framework": self.B.name, "next_epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
                  "loss_sum": self.loss_sum, "steps_done": self.steps_done, "best_psnr": self.best_psnr,
-                 "history": self.history, "seed": self.cfg.seed}
+                 "history": self.history, "seed": self.seed}
         optimizer = {"name": "adam", "args": {"lr": self.t.lr}, "sd": B.optimizer_state_numpy(self.opt)}
         obj = checkpoint.envelope(self.spec, B.state_dict_numpy(self.net), optimizer, epoch=self.epoch - 1, extra=state)
         checkpoint.write(obj, os.path.join(self.ckpt_dir, name))

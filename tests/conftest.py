@@ -44,12 +44,15 @@ def pytest_runtest_makereport(item, call):
 
 
 def compose(*overrides):
-    """The composed run config, as run.py would see it (output_dir made concrete)."""
-    from hydra import compose as hydra_compose, initialize_config_dir
-    from liif.presets import register_with_hydra
-    register_with_hydra()  # as run.py does
-    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
-        return hydra_compose("config", overrides=["output_dir=unused", "run_name=test", *overrides])
+    """The composed run config (a DictConfig), as run.py would see it (output_dir made concrete)."""
+    from liif.cli import compose as cli_compose
+    return cli_compose(["output_dir=unused", "run_name=test", *overrides])
+
+
+def typed(*overrides):
+    """The composed config as the library takes it: a liif.config.RunConfig, as run.py passes it to a task."""
+    from liif.cli import typed_config
+    return typed_config(compose(*overrides))
 
 
 def once_more_on_jittor_internal_error(run):

@@ -91,7 +91,7 @@ def test_sigterm_during_a_test_run_is_recorded(myset, tmp_path, fixtures_dir, mo
     import signal
     import time
     import liif.evaluate
-    from conftest import compose
+    from conftest import typed
 
     def sigterm(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGTERM)
@@ -104,7 +104,7 @@ def test_sigterm_during_a_test_run_is_recorded(myset, tmp_path, fixtures_dir, mo
     previous = signal.signal(signal.SIGTERM, unhandled)
     try:
         monkeypatch.setattr(liif.evaluate, "evaluate", sigterm)
-        cfg = compose("task=test", f"checkpoint={fixtures_dir / 'ckpt_edsr-baseline-liif.pth'}", "dataset=benchmark",
+        cfg = typed("task=test", f"checkpoint={fixtures_dir / 'ckpt_edsr-baseline-liif.pth'}", "dataset=benchmark",
                       "dataset.name=MySet", f"paths.data_dir={myset}", f"output_dir={tmp_path}", "device=cpu")
         with pytest.raises(SystemExit) as stopped:
             liif.evaluate.main(cfg)

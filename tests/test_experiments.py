@@ -25,9 +25,8 @@ BENCHMARKS = ["Set5", "Set14", "B100", "Urban100"]
 
 def compose_as_cli(*overrides):
     """Like conftest.compose, but keeps the experiment's own run_name (compose() forces 'test')."""
-    from hydra import compose as hydra_compose, initialize_config_dir
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        return hydra_compose("config", overrides=["output_dir=unused", *overrides])
+    from liif.cli import compose as cli_compose
+    return cli_compose(["output_dir=unused", *overrides])
 
 
 def build(cfg):
@@ -148,7 +147,7 @@ def test_table4_is_config_only_and_cannot_silently_train_the_wrong_recipe():
     for name in ("table4_celebahq_64_128_liif", "table4_celebahq_32_256_upsample"):
         cfg = compose(f"experiment={name}")
         assert cfg.dataset.train.wrapper == "sr-implicit-uniform-varied"
-        assert "root" not in cfg.dataset.train  # liif/train.py reads train.root: it stops instead
+        assert cfg.dataset.train.root is None  # the paired folders are read, not a downsampled `root`
         assert cfg.train.epochs == 200 and list(cfg.train.milestones) == [100] and cfg.train.gamma == 0.1
     up = compose("experiment=table4_celebahq_32_256_upsample")
     assert up.model.args.encoder_spec.args.scale == 8 and up.dataset.train.gt_resize == 256
@@ -157,9 +156,8 @@ def test_table4_is_config_only_and_cannot_silently_train_the_wrong_recipe():
 @pytest.mark.parametrize("table", TABLES)
 def test_table_config_sweeps_exactly_its_experiments(table):
     from hydra.types import RunMode
-    from hydra import compose as hydra_compose, initialize_config_dir
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        cfg = hydra_compose("config", overrides=["output_dir=unused", f"table={table}"], return_hydra_config=True)
+    from liif.cli import compose as cli_compose
+    cfg = cli_compose(["output_dir=unused", f"table={table}"], return_hydra_config=True)
     assert cfg.hydra.mode == RunMode.MULTIRUN
     listed = cfg.hydra.sweeper.params.experiment.split(",")
     assert set(listed) <= set(EXPERIMENTS)
@@ -191,9 +189,8 @@ def test_report_task_and_dir_key_compose():
 
 
 def test_report_callback_is_registered():
-    from hydra import compose as hydra_compose, initialize_config_dir
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
-        cfg = hydra_compose("config", overrides=["output_dir=unused"], return_hydra_config=True)
+    from liif.cli import compose as cli_compose
+    cfg = cli_compose(["output_dir=unused"], return_hydra_config=True)
     assert cfg.hydra.callbacks.report._target_ == "liif.hydra_callbacks.ReportCallback"
 
 

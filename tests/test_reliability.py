@@ -99,9 +99,16 @@ def test_image_smaller_than_the_training_crop(tmp_path, folder):
 
 @pytest.mark.parametrize("args, fragment", [(["scale.min=0"], "impossible scale range"),
                                             (["scale.min=3", "scale.max=2"], "impossible scale range"),
-                                            (["scales=[0]"], "positive integers"), (["scales=[2.5]"], "positive integers")])
+                                            (["scales=[0]"], "positive integers")])
 def test_impossible_scales(tmp_path, folder, args, fragment):
     fails_cleanly(train(tmp_path, "dataset=folder", f"dataset.path={folder}", *args), fragment)
+
+
+def test_a_non_integer_test_scale_is_rejected_by_the_config_schema(tmp_path, folder):
+    """scales is a list of ints in liif.config.RunConfig: Hydra names the value before any work."""
+    r = train(tmp_path, "dataset=folder", f"dataset.path={folder}", "scales=[2.5]")
+    assert r.returncode != 0 and "Traceback" not in r.stderr and "scales[0]" in r.stderr, r.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_hr_lr_count_and_size_mismatch(tmp_path, fixtures_dir):

@@ -98,7 +98,7 @@ def test_bad_command_lines_are_one_line_errors(sweep, tmp_path):
 ])
 def test_what_a_bad_command_line_says(sweep, tmp_path, args, words):
     """The same checks in process (run_task turns these UserErrors into the one line shown above)."""
-    from conftest import compose
+    from conftest import typed
 
     from liif.cli import UserError
     from liif.serve.task import main
@@ -106,7 +106,7 @@ def test_what_a_bad_command_line_says(sweep, tmp_path, args, words):
     (tmp_path / "garbage.pth").write_bytes(b"not a checkpoint")
     (tmp_path / "notes.png").write_text("hello")
     ckpt = sweep / "0_liif_torch" / "checkpoints" / "epoch-last.pth"
-    cfg = compose("task=serve", "device=cpu", *(a.format(tmp=tmp_path, ckpt=ckpt, sweep=sweep) for a in args))
+    cfg = typed("task=serve", "device=cpu", *(a.format(tmp=tmp_path, ckpt=ckpt, sweep=sweep) for a in args))
     with pytest.raises(UserError, match=words.replace("[", r"\[")):
         main(cfg)
 
@@ -114,14 +114,14 @@ def test_what_a_bad_command_line_says(sweep, tmp_path, args, words):
 def test_a_taken_port_is_a_user_error(sweep):
     import socket
 
-    from conftest import compose
+    from conftest import typed
 
     from liif.cli import UserError
     from liif.serve.task import main
 
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
-        cfg = compose("task=serve", f"checkpoint={sweep / '0_liif_torch' / 'checkpoints' / 'epoch-last.pth'}",
+        cfg = typed("task=serve", f"checkpoint={sweep / '0_liif_torch' / 'checkpoints' / 'epoch-last.pth'}",
                       f"input={sweep / 'photo.png'}", f"task.port={port}", "device=cpu")
         with pytest.raises(UserError, match=f"cannot listen on 127.0.0.1:{port}"):
             main(cfg)

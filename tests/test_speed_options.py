@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import liif
-from conftest import compose, run_cli
+from conftest import run_cli, typed
 from liif import registry
 from liif.api import Model
 from liif.backends import torch as T
@@ -228,8 +228,8 @@ def test_prefetching_changes_no_loss(sample_dir, tmp_path, workers):
     losses = {}
     for on in (False, True):
         out = tmp_path / str(on)
-        trainer = Trainer(compose(f"paths.sample_dir={sample_dir}", *TINY, f"train.num_workers={workers}",
-                                  f"train.prefetch={on}", f"output_dir={out}"), str(out))
+        trainer = Trainer.from_config(typed(f"paths.sample_dir={sample_dir}", *TINY, f"train.num_workers={workers}",
+                                            f"train.prefetch={on}", f"output_dir={out}"), str(out))
         assert trainer.fit() is None
         losses[on] = trainer.step_losses, [row["val_psnr"] for row in trainer.history]
     assert len(losses[True][0]) == 6 and losses[True] == losses[False]  # bit for bit

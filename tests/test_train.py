@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import liif.train
-from conftest import compose
+from conftest import typed
 from liif.train import Trainer
 
 TINY = ["model.args.encoder_spec.args.n_resblocks=2", "model.args.encoder_spec.args.n_feats=16",
@@ -24,16 +24,16 @@ def sample_dir(tmp_path_factory):
 
 
 def tiny_cfg(sample_dir, out_dir, *extra):
-    return compose(f"paths.sample_dir={sample_dir}", *TINY, f"output_dir={out_dir}", *extra)
+    return typed(f"paths.sample_dir={sample_dir}", *TINY, f"output_dir={out_dir}", *extra)
 
 
 @pytest.mark.parametrize("options", [(), ("framework.channels_last=true",)], ids=["default", "channels_last"])
 def test_resume_after_interruption_gives_the_same_losses(sample_dir, tmp_path, options, monkeypatch):
-    full = Trainer(tiny_cfg(sample_dir, tmp_path / "full", *options), str(tmp_path / "full"))
+    full = Trainer.from_config(tiny_cfg(sample_dir, tmp_path / "full", *options), str(tmp_path / "full"))
     assert full.fit() is None
     assert len(full.step_losses) == 12
 
-    first = Trainer(tiny_cfg(sample_dir, tmp_path / "cut", *options), str(tmp_path / "cut"))
+    first = Trainer.from_config(tiny_cfg(sample_dir, tmp_path / "cut", *options), str(tmp_path / "cut"))
     original_step = liif.train.train_step
 
     def step_then_interrupt(*args):  # SIGTERM arrives during step 6 (mid-epoch 2)
@@ -47,7 +47,7 @@ def test_resume_after_interruption_gives_the_same_losses(sample_dir, tmp_path, o
         assert first.fit() == signal.SIGTERM
     assert len(first.step_losses) == 6
 
-    resumed = Trainer(tiny_cfg(sample_dir, tmp_path / "cut", *options, "resume=true"), str(tmp_path / "cut"))
+    resumed = Trainer.from_config(tiny_cfg(sample_dir, tmp_path / "cut", *options, "resume=true"), str(tmp_path / "cut"))
     assert (resumed.epoch, resumed.step_in_epoch) == (2, 2)
     assert resumed.fit() is None
     assert first.step_losses + resumed.step_losses == full.step_losses  # bit for bit
@@ -56,7 +56,7 @@ def test_resume_after_interruption_gives_the_same_losses(sample_dir, tmp_path, o
 
 
 def test_same_seed_same_run_other_seed_other_run(sample_dir, tmp_path):
-    runs = [Trainer(tiny_cfg(sample_dir, tmp_path / str(i), f"seed={seed}", "train.epochs=1"), str(tmp_path / str(i)))
+    runs = [Trainer.from_config(tiny_cfg(sample_dir, tmp_path / str(i), f"seed={seed}", "train.epochs=1"), str(tmp_path / str(i)))
             for i, seed in enumerate([3, 3, 4])]
     for run in runs:
         run.fit()
@@ -67,7 +67,7 @@ def test_same_seed_same_run_other_seed_other_run(sample_dir, tmp_path):
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(sample_dir, tmp_path, monkeypatch):
     from liif import checkpoint
     from liif.cli import UserError
-    trainer = Trainer(tiny_cfg(sample_dir, tmp_path), str(tmp_path))
+    trainer = Trainer.from_config(tiny_cfg(sample_dir, tmp_path), str(tmp_path))
     real = liif.train.train_step
 
     def nan_in_epoch_2(*args):
@@ -87,13 +87,13 @@ def test_a_tiny_model_learns_to_beat_bicubic_at_x2(sample_dir, tmp_path):
     """A real learning check: overfit one training photo at x2 and beat bicubic on it."""
     from liif.data.layouts import test_set
     from liif.evaluate import evaluate_set
-    cfg = compose(f"paths.sample_dir={sample_dir}", f"output_dir={tmp_path}", "scale=x2_only",
+    cfg = typed(f"paths.sample_dir={sample_dir}", f"output_dir={tmp_path}", "scale=x2_only",
                   "dataset.train.first_k=1", "dataset.train.repeat=400", "dataset.val=null",
                   "model.args.encoder_spec.args.n_resblocks=2", "model.args.encoder_spec.args.n_feats=32",
                   "model.args.imnet_spec.args.hidden_list=[64,64]", "train.batch_size=4", "train.inp_size=24",
                   "train.sample_q=576", "train.max_steps_per_epoch=null", "train.epochs=4", "train.lr=2e-3",
                   "train.milestones=[2,3]", "framework.threads=2")
-    trainer = Trainer(cfg, str(tmp_path))
+    trainer = Trainer.from_config(cfg, str(tmp_path))
     trainer.fit()
     losses = trainer.step_losses
     assert np.mean(losses[-20:]) < 0.5 * np.mean(losses[:20])
@@ -108,25 +108,25 @@ def test_the_seed_fixes_the_same_initial_weights_on_every_framework(sample_dir, 
     import importlib.util
     if importlib.util.find_spec("jittor") is None:
         pytest.skip("jittor is not installed")
-    states = [Trainer(tiny_cfg(sample_dir, tmp_path / fw, f"framework={fw}", "seed=7"), str(tmp_path / fw))
+    states = [Trainer.from_config(tiny_cfg(sample_dir, tmp_path / fw, f"framework={fw}", "seed=7"), str(tmp_path / fw))
               for fw in ("torch", "jittor")]
     a, b = (t.B.state_dict_numpy(t.net) for t in states)
     assert a.keys() == b.keys()
     for key in a:
         np.testing.assert_array_equal(a[key], b[key])
-    other = Trainer(tiny_cfg(sample_dir, tmp_path / "o", "seed=8"), str(tmp_path / "o"))
+    other = Trainer.from_config(tiny_cfg(sample_dir, tmp_path / "o", "seed=8"), str(tmp_path / "o"))
     assert not np.array_equal(other.B.state_dict_numpy(other.net)["imnet.layers.0.weight"], a["imnet.layers.0.weight"])
 
 
 def test_float64_training_matches_float32_at_first_and_resumes_in_float64(sample_dir, tmp_path):
-    f32 = Trainer(tiny_cfg(sample_dir, tmp_path / "f32", "train.epochs=1"), str(tmp_path / "f32"))
+    f32 = Trainer.from_config(tiny_cfg(sample_dir, tmp_path / "f32", "train.epochs=1"), str(tmp_path / "f32"))
     f32.fit()
-    f64 = Trainer(tiny_cfg(sample_dir, tmp_path / "f64", "train.epochs=1", "framework.dtype=float64"), str(tmp_path / "f64"))
+    f64 = Trainer.from_config(tiny_cfg(sample_dir, tmp_path / "f64", "train.epochs=1", "framework.dtype=float64"), str(tmp_path / "f64"))
     f64.fit()
     # the same model and batches: float32 rounding is all that separates the first losses
     np.testing.assert_allclose(f64.step_losses[:2], f32.step_losses[:2], rtol=1e-5)
     assert f64.step_losses != f32.step_losses
-    resumed = Trainer(tiny_cfg(sample_dir, tmp_path / "f64", "train.epochs=2", "framework.dtype=float64", "resume=true"),
+    resumed = Trainer.from_config(tiny_cfg(sample_dir, tmp_path / "f64", "train.epochs=2", "framework.dtype=float64", "resume=true"),
                       str(tmp_path / "f64"))
     assert {v.dtype for v in resumed.B.state_dict_numpy(resumed.net).values()} == {np.dtype("float64")}
     assert resumed.fit() is None and len(resumed.history) == 2

@@ -1,7 +1,7 @@
 """Framework-neutral data pipeline (NumPy + Pillow): the original LIIF datasets and wrappers.
 
 The registry keeps the original names and config shape, so an original dataset spec
-`{'dataset': {name, args}, 'wrapper': {name, args}}` builds unchanged with `make_wrapped`.
+`{'dataset': {name, args}, 'wrapper': {name, args}}` builds unchanged with `make_wrapped`; `make_train_sets` turns a dataset config into such specs.
 """
 from liif.data.image_folder import (ImageError, ImageFolder, PairedImageFolders, image_folder,
                                     paired_image_folders, read_image)
@@ -34,10 +34,12 @@ register("sr-implicit-downsampled")(SRImplicitDownsampled)
 register("sr-implicit-paired")(SRImplicitPaired)
 register("sr-implicit-uniform-varied")(SRImplicitUniformVaried)
 
+from liif.data.training_sets import make_train_sets, split_spec  # noqa: E402  (builds through the registry above)
+
 __all__ = [
     "register", "make", "make_wrapped", "datasets",
     "read_image", "ImageError", "ImageFolder", "PairedImageFolders",
     "resize_bicubic", "SRImplicitDownsampled", "SRImplicitPaired", "SRImplicitUniformVaried",
     "iterate_batches", "len_batches", "ensure_sample_set",
-    "DataLayoutError", "require", "div2k", "benchmark", "folder", "test_set",
+    "DataLayoutError", "require", "div2k", "benchmark", "folder", "test_set", "make_train_sets", "split_spec",
 ]

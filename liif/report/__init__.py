@@ -71,9 +71,9 @@ def write(sweep_dirs, out_dir=None, plots=True):
     return written + plot_files
 
 
-def main(cfg):
-    """`python run.py task=report dir=DIR` (or dir=[DIR1,DIR2])."""
-    dirs = cfg.get("dir")
+def main(config, choices=None):
+    """`python run.py task=report dir=DIR` (or dir=[DIR1,DIR2]); `config` is a liif.config.RunConfig."""
+    dirs = config.dir
     if not dirs:
         raise BadInput("task=report needs dir=<sweep folder> (or dir=[DIR1,DIR2]), e.g. dir=multirun/2026-01-01/10-00-00")
     dirs = [str(dirs)] if isinstance(dirs, str) else [str(d) for d in dirs]

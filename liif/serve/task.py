@@ -46,7 +46,8 @@ def listen(host, port):
     return sock
 
 
-def main(cfg):
+def main(cfg, choices=None):
+    """`python run.py task=serve ...`: `cfg` is a liif.config.RunConfig."""
     try:
         import starlette  # noqa: F401
         import uvicorn
@@ -57,7 +58,7 @@ def main(cfg):
     from liif.serve.sources import load_checkpoints, load_pictures
 
     t = cfg.task
-    paths = checkpoint_paths(cfg.checkpoint, cfg.get("dir"))
+    paths = checkpoint_paths(cfg.checkpoint, cfg.dir)
     factor = downscale_factor(t.downscale)
     pictures = load_pictures(cfg.input, cfg.paths.sample_dir, factor)
     checkpoints = load_checkpoints(paths, cfg.framework.name, cfg.device, infer_options(cfg.framework))

@@ -1,0 +1,158 @@
+"""The library without Hydra: typed configs checked on construction, and a training plus its test
+run from plain Python (explicit arguments, no Hydra imported) that gives exactly what
+`python run.py` gives with the same settings. And the CLI side of the typed configs: Hydra
+rejects a wrong type or an unknown key by name, a value out of range is one line, and both
+happen before any work (no run folder)."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT, run_cli, typed
+from liif.config import RunConfig, ScaleConfig, TestSetConfig, TrainConfig
+from liif.errors import ConfigError
+
+SETTINGS = dict(epochs=2, batch_size=2, inp_size=8, sample_q=16, lr=1e-3, milestones=[1], max_steps_per_epoch=3,
+                epoch_val=1, val_batch_size=2, num_workers=0)
+CLI_SETTINGS = [f"train.{k}={v}".replace(" ", "") for k, v in SETTINGS.items()] + [
+    "model=edsr_baseline_liif", "model.args.encoder_spec.args.n_resblocks=1", "model.args.encoder_spec.args.n_feats=8",
+    "model.args.imnet_spec.args.hidden_list=[16]", "scales=[2,3]", "device=cpu", "framework.threads=1",
+    "dataset.train.repeat=4", "dataset.val.repeat=1"]
+
+PYTHON_RUN = """
+import json, sys
+from liif.config import DatasetConfig, ScaleConfig, SplitConfig, TestSetConfig, TrainConfig, FrameworkConfig
+from liif.data import make_train_sets
+from liif.evaluate import evaluate
+from liif.train import Trainer
+
+folder, out_dir, spec, settings = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
+train = TrainConfig(**settings)
+dataset = DatasetConfig(name="mine", train=SplitConfig(root=folder, repeat=4, cache="in_memory"),
+                        val=SplitConfig(root=folder, repeat=1, cache="in_memory"))
+train_set, val_set = make_train_sets(dataset, train, ScaleConfig(min=1, max=4))
+trainer = Trainer(spec, train_set, out_dir, train=train, val_set=val_set, device="cpu",
+                  framework=FrameworkConfig(threads=1))
+assert trainer.fit() is None
+records = evaluate(trainer.as_model(), [TestSetConfig(name="folder", hr=folder, scales=[2, 3])])
+assert not any(m.split(".")[0] in ("hydra", "omegaconf") for m in sys.modules), "Hydra was imported"
+print(json.dumps({"history": trainer.history, "records": records}))
+"""
+
+
+@pytest.fixture
+def folder(tmp_path):
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for i in range(3):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    return d
+
+
+@pytest.mark.slow
+def test_training_and_evaluation_from_plain_python_match_the_cli(tmp_path, folder):
+    spec = typed(*CLI_SETTINGS, "dataset=folder", f"dataset.path={folder}").model.spec()  # the preset, shrunk
+    r = subprocess.run([sys.executable, "-c", PYTHON_RUN, str(folder), str(tmp_path / "py"), json.dumps(spec),
+                        json.dumps(SETTINGS)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ours = json.loads(r.stdout.strip().splitlines()[-1])
+    assert (tmp_path / "py" / "checkpoints" / "epoch-last.pth").is_file()
+
+    cli = run_cli(*CLI_SETTINGS, "dataset=folder", f"dataset.path={folder}", f"hydra.run.dir={tmp_path / 'cli'}")
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    theirs = json.loads((tmp_path / "cli" / "metrics.json").read_text())
+    assert len(ours["history"]) == 2 and np.isfinite([h["loss"] for h in ours["history"]]).all()
+    assert [h["loss"] for h in ours["history"]] == [h["loss"] for h in theirs["train"]["history"]]
+    assert [h["val_psnr"] for h in ours["history"]] == [h["val_psnr"] for h in theirs["train"]["history"]]
+    assert [(x["scale"], x["psnr"]) for x in ours["records"]] == [(x["scale"], x["psnr"]) for x in theirs["records"]]
+
+
+@pytest.mark.parametrize("make, key", [
+    (lambda: TrainConfig(batch_size=-4), "train.batch_size=-4"),
+    (lambda: TrainConfig(epochs=0), "train.epochs=0"),
+    (lambda: TrainConfig(lr=float("nan")), "train.lr=nan"),
+    (lambda: TrainConfig(num_workers=-1), "train.num_workers=-1"),
+    (lambda: TrainConfig(milestones=[0]), "train.milestones=[0]"),
+    (lambda: ScaleConfig(min=3, max=2), "impossible scale range"),
+    (lambda: TestSetConfig(name="x", hr="/x", scales=[2, 0]), "positive integers"),
+    (lambda: RunConfig(eval_bsize=-1), "eval_bsize=-1"),
+    (lambda: RunConfig(seed=-1), "seed=-1"),
+])
+def test_typed_configs_check_their_ranges_once_built(make, key):
+    with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
+        make()
+
+
+def test_the_library_does_not_import_hydra():
+    code = ("import sys, liif, liif.train, liif.evaluate, liif.demo, liif.report, liif.config, liif.rundir, liif.data; "
+            "assert not [m for m in sys.modules if m.split('.')[0] in ('hydra', 'omegaconf')], 'Hydra imported'")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("override, named", [
+    ("train.batch_size=abc", "train.batch_size"),      # a wrong type: Hydra's own error
+    ("train.batch_sise=4", "train.batch_sise"),        # an unknown key
+    ("scales=[2.5]", "scales[0]"),
+    ("framework.compile=maybe", "framework.compile"),
+])
+def test_hydra_rejects_wrong_types_and_unknown_keys_by_name_before_any_work(tmp_path, override, named):
+    r = run_cli(override, f"hydra.run.dir={tmp_path / 'run'}", timeout=120)
+    assert r.returncode == 1 and named in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("override, message", [
+    ("train.batch_size=-2", "train.batch_size=-2 must be a positive integer"),
+    ("train.epochs=-1", "train.epochs=-1 must be a positive integer"),
+    ("eval_bsize=-5", "eval_bsize=-5 must be a positive integer"),
+    ("train.lr=0", "train.lr=0.0 must be a positive number"),
+    ("dataset=folder", "dataset=folder needs dataset.path=DIR"),
+])
+def test_a_setting_out_of_range_is_one_line_before_any_work(tmp_path, override, message):
+    r = run_cli(override, f"hydra.run.dir={tmp_path / 'run'}", timeout=120)
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and message in r.stderr, r.stderr
+    assert len(r.stderr.splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+def _subset(spec, expected):
+    """`spec`'s dataset and wrapper restricted to the keys the original config sets."""
+    return {part: {"name": spec[part]["name"], "args": {k: spec[part]["args"][k] for k in expected[part]["args"]}}
+            for part in ("dataset", "wrapper")}
+
+
+@pytest.mark.parametrize("experiment, split, expected", [
+    # the original code's train-div2k/train_edsr-baseline-liif.yaml
+    ("ablation_liif", "train", {"dataset": {"name": "image-folder", "args": {"repeat": 20, "cache": "in_memory"}},
+                                "wrapper": {"name": "sr-implicit-downsampled", "args": {
+                                    "inp_size": 48, "scale_max": 4, "augment": True, "sample_q": 2304}}}),
+    ("ablation_liif", "val", {"dataset": {"name": "image-folder", "args": {"first_k": 10, "repeat": 160}},
+                              "wrapper": {"name": "sr-implicit-downsampled", "args": {
+                                  "inp_size": 48, "scale_max": 4, "augment": False, "sample_q": 2304}}}),
+    # train-div2k/train_edsr-baseline-x2.yaml
+    ("table1_edsr_baseline", "train", {"dataset": {"name": "paired-image-folders", "args": {"repeat": 20}},
+                                       "wrapper": {"name": "sr-implicit-paired", "args": {"inp_size": 48,
+                                                                                           "augment": True}}}),
+    # train-celebAHQ/train_celebAHQ-32-256_liif.yaml
+    ("table4_celebahq_32_256_liif", "train", {
+        "dataset": {"name": "paired-image-folders", "args": {"split_key": "train", "cache": "bin"}},
+        "wrapper": {"name": "sr-implicit-uniform-varied", "args": {"size_min": 32, "size_max": 256, "sample_q": 1024,
+                                                                   "augment": True}}}),
+    ("table4_celebahq_32_256_liif", "val", {
+        "dataset": {"name": "paired-image-folders", "args": {"split_key": "val", "first_k": 100}},
+        "wrapper": {"name": "sr-implicit-paired", "args": {"sample_q": 1024}}}),
+])
+def test_dataset_configs_become_the_original_dataset_specs(experiment, split, expected):
+    """The CLI's datasets are built from the same registry specs the original configs spell out."""
+    from liif.data import split_spec
+    config = typed(f"experiment={experiment}")
+    node = getattr(config.dataset, split)
+    spec = split_spec(node, config.train, config.scale, augment=config.train.augment and split == "train")
+    assert _subset(spec, expected) == expected
+    roots = [v for k, v in spec["dataset"]["args"].items() if k.startswith("root_path")]
+    assert roots and all(r.startswith(config.paths.data_dir) for r in roots)
