@@ -34,7 +34,6 @@ from liif.step import train_step
 from liif.init import initial_state
 from liif.record import RunRecord, TestResult, TrainSummary
 from liif.schedule import learning_rate
-from liif.step import train_step
 
 log = logging.getLogger(__name__)
 

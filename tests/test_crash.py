@@ -17,7 +17,7 @@ import traceback
 import numpy as np
 import pytest
 
-from conftest import ROOT, compose, run_cli
+from conftest import ROOT, run_cli, typed
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +62,7 @@ def _train(overrides, crash_at):
         os.environ.pop("LIIF_CRASH_AT", None)
     try:
         from liif.train import main
-        main(compose(*overrides))
+        main(typed(*overrides))
     except SystemExit as e:
         os._exit(e.code if isinstance(e.code, int) else 1)
     except BaseException:
