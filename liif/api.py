@@ -6,7 +6,8 @@
     model = liif.load_model("ckpt.pth", framework="torch", device="cpu")   # whatever model the file holds
     model.net                                           # the network itself: a torch.nn.Module (jittor.Module)
     pred = model.query(inp, coord, cell, bsize=30000)   # the original batched_predict
-    sr = model.upscale(image, size=(H, W))              # uint8 in, uint8 out
+    sr = model.upscale(image, size=(H, W))              # uint8 in, uint8 out, any size (tiled)
+    sr = model.upscale(image, size=(H, W), max_memory="2GB")   # within a memory budget
     fast = liif.load_model("ckpt.pth", device="cuda", precision="bf16", channels_last=True, compile=True)
 
 Everything crossing this API is NumPy; the framework stays inside.
@@ -16,9 +17,10 @@ import json
 import numpy as np
 
 from liif import backends, checkpoint, presets, registry
-from liif.coords import make_coord
 from liif.errors import BadInput, CheckpointError, UnknownName
 from liif.init import initial_state
+from liif.memory import check_fits
+from liif.tiled import Encoding
 
 
 class Model:
@@ -29,55 +31,41 @@ class Model:
         backend.autocast(precision, device)  # an unsupported precision fails here, not at the first query
         self.net, self.backend, self.spec, self.device, self.precision = net, backend, spec, device, precision
 
-    def query(self, inp, coord, cell, bsize=30000):
+    def query(self, inp, coord, cell, bsize=30000, max_memory="auto", tile=None):
         """Predict at `coord` (B,Q,2) with cells `cell` (B,Q,2) from normalised `inp` (B,3,h,w).
 
-        Returns (B,Q,3) float32 in the normalised space, like the original `batched_predict`:
-        the encoder runs once, the decoder on chunks of `bsize` queries. The chunks' predictions
-        are written into an output preallocated on the device (see `upscale`) and come back in one
-        copy at the end: a GPU is never waited for per chunk.
+        Returns (B,Q,3) float32 in the normalised space, like the original `batched_predict`, on
+        any input size: each image is encoded and decoded in tiles that fit `max_memory` (bytes,
+        "2GB", or "auto": half the free memory; liif/tiled.py), one tile when it fits whole, with
+        the output of the untiled computation. The decoder runs on chunks of `bsize` queries.
+        `tile`: force square tiles of that many input pixels a side (tests, benchmarks).
         """
-        B = self.backend
         inp, coord, cell = (np.asarray(a, dtype=np.float32) for a in (inp, coord, cell))
-        self.net.eval()
-        with B.no_grad(), B.autocast(self.precision, self.device):
-            feat = self.net.gen_feat(B.tensor(inp, like=self._anchor()))
-            out = B.tensor(np.empty(coord.shape[:2] + (3,), np.float32), like=self._anchor())
-            for start in range(0, coord.shape[1], bsize):
-                pred = self.net.query_rgb(B.tensor(coord[:, start:start + bsize], like=feat),
-                                          B.tensor(cell[:, start:start + bsize], like=feat))
-                out[:, start:start + bsize] = pred.float()  # float32 whatever the autocast
-                out = B.materialize(out)
-        return B.to_numpy(out).astype(np.float32, copy=False)  # a float64 model's too
+        out = np.empty(coord.shape[:2] + (3,), np.float32)
+        for b in range(inp.shape[0]):
+            encoding = Encoding.of_array(self, inp[b], max_memory=max_memory, bsize=bsize, tile=tile)
+            out[b] = encoding.query(coord[b], cell[b])
+        return out
 
-    def upscale(self, image, size, bsize=30000):
+    def upscale(self, image, size, bsize=30000, max_memory="auto", tile=None):
         """Upscale a uint8 image (HxW grey, HxWx3 RGB or HxWx4 RGBA) to `size` = (H, W), uint8 RGB out.
 
-        Coordinates are made per chunk and each chunk is rounded to uint8 on the device, into an
-        output preallocated there, so memory is bounded by `bsize` (plus the uint8 output), not by
-        the output size; one copy back at the end.
+        Any input size: tiles that fit `max_memory` (see `query`), written into the uint8 output in
+        place, chunk by chunk (coordinates are made per chunk); the output's own size is checked
+        against the free memory before any work starts.
         """
         image = to_rgb(np.asarray(image))
         height, width = parse_size(size)
-        inp = ((image.astype(np.float32) / 255 - 0.5) / 0.5).transpose(2, 0, 1)[None]
-        rows, cols = (make_coord((height,))[:, 0], make_coord((width,))[:, 0])
-        cell = np.empty((1, min(bsize, height * width), 2), dtype=np.float32)
-        cell[..., 0], cell[..., 1] = 2 / height, 2 / width
-        B = self.backend
-        self.net.eval()
-        with B.no_grad(), B.autocast(self.precision, self.device):
-            feat = self.net.gen_feat(B.tensor(np.ascontiguousarray(inp), like=self._anchor()))
-            # preallocated: chunks kept in a list instead pin small blocks between the decoder's large
-            # temporaries and fragment the heap (measured: x30 peak RSS 2.3x that of x4, 1.2x with this)
-            out = B.tensor(np.empty((height * width, 3), np.uint8), like=feat)
-            for start in range(0, height * width, bsize):
-                idx = np.arange(start, min(start + bsize, height * width))
-                coord = np.stack([rows[idx // width], cols[idx % width]], -1)[None]
-                pred = self.net.query_rgb(B.tensor(coord, like=feat), B.tensor(cell[:, :len(idx)], like=feat))[0]
-                # rounded, not floored (the original demo truncates)
-                out[start:start + len(idx)] = B.to_uint8(pred.float() * 0.5 + 0.5)
-                out = B.materialize(out)
-        return B.to_numpy(out).reshape(height, width, 3)
+        check_fits(height * width * 3, f"a {height}x{width} output image", advice="ask for a smaller size")
+        return self.encode(image, max_memory=max_memory, bsize=bsize, tile=tile).render((height, width))
+
+    def encode(self, image, max_memory="auto", bsize=30000, tile=None, cache=False):
+        """A uint8 image (as `upscale` takes it) prepared for decoding: a `liif.tiled.Encoding`, whose
+        `query(coord, cell)` predicts at any coordinates and `render(size)` upscales. Tiles are
+        encoded when first needed; `cache=True` keeps their features for later queries (a viewer:
+        encode once per image, query any viewport), `nbytes` says how much that holds."""
+        return Encoding.of_image(self, to_rgb(np.asarray(image)), max_memory=max_memory, bsize=bsize, tile=tile,
+                                 cache=cache)
 
     def _anchor(self):
         """Any tensor on the model's device, for `B.tensor(..., like=)`."""

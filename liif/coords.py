@@ -20,6 +20,16 @@ def make_coord(shape, ranges=None, flatten=True):
     return grid.reshape(-1, grid.shape[-1]) if flatten else grid
 
 
+def make_coord_window(shape, top, left, height, width):
+    """`make_coord(shape, flatten=False)[top:top + height, left:left + width]`, bit for bit, without
+    making the whole grid: the centres of one window (a tile, liif/tiled.py) of a `shape` grid."""
+    seqs = []
+    for n, start, size in zip(shape, (top, left), (height, width)):
+        r = 2 / (2 * n)
+        seqs.append(np.float32(-1 + r) + np.float32(2 * r) * np.arange(start, start + size, dtype=np.float32))
+    return np.stack(np.meshgrid(*seqs, indexing="ij"), axis=-1)
+
+
 def make_cell(shape, n):
     """The cell of every query of an output of `shape` (H, W): (n, 2) filled with [2/H, 2/W]."""
     cell = np.empty((n, 2), dtype=np.float32)

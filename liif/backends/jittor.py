@@ -125,19 +125,30 @@ def unfold3x3(feat):
     return jt.stack(taps, 2).reshape(b, c * 9, h, w)
 
 
-def grid_sample_nearest(x, coord):
+def grid_sample_nearest(x, coord, window=None):
     # torch's grid_sample(mode="nearest", align_corners=False, padding_mode="zeros"): the pixel index
     # is round(((c + 1) * size - 1) / 2) in float32 with exact halves rounded to even
     # (jittor's own grid_sample rounds them away from zero); outside the map gives 0.
+    # With a window (H, W, top, left), x is that window of an H x W map: the index is the whole
+    # map's, minus the offset.
     b, c, h, w = x.shape
+    height, width, top, left = window if window is not None else (h, w, 0, 0)
     q = coord.shape[1]
     coord = coord.stop_grad()  # torch's nearest mode has no gradient w.r.t. the grid either
-    row = _round_half_even(((coord[:, :, 0] + 1) * h - 1) / 2)
-    col = _round_half_even(((coord[:, :, 1] + 1) * w - 1) / 2)
+    row = _round_half_even(((coord[:, :, 0] + 1) * height - 1) / 2)
+    col = _round_half_even(((coord[:, :, 1] + 1) * width - 1) / 2)
+    if top or left:
+        row, col = row - top, col - left
     return x.reindex([b, q, c], ["i0", "i2", "@e0(i0,i1)", "@e1(i0,i1)"], overflow_value=0, extras=[row, col])
 
 
 no_grad = jt.no_grad
+
+
+def free_device_memory(dev):
+    """None: the tiled engine then budgets host memory (Jittor has no per-device free-memory query
+    that does not allocate; on a GPU give max_memory explicitly)."""
+    return None
 
 
 def frozen(module):

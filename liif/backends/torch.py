@@ -53,13 +53,33 @@ def unfold3x3(feat):
     return F.unfold(feat, 3, padding=1).view(b, c * 9, h, w)
 
 
-def grid_sample_nearest(x, coord):
-    # grid_sample wants (x, y) = (col, row); its nearest mode rounds half to even.
-    out = F.grid_sample(x, coord.flip(-1).unsqueeze(1), mode="nearest", align_corners=False)
-    return out[:, :, 0, :].permute(0, 2, 1)
+def grid_sample_nearest(x, coord, window=None):
+    if window is None:
+        # grid_sample wants (x, y) = (col, row); its nearest mode rounds half to even.
+        out = F.grid_sample(x, coord.flip(-1).unsqueeze(1), mode="nearest", align_corners=False)
+        return out[:, :, 0, :].permute(0, 2, 1)
+    # x is the window (top, left) of an H x W map: grid_sample's own float32 index arithmetic on the
+    # whole map's size (round(((c + 1) * size - 1) / 2), halves to even; tests/test_tiled.py checks it
+    # against grid_sample, ties included), then the window's offset; outside the window gives 0
+    height, width, top, left = window
+    b, c, h, w = x.shape
+    coord = coord.detach()
+    row = torch.round(((coord[:, :, 0] + 1) * height - 1) / 2) - top
+    col = torch.round(((coord[:, :, 1] + 1) * width - 1) / 2) - left
+    inside = (row >= 0) & (row < h) & (col >= 0) & (col < w)
+    index = (row.clamp(0, h - 1) * w + col.clamp(0, w - 1)).long()
+    out = x.reshape(b, c, h * w).gather(2, index.unsqueeze(1).expand(b, c, index.shape[1]))
+    return out.masked_fill(~inside.unsqueeze(1), 0).permute(0, 2, 1)
 
 
 no_grad = torch.no_grad
+
+
+def free_device_memory(dev):
+    """Bytes free on a CUDA device (the tiled engine's budget is for it), None on the CPU."""
+    if str(dev).startswith("cuda"):
+        return torch.cuda.mem_get_info(torch.device(dev))[0]
+    return None
 
 
 def frozen(module):

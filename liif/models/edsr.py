@@ -40,11 +40,25 @@ class EDSR:
         self.body = nn.Sequential(*[block(n_feats, res_scale) for _ in range(n_resblocks)],
                                   nn.Conv2d(n_feats, n_feats, 3, padding=1))
         self.no_upsampling = no_upsampling
+        # the receptive field's radius in input pixels (tiled inference, liif/tiled.py): each 3x3 conv
+        # on the path widens it by one pixel: the head, 2 per residual block, the body's last conv
+        self.halo = 1 + 2 * n_resblocks + 1
+        # floats per input pixel alive at the forward's peak, an estimate (tiled inference sizes its tiles
+        # by it): in a residual block, the body's input and output, the block's input, its two convs and
+        # ReLU, the scaled branch and the sum
+        self.activation_floats = 8 * n_feats
         if no_upsampling:
             self.out_dim = n_feats
+            self.out_scale = 1  # output pixels per input pixel, along each axis
         else:
             self.out_dim = 3
+            self.out_scale = scale
             self.tail = nn.Sequential(*self._upsampler(scale, n_feats), nn.Conv2d(n_feats, 3, 3, padding=1))
+            # the tail's convs: the first at the input's resolution, the others at 2x, 4x ... of it,
+            # where one output pixel is less than one input pixel: counted as one each (an upper bound)
+            self.halo += (int(math.log2(scale)) if scale & (scale - 1) == 0 else 1) + 1
+            # the tail's last upsampling conv and pixel shuffle hold scale**2 times the features, twice
+            self.activation_floats = max(self.activation_floats, 3 * scale * scale * n_feats)
 
     def _mean_shift(self, rgb_range, sign):
         import numpy as np

@@ -23,7 +23,7 @@ Two formulations of `query_rgb` compute the same function:
 """
 import numpy as np
 
-from liif.coords import make_coord
+from liif.coords import make_coord_window
 from liif.registry import make, register
 
 
@@ -44,9 +44,26 @@ class LIIF:
         self._table = None  # the fast path's per-feature-map cache, see `_latent_table`
 
     def gen_feat(self, inp):
+        return self.use_feat(self.encoder(inp))
+
+    def use_feat(self, feat, window=None):
+        """Decode from `feat` from now on. `window` = (H, W, top, left): `feat` is the part at (top, left)
+        of an H x W feature map (a tile's, liif/tiled.py); queries keep the whole map's coordinates,
+        so every nearest lookup, relative coordinate and cell size is the whole map's."""
         self._table = None
-        self._feat = self.encoder(inp)  # leading underscore: jittor would make a Var attribute a parameter
-        return self._feat
+        self._feat = feat  # leading underscore: jittor would make a Var attribute a parameter
+        self._window = window
+        return feat
+
+    def _grid(self, feat, like):
+        """(H, W, window) of the map `feat` is part of, and the centres of `feat`'s cells in its
+        coordinates as a (n, 2, h, w) tensor, for nearest lookups and relative coordinates."""
+        n, _, h, w = feat.shape
+        window = getattr(self, "_window", None)
+        height, width, top, left = window if window is not None else (h, w, 0, 0)
+        centres = make_coord_window((height, width), top, left, h, w).transpose(2, 0, 1)
+        centres = self.B.tensor(np.ascontiguousarray(np.broadcast_to(centres, (n, 2, h, w))), like=like)
+        return height, width, window, centres
 
     def query_rgb(self, coord, cell=None):
         """RGB at `coord` (B,Q,2) for cells `cell` (B,Q,2), from the map of the last `gen_feat`:
@@ -60,7 +77,8 @@ class LIIF:
         B = self.B
         feat = self._feat
         if self.imnet is None:
-            return B.grid_sample_nearest(feat, coord)
+            return B.grid_sample_nearest(feat, coord, getattr(self, "_window", None))
+        h, w, window, feat_coord = self._grid(feat, like=feat)
         if self.feat_unfold:
             feat = B.unfold3x3(feat)
 
@@ -68,10 +86,7 @@ class LIIF:
             shifts, eps_shift = [-1, 1], 1e-6
         else:
             shifts, eps_shift = [0], 0
-        n, _, h, w = feat.shape
         rx, ry = 2 / h / 2, 2 / w / 2  # half a latent cell, rows and columns
-        feat_coord = np.ascontiguousarray(np.broadcast_to(make_coord((h, w), flatten=False).transpose(2, 0, 1), (n, 2, h, w)))
-        feat_coord = B.tensor(feat_coord, like=feat)
 
         preds, areas = [], []
         for vx in shifts:
@@ -80,8 +95,8 @@ class LIIF:
                 coord_[:, :, 0] += vx * rx + eps_shift
                 coord_[:, :, 1] += vy * ry + eps_shift
                 coord_ = coord_.clamp(-1 + 1e-6, 1 - 1e-6)
-                q_feat = B.grid_sample_nearest(feat, coord_)
-                q_coord = B.grid_sample_nearest(feat_coord, coord_)
+                q_feat = B.grid_sample_nearest(feat, coord_, window)
+                q_coord = B.grid_sample_nearest(feat_coord, coord_, window)
                 # original: relative to the unshifted, unclamped query, in units of half a cell
                 rel_coord = coord - q_coord
                 rel_coord[:, :, 0] *= h
@@ -161,14 +176,13 @@ class LIIF:
         W_c.rel_coord + W_s.rel_cell added, then the MLP's remaining layers."""
         B = self.B
         proj = self._latent_table()
-        n, d, h, w = proj.shape
+        d = proj.shape[1]
         first = self.imnet.layers[0]
         k = first.weight.shape[1] - (4 if self.cell_decode else 2)
         w_rel = first.weight[:, k:].permute(1, 0)  # (2 or 4, D): rel_coord (and rel_cell) -> D
         rest = [self.imnet.layers[i] for i in range(1, len(self.imnet.layers))]
         # the centre of every latent cell, as the reference samples it (never needs a gradient)
-        feat_coord = np.ascontiguousarray(np.broadcast_to(make_coord((h, w), flatten=False).transpose(2, 0, 1), (n, 2, h, w)))
-        feat_coord = B.tensor(feat_coord, like=proj)
+        h, w, window, feat_coord = self._grid(proj, like=proj)
         # float32 (h, w): multiplying by it is the reference's per-column `*= h`, `*= w`, bit for bit
         hw = B.tensor(np.array([h, w], np.float32), like=proj)
         rel_cell = cell * hw if self.cell_decode else None
@@ -189,8 +203,8 @@ class LIIF:
                 else:
                     coord_ = coord
                 coord_ = coord_.clamp(-1 + 1e-6, 1 - 1e-6)
-                q_proj = B.grid_sample_nearest(proj, coord_)  # (bs, q, D): the chosen cells' W_f.code + b
-                q_coord = B.grid_sample_nearest(feat_coord, coord_)
+                q_proj = B.grid_sample_nearest(proj, coord_, window)  # (bs, q, D): the chosen cells' W_f.code + b
+                q_coord = B.grid_sample_nearest(feat_coord, coord_, window)
                 # original: relative to the unshifted, unclamped query, in units of half a cell
                 rel_coord = (coord - q_coord) * hw
                 rel = B.cat([rel_coord, rel_cell], -1) if self.cell_decode else rel_coord

@@ -6,7 +6,7 @@ latent code. No ensemble, no area weighting.
 """
 import numpy as np
 
-from liif.coords import make_coord
+from liif.coords import make_coord_window
 from liif.registry import make, register
 
 
@@ -20,26 +20,34 @@ class MetaSR:
         self.imnet = make(imnet_spec, self.B)
 
     def gen_feat(self, inp):
-        self._feat = self.encoder(inp)
-        return self._feat
+        return self.use_feat(self.encoder(inp))
+
+    def use_feat(self, feat, window=None):
+        """Decode from `feat`, the part (top, left) of an H x W map when `window` = (H, W, top, left);
+        see LIIF.use_feat."""
+        self._feat = feat
+        self._window = window
+        return feat
 
     def query_rgb(self, coord, cell=None):
         B = self.B
         feat = B.unfold3x3(self._feat)
-        n, c, h, w = feat.shape
-        feat_coord = make_coord((h, w), flatten=False)
+        n, c, fh, fw = feat.shape
+        window = getattr(self, "_window", None)
+        h, w, top, left = window if window is not None else (fh, fw, 0, 0)  # the whole map's size
+        feat_coord = make_coord_window((h, w), top, left, fh, fw)
         # the top-left corner of each latent cell (float32 steps, as the original's in-place ops)
         feat_coord[:, :, 0] -= np.float32((2 / h) / 2)
         feat_coord[:, :, 1] -= np.float32((2 / w) / 2)
-        feat_coord = np.ascontiguousarray(np.broadcast_to(feat_coord.transpose(2, 0, 1), (n, 2, h, w)))
+        feat_coord = np.ascontiguousarray(np.broadcast_to(feat_coord.transpose(2, 0, 1), (n, 2, fh, fw)))
         feat_coord = B.tensor(feat_coord, like=feat)
 
         coord_ = coord.clone()  # the top-left corner of the query pixel
         coord_[:, :, 0] -= cell[:, :, 0] / 2
         coord_[:, :, 1] -= cell[:, :, 1] / 2
         coord_q = (coord_ + 1e-6).clamp(-1 + 1e-6, 1 - 1e-6)
-        q_feat = B.grid_sample_nearest(feat, coord_q)
-        q_coord = B.grid_sample_nearest(feat_coord, coord_q)
+        q_feat = B.grid_sample_nearest(feat, coord_q, window)
+        q_coord = B.grid_sample_nearest(feat_coord, coord_q, window)
 
         rel_coord = coord_ - q_coord
         rel_coord[:, :, 0] *= h / 2

@@ -48,10 +48,23 @@ class RDN:
         self.RDBs = nn.ModuleList([rdb(G0, G, C, RDNkSize) for _ in range(D)])
         self.GFF = nn.Sequential(nn.Conv2d(D * G0, G0, 1), nn.Conv2d(G0, G0, RDNkSize, padding=pad))  # global fusion
         self.no_upsampling = no_upsampling
+        # the receptive field's radius in input pixels (tiled inference, liif/tiled.py): each k x k conv
+        # on the path widens it by (k - 1) / 2: SFENet1, SFENet2, the C convs of each of the D blocks
+        # (the dense links skip some, the longest path goes through all), GFF's k x k (1x1s add nothing)
+        self.halo = pad * (2 + D * C + 1)
+        # floats per input pixel alive at the forward's peak, an estimate (tiled inference sizes its tiles
+        # by it): every block's output is kept for the global fusion, which concatenates them (D * G0,
+        # twice); inside a block, two consecutive dense concatenations (up to G0 + C * G each)
+        self.activation_floats = max(D * G0 + 2 * (G0 + C * G) + 2 * G0, 2 * D * G0 + 2 * G0)
         if no_upsampling:
             self.out_dim = G0
+            self.out_scale = 1  # output pixels per input pixel, along each axis
             return
         self.out_dim = 3
+        self.out_scale = scale
+        # UPNet's convs, the first at the input's resolution, the others finer: one each (an upper bound)
+        self.halo += pad * (2 if scale in (2, 3) else 3)
+        self.activation_floats = max(self.activation_floats, 3 * scale * scale * G)
         if scale in (2, 3):
             self.UPNet = nn.Sequential(nn.Conv2d(G0, G * scale * scale, RDNkSize, padding=pad), nn.PixelShuffle(scale),
                                        nn.Conv2d(G, 3, RDNkSize, padding=pad))

@@ -1,0 +1,347 @@
+"""Tiled inference: any input size on a bounded memory budget, with the untiled output.
+
+Everything that predicts (`Model.upscale`, `Model.query`, task=demo, task=test, the viewer)
+goes through `Encoding`: the low-resolution input is cut into tiles ("cores", in input
+pixels), and each tile is encoded and decoded on its own. Why the result is exact (details
+and numbers in docs/tiling.md):
+
+- The encoder is a stack of convolutions, so its output at a pixel depends only on the input
+  within its receptive radius, `encoder.halo` (each 3x3 convolution adds one pixel; derived
+  in liif/models/edsr.py and rdn.py). A tile's encoder input is its core widened by the halo
+  plus a `margin` (below), cut at the image's true border only: features farther than `halo`
+  from the tile's cut edges equal the whole image's, and zero padding happens where it
+  happens for the whole image.
+- A query only reads latent cells near its own: the local ensemble's nearest lookups reach
+  one cell to each side (plus rounding), MetaSR's reaches half a query cell back, the 3x3
+  unfolding (and the latent table built from it) one cell more. `margin` covers all of them;
+  the features kept for a tile are its core widened by `margin`.
+- Each query is decoded with the tile that holds its centre, through a feature map that keeps
+  the whole map's geometry (`use_feat(feat, window)`: the models' lookups index the whole H x W
+  grid and subtract the tile's offset), so every lookup picks the same cell, with the same
+  relative coordinate, as untiled: the same arithmetic, up to float rounding in the convolutions.
+
+Memory: a tile's cost is estimated from the model (`tile_bytes`) and tiles are as large as
+`max_memory` allows (`plan`), with the fewest halo pixels. One tile covering the image is
+exactly the untiled computation. The upscaled image is written in place, as uint8, tile by
+tile; the decoder runs on chunks of at most `bsize` queries.
+"""
+import contextlib
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+from liif.coords import make_coord
+from liif.memory import BudgetTooSmall, format_bytes, resolve_budget
+
+MIN_TILE = 16          # the smallest core side the planner uses (smaller only when the image is)
+MIN_CHUNK = 1024       # the fewest queries per decoder call the planner uses
+SLACK = 1.25           # allocator fragmentation and framework workspace, on top of the estimate
+
+
+@dataclass
+class Plan:
+    """Tile cores as (start, stop) input rows and columns, the encoder's halo, the features kept
+    around each core (`margin`, input pixels), and queries per decoder call."""
+    rows: list
+    cols: list
+    halo: int
+    margin: int
+    bsize: int
+    budget: int
+    estimate: int  # bytes the largest tile needs, by `tile_bytes`
+
+    @property
+    def n_tiles(self):
+        return len(self.rows) * len(self.cols)
+
+
+def margin_for(net, max_cell):
+    """Latent cells beyond a query's own that its lookups may read, plus one for rounding.
+    `max_cell`: the largest query cell, in latent cells."""
+    reach = 1  # the local ensemble's shifted lookups (LIIF), or the cell under the query
+    if hasattr(net, "feat_unfold") and not net.local_ensemble:
+        reach = 0
+    if not hasattr(net, "feat_unfold"):  # MetaSR: the cell under the query's top-left corner
+        reach = math.ceil(max_cell / 2)
+    unfold = 1 if getattr(net, "feat_unfold", True) and getattr(net, "imnet", None) is not None else 0
+    return reach + unfold + 1
+
+
+def query_floats(net):
+    """Floats per query alive in the decoder at its peak (an estimate)."""
+    imnet = getattr(net, "imnet", None)
+    if imnet is None:
+        return 16  # fixed-scale baselines: a nearest lookup
+    c = net.encoder.out_dim
+    if not hasattr(net, "feat_unfold"):  # MetaSR: the per-query 9C x 3 weights, their input, the gathered code
+        return 4 * 9 * c + 4 * 256
+    if net._fast_decodable():
+        width = net.imnet.layers[0].weight.shape[0]
+        return 5 * width + 32  # one corner's layers at a time, the ensemble's four predictions
+    return 2 * (9 * c + 4) + 3 * 256  # the reference path's decoder input
+
+
+def feature_floats(net):
+    """Floats per kept feature pixel while decoding a tile: the features, and LIIF's latent table
+    with the unfolded block it is built from (the table's transient is bounded, see LIIF.TABLE_BLOCK)."""
+    c = net.encoder.out_dim
+    imnet = getattr(net, "imnet", None)
+    if imnet is None:
+        return c
+    if not hasattr(net, "feat_unfold"):
+        return c + 9 * c  # MetaSR unfolds the kept features whole
+    k = 9 * c if net.feat_unfold else c
+    if net._fast_decodable():
+        return c + net.imnet.layers[0].weight.shape[0] + k
+    return c + k
+
+
+def tile_bytes(net, in_rows, in_cols, feat_rows, feat_cols, bsize, dtype_bytes=4):
+    """Estimated peak bytes of one tile: the encoder's forward on its input, then the kept
+    features and the decoder's chunk. Includes `SLACK`."""
+    s = net.encoder.out_scale
+    encode = net.encoder.activation_floats * in_rows * in_cols
+    encode += net.encoder.out_dim * feat_rows * feat_cols * s * s  # the kept copy, made while the rest is alive
+    decode = feature_floats(net) * feat_rows * feat_cols * s * s + query_floats(net) * bsize
+    return int(SLACK * dtype_bytes * max(encode, decode))
+
+
+def _spans(n, size):
+    """[0, n) cut into ceil(n / size) near-equal (start, stop) spans."""
+    count = max(1, math.ceil(n / size))
+    edges = [round(i * n / count) for i in range(count + 1)]
+    return [(edges[i], edges[i + 1]) for i in range(count)]
+
+
+def _widened(spans, n, by):
+    """Total length of the spans widened by `by` on each side, cut at [0, n)."""
+    return sum(min(n, b + by) - max(0, a - by) for a, b in spans)
+
+
+def plan(net, height, width, max_memory="auto", bsize=30000, max_cell=1.0, tile=None, available=None,
+         dtype_bytes=4):
+    """Tiles for an input of height x width under `max_memory` (bytes, "2GB" or "auto"): the
+    split with the fewest encoded pixels (core + halo) whose every tile fits. `tile`: force square
+    cores of that side (tests, benchmarks). Raises BudgetTooSmall naming the minimum."""
+    budget = resolve_budget(max_memory, available)
+    halo = net.encoder.halo
+    margin = margin_for(net, max_cell)
+    per_query = SLACK * dtype_bytes * query_floats(net)
+    chunk = max(1, min(bsize, int(budget / 4 / per_query)))  # a quarter of the budget at most
+    chunk = max(chunk, min(bsize, MIN_CHUNK))
+
+    def cost(rows, cols):
+        th = max(b - a for a, b in rows)
+        tw = max(b - a for a, b in cols)
+        feat_r, feat_c = min(height, th + 2 * margin), min(width, tw + 2 * margin)
+        in_r, in_c = min(height, feat_r + 2 * halo), min(width, feat_c + 2 * halo)
+        return tile_bytes(net, in_r, in_c, feat_r, feat_c, chunk, dtype_bytes)
+
+    if tile is not None:
+        rows, cols = _spans(height, tile), _spans(width, tile)
+        return Plan(rows, cols, halo, margin, chunk, budget, cost(rows, cols))
+    best = None
+    for n_rows in range(1, math.ceil(height / min(height, MIN_TILE)) + 1):
+        rows = _spans(height, math.ceil(height / n_rows))
+        # the fewest column tiles that fit with these rows (cost falls as tiles narrow)
+        lo, hi = 1, math.ceil(width / min(width, MIN_TILE))
+        if cost(rows, _spans(width, math.ceil(width / hi))) > budget:
+            continue
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if cost(rows, _spans(width, math.ceil(width / mid))) <= budget:
+                hi = mid
+            else:
+                lo = mid + 1
+        cols = _spans(width, math.ceil(width / lo))
+        # encoded pixels, plus a little per tile (the decoder's table margin, the calls)
+        work = _widened(rows, height, margin + halo) * _widened(cols, width, margin + halo) + 256 * len(rows) * len(cols)
+        if best is None or work < best[0]:
+            best = (work, rows, cols)
+        if len(rows) == 1 and len(cols) == 1:
+            break  # one tile: nothing does less work
+    if best is None:
+        side_r, side_c = min(height, MIN_TILE), min(width, MIN_TILE)
+        needed = cost([(0, side_r)], [(0, side_c)])
+        raise BudgetTooSmall(f"max_memory={format_bytes(budget)} is too small for this model: one {side_r}x{side_c} "
+                             f"tile with its {halo}-pixel halo needs about {format_bytes(needed)}; "
+                             f"use max_memory={math.ceil(needed / (1 << 20))}MB or more")
+    _, rows, cols = best
+    return Plan(rows, cols, halo, margin, chunk, budget, cost(rows, cols))
+
+
+class Encoding:
+    """An input prepared for tiled decoding: `query` any coordinates, `render` an upscaled image.
+
+    `source(top, bottom, left, right)` returns the normalised input's part as float32
+    (1, 3, rows, cols); `Encoding.of_image` and `Encoding.of_array` make one. Each tile is encoded
+    when a query first needs it; with `cache=True` its features are kept (the viewer: encode once,
+    query often; memory grows with the tiles kept), else only the last tile's are.
+    """
+
+    def __init__(self, model, source, height, width, max_memory="auto", bsize=30000, tile=None, cache=False,
+                 progress=True):
+        self.model, self.source, self.height, self.width = model, source, height, width
+        self.max_memory, self.bsize, self.tile, self.cache, self.progress = max_memory, bsize, tile, cache, progress
+        self._features = {}  # (tile row, tile col, margin) -> (feature crop, window)
+        self._plans = {}
+
+    @classmethod
+    def of_image(cls, model, image, **options):
+        """A uint8 (H, W, 3) image, normalised per tile exactly as `Model.upscale` normalises it whole."""
+        def source(top, bottom, left, right):
+            part = image[top:bottom, left:right].astype(np.float32)
+            return np.ascontiguousarray(((part / 255 - 0.5) / 0.5).transpose(2, 0, 1)[None])
+        return cls(model, source, image.shape[0], image.shape[1], **options)
+
+    @classmethod
+    def of_array(cls, model, inp, **options):
+        """A normalised float32 (3, h, w) array (one image of `Model.query`'s batch)."""
+        def source(top, bottom, left, right):
+            return np.ascontiguousarray(inp[None, :, top:bottom, left:right])
+        return cls(model, source, inp.shape[1], inp.shape[2], **options)
+
+    # --- planning and features ---------------------------------------------------------------
+
+    def plan(self, max_cell=1.0):
+        """The tiling for queries whose cells span at most `max_cell` latent cells."""
+        net = self.model.net
+        margin = margin_for(net, max_cell)
+        if margin not in self._plans:
+            dtype_bytes = 8 if self._anchor_is_float64() else 4
+            self._plans[margin] = plan(net, self.height, self.width, self.max_memory, self.bsize, max_cell, self.tile,
+                                       available=self.model.backend.free_device_memory(self.model.device),
+                                       dtype_bytes=dtype_bytes)
+        return self._plans[margin]
+
+    def _anchor_is_float64(self):
+        return "64" in str(getattr(self.model._anchor(), "dtype", ""))
+
+    def _use_tile(self, p, i, j):
+        """Make the network decode from tile (i, j)'s features, encoding them if needed."""
+        key = (i, j, p.margin, p.halo, id(p))
+        net, B = self.model.net, self.model.backend
+        if key in self._features:
+            feat, window = self._features[key]
+            if net._feat is not feat:
+                net.use_feat(feat, window)
+            return
+        if not self.cache:
+            self._features.clear()
+            net.use_feat(None)  # let the previous tile's features go before encoding the next
+        (a, b), (c, d) = p.rows[i], p.cols[j]
+        fa, fb = max(0, a - p.margin), min(self.height, b + p.margin)  # the features kept
+        fc, fd = max(0, c - p.margin), min(self.width, d + p.margin)
+        ia, ib = max(0, fa - p.halo), min(self.height, fb + p.halo)  # the encoder's input
+        ic, id_ = max(0, fc - p.halo), min(self.width, fd + p.halo)
+        feat = net.gen_feat(B.tensor(self.source(ia, ib, ic, id_), like=self.model._anchor()))
+        s = net.encoder.out_scale
+        window = None
+        if (fa, fb, fc, fd) != (0, self.height, 0, self.width):  # else: the whole image, as untiled
+            if (ia, ib, ic, id_) != (fa, fb, fc, fd):
+                feat = feat[:, :, (fa - ia) * s:(fb - ia) * s, (fc - ic) * s:(fd - ic) * s].clone()
+            window = (self.height * s, self.width * s, fa * s, fc * s)
+        net.use_feat(feat, window)
+        feat = B.materialize(feat)
+        self._features[key] = (feat, window)
+
+    def _tile_of(self, positions, spans):
+        """The tile index of each input-pixel position."""
+        starts = np.array([a for a, _ in spans])
+        return np.searchsorted(starts, positions, side="right") - 1
+
+    # --- decoding ----------------------------------------------------------------------------
+
+    @property
+    def nbytes(self):
+        """Bytes of the tile features kept (`cache=True` keeps every tile's)."""
+        return sum(int(np.prod(tuple(f.shape))) * (8 if self._anchor_is_float64() else 4)
+                   for f, _ in self._features.values())
+
+    @contextlib.contextmanager
+    def _inference(self):
+        model, B = self.model, self.model.backend
+        model.net.eval()
+        with B.no_grad(), B.autocast(model.precision, model.device):
+            yield
+
+    def query(self, coord, cell):
+        """Predictions (Q, 3) float32 in the normalised space at `coord` (Q, 2) with cells `cell` (Q, 2)."""
+        with self._inference():
+            return self._query(coord, cell)
+
+    def _query(self, coord, cell):
+        coord, cell = np.asarray(coord, np.float32), np.asarray(cell, np.float32)
+        max_cell = float(max(np.abs(cell[:, 0]).max(initial=0) * self.height / 2,
+                             np.abs(cell[:, 1]).max(initial=0) * self.width / 2))
+        p = self.plan(max_cell)
+        # the input pixel under each query's centre (float64: the tile a query belongs to only has to be
+        # near its lookups, which `margin` covers with a cell to spare)
+        rows = np.clip(np.floor((coord[:, 0].astype(np.float64) + 1) * self.height / 2), 0, self.height - 1)
+        cols = np.clip(np.floor((coord[:, 1].astype(np.float64) + 1) * self.width / 2), 0, self.width - 1)
+        tile = self._tile_of(rows, p.rows) * len(p.cols) + self._tile_of(cols, p.cols)
+        order = np.argsort(tile, kind="stable")
+        bounds = np.searchsorted(tile[order], np.arange(p.n_tiles + 1))
+        out = np.empty((len(coord), 3), np.float32)
+        B = self.model.backend
+        net = self.model.net
+        for t in self._tiles(p, skip=lambda t: bounds[t] == bounds[t + 1]):
+            self._use_tile(p, t // len(p.cols), t % len(p.cols))
+            idx = order[bounds[t]:bounds[t + 1]]
+            like = self.model._anchor()
+            for start in range(0, len(idx), p.bsize):
+                part = idx[start:start + p.bsize]
+                pred = net.query_rgb(B.tensor(coord[part][None], like=like), B.tensor(cell[part][None], like=like))
+                out[part] = B.to_numpy(pred[0].float())
+        return out
+
+    def render(self, size, out=None):
+        """The image upscaled to `size` = (H, W) as uint8 (H, W, 3), written tile by tile into `out`."""
+        with self._inference():
+            return self._render(size, out)
+
+    def _render(self, size, out):
+        height, width = size
+        if out is None:
+            out = np.empty((height, width, 3), np.uint8)
+        p = self.plan(max(self.height / height, self.width / width))
+        # output pixel j belongs to the tile holding input pixel floor((j + 1/2) * h / H), exact in integers
+        out_rows = self._out_spans(p.rows, self.height, height)
+        out_cols = self._out_spans(p.cols, self.width, width)
+        rows, cols = make_coord((height,))[:, 0], make_coord((width,))[:, 0]
+        B, net = self.model.backend, self.model.net
+        cc = min(width, p.bsize)
+        cell = np.empty((1, p.bsize, 2), np.float32)
+        cell[..., 0], cell[..., 1] = 2 / height, 2 / width
+        skip = lambda t: out_rows[t // len(p.cols)][0] == out_rows[t // len(p.cols)][1] or \
+            out_cols[t % len(p.cols)][0] == out_cols[t % len(p.cols)][1]  # noqa: E731
+        for t in self._tiles(p, skip):
+            (r0, r1), (c0, c1) = out_rows[t // len(p.cols)], out_cols[t % len(p.cols)]
+            self._use_tile(p, t // len(p.cols), t % len(p.cols))
+            like = self.model._anchor()
+            step_c = min(c1 - c0, cc)
+            step_r = max(1, p.bsize // step_c)
+            for y in range(r0, r1, step_r):
+                for x in range(c0, c1, step_c):
+                    ys, xs = np.arange(y, min(r1, y + step_r)), np.arange(x, min(c1, x + step_c))
+                    coord = np.stack(np.meshgrid(rows[ys], cols[xs], indexing="ij"), -1).reshape(1, -1, 2)
+                    pred = net.query_rgb(B.tensor(coord, like=like), B.tensor(cell[:, :coord.shape[1]], like=like))[0]
+                    # rounded, not floored (the original demo truncates)
+                    block = B.to_numpy(B.to_uint8(pred.float() * 0.5 + 0.5))
+                    out[ys[0]:ys[-1] + 1, xs[0]:xs[-1] + 1] = block.reshape(len(ys), len(xs), 3)
+        return out
+
+    @staticmethod
+    def _out_spans(spans, n_in, n_out):
+        """Output (start, stop) per input span: output j goes where (2j + 1) * n_in // (2 * n_out) falls."""
+        def first_at_or_after(a):  # the smallest j with (2j + 1) * n_in // (2 n_out) >= a
+            return min(n_out, max(0, -(-(2 * a * n_out - n_in) // (2 * n_in))))
+        return [(first_at_or_after(a), first_at_or_after(b)) for a, b in spans]
+
+    def _tiles(self, p, skip):
+        """Tile numbers (row-major) that have work, with a progress bar when there are several."""
+        todo = [t for t in range(p.n_tiles) if not skip(t)]
+        return tqdm(todo, desc="tiles", unit="tile", leave=False, delay=2,
+                    disable=None if self.progress and len(todo) > 1 else True)
