@@ -155,6 +155,13 @@ def infer_options(framework_cfg):
             "compile": framework_cfg.compile}
 
 
+def tiling_options(infer_cfg):
+    """`upscale`/`query`'s tiling options from the config's `infer` node (None: the defaults), for test and demo."""
+    if infer_cfg is None:
+        return {}
+    return {"max_memory": infer_cfg.max_memory, "tile": infer_cfg.tile}
+
+
 def to_rgb(image):
     """uint8 (H,W), (H,W,1), (H,W,3) or (H,W,4) -> (H,W,3); alpha is dropped as Pillow's convert('RGB') does."""
     if image.ndim == 2:

@@ -1,14 +1,15 @@
 """`python run.py task=demo checkpoint=CKPT input=IMG size=[H,W] output=OUT.png`.
 
 Upscales any RGB, RGBA or grey image to any size (aspect ratio included) in bounded
-memory: queries are decoded in chunks of `eval_bsize`.
+memory: the input in tiles within `infer.max_memory` (liif/tiled.py), queries decoded in
+chunks of `eval_bsize`.
 """
 import logging
 import os
 
 import numpy as np
 
-from liif.api import infer_options, load_model, parse_size
+from liif.api import infer_options, load_model, parse_size, tiling_options
 from liif.errors import BadInput, ConfigError
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ def main(config, choices=None):
     image = read_input(config.input)
     model = load_model(config.checkpoint, framework=config.framework.name, device=config.device,
                        **infer_options(config.framework))
-    sr = model.upscale(image, size, bsize=config.eval_bsize)
+    sr = model.upscale(image, size, bsize=config.eval_bsize, **tiling_options(config.infer))
     write_png(sr, config.output)
     log.info("wrote %s (%dx%d) from %s (%dx%d)", config.output, size[0], size[1], config.input, image.shape[0],
              image.shape[1])

@@ -3,7 +3,8 @@
 For each test set of the dataset config and each scale: x2-x4 read the set's LR files
 when they exist (the paired wrapper), other scales (and sets without LR files) downsample
 the HR with Pillow bicubic after cropping it to a multiple of the scale, exactly as the
-original test configs. Predictions are decoded in chunks of `eval_bsize` queries, clamped
+original test configs. Each image is encoded and decoded in tiles within `infer.max_memory`
+(liif/tiled.py; the untiled result), in chunks of `eval_bsize` queries, clamped
 to [0, 1] and compared unquantised, one image at a time (the original's batch size 1).
 Bicubic upsampling of the same LR is measured beside the model as the floor to beat.
 """
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 def main(config, choices=None):
     """`python run.py task=test checkpoint=...`: `config` is a liif.config.RunConfig."""
-    from liif.api import infer_options, load_model
+    from liif.api import infer_options, load_model, tiling_options
     from liif.rundir import Interrupted, RunLifecycle, interruptible
     if config.checkpoint is None:
         raise ConfigError("task=test needs checkpoint=PATH (a checkpoint of the original code or of ours)")
@@ -39,7 +40,7 @@ def main(config, choices=None):
             run.record.model_spec = model.spec
             with interruptible():
                 records = evaluate(model, config.dataset.test, config.eval_bsize, out_dir, scales=config.scales,
-                                   on_bad_file=config.on_bad_file)
+                                   on_bad_file=config.on_bad_file, tiling=tiling_options(config.infer))
             run.record.records = [TestResult(**r) for r in records]
     except Interrupted as e:
         print(f"{e}; metrics.json says so; run the test again to finish it", file=sys.stderr)
@@ -48,11 +49,11 @@ def main(config, choices=None):
     return records
 
 
-def evaluate(model, test_sets, eval_bsize=30000, out_dir=None, scales=None, on_bad_file="error"):
+def evaluate(model, test_sets, eval_bsize=30000, out_dir=None, scales=None, on_bad_file="error", tiling=None):
     """Test `model` (a liif.api.Model) on each of `test_sets` (liif.config.TestSetConfig: the
     `dataset.test` entries) at each of its scales, or at `scales` when given. Returns one record
     (a dict of liif.record.TestResult's fields) per (set, scale); with `out_dir`, the first image
-    of each goes to `out_dir/samples/`."""
+    of each goes to `out_dir/samples/`. `tiling`: `Model.query`'s max_memory/tile (liif/tiled.py)."""
     from liif.data import layouts
     if not test_sets:
         raise ConfigError("the dataset defines no test sets")
@@ -66,7 +67,7 @@ def evaluate(model, test_sets, eval_bsize=30000, out_dir=None, scales=None, on_b
                                        on_bad_file=on_bad_file, split_file=entry.split_file, split_key=entry.split_key)
             eval_type = "none" if entry.protocol == "none" else f"{entry.protocol}-{scale}"
             record = evaluate_set(model, dataset, eval_type, eval_bsize, f"{entry.name} x{scale}",
-                                  sample_dir=os.path.join(out_dir, "samples") if out_dir else None)
+                                  sample_dir=os.path.join(out_dir, "samples") if out_dir else None, tiling=tiling)
             record.update(dataset=entry.name, scale=int(scale), lr_source="files" if _is_paired(dataset) else "pillow-bicubic")
             records.append(record)
             log.info("%s x%d (%s): PSNR %.4f dB, SSIM %.4f, bicubic %.4f dB, %d images", entry.name, scale, eval_type,
@@ -86,12 +87,13 @@ def _is_paired(dataset):
     return type(dataset).__name__ == "SRImplicitPaired"
 
 
-def evaluate_set(model, dataset, eval_type, bsize=30000, desc="test", sample_dir=None):
+def evaluate_set(model, dataset, eval_type, bsize=30000, desc="test", sample_dir=None, tiling=None):
+    """`tiling`: `Model.query`'s max_memory and tile options (default: auto)."""
     psnrs, ssims, bicubics = [], [], []
     started = time.time()
     for i in tqdm(range(len(dataset)), desc=desc, leave=False, disable=None):
         sample = dataset[i]
-        sr, hr, shape = predict_image(model, sample, bsize)
+        sr, hr, shape = predict_image(model, sample, bsize, tiling)
         psnrs.append(metrics.psnr(sr, hr, eval_type))
         ssims.append(metrics.ssim(sr, hr, eval_type))
         bicubics.append(metrics.psnr(bicubic_upsample(sample["inp"], shape), hr, eval_type))
@@ -102,10 +104,11 @@ def evaluate_set(model, dataset, eval_type, bsize=30000, desc="test", sample_dir
             "seconds": round(time.time() - started, 3)}
 
 
-def predict_image(model, sample, bsize):
-    """Whole-image prediction in [0, 1] as (1, 3, H, W), the ground truth likewise, and (H, W)."""
+def predict_image(model, sample, bsize, tiling=None):
+    """Whole-image prediction in [0, 1] as (1, 3, H, W), the ground truth likewise, and (H, W).
+    The image is encoded in tiles when it does not fit `tiling["max_memory"]` (same output)."""
     inp = ((sample["inp"] - 0.5) / 0.5)[None]
-    pred = model.query(inp, sample["coord"][None], sample["cell"][None], bsize=bsize)
+    pred = model.query(inp, sample["coord"][None], sample["cell"][None], bsize=bsize, **(tiling or {}))
     pred = np.clip(pred * 0.5 + 0.5, 0, 1)
     # original: the output shape is inferred from the query count (same ratio on both axes)
     ih, iw = sample["inp"].shape[-2:]

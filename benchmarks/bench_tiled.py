@@ -1,0 +1,145 @@
+"""Tiled inference (issue 13): peak memory and time against input size, untiled vs tiled.
+
+    python benchmarks/bench_tiled.py [--budget 400MB] [--sizes 256 512 768 1024]
+                                     [--rdn-budget 1500MB] [--rdn-sizes 96 192 288] [--threads 2]
+
+PyTorch, CPU. Each case is a fresh process (one model, one `Model.upscale` at x2 of a random
+h x h uint8 image; `torch.manual_seed(0)` weights: random weights cost the same as trained ones):
+
+- untiled: `max_memory="1TB"`, i.e. one tile, the whole-input computation;
+- tiled: `max_memory=BUDGET`.
+
+Peak: the process's VmHWM after the upscale minus its VmRSS just before it (Python, torch, the
+model and the input are not the upscale's), after a warm-up upscale of a 32x32 crop. Time: the
+upscale's wall time. Then the hard limit: the largest input, untiled and tiled, each with its
+address space limited (RLIMIT_AS, what `ulimit -v` sets) to its size before the upscale plus the
+budget plus the output: the untiled run must fail, the tiled one succeed.
+EDSR-baseline-LIIF and RDN-LIIF are the paper's (hidden 256 x 4; RDN config B).
+Prints a Markdown table; all numbers as JSON (--json).
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+MLP = {"name": "mlp", "args": {"out_dim": 3, "hidden_list": [256, 256, 256, 256]}}
+SPECS = {
+    "edsr-baseline-liif": {"name": "liif", "args": {
+        "encoder_spec": {"name": "edsr-baseline", "args": {"no_upsampling": True}}, "imnet_spec": MLP}},
+    "rdn-liif": {"name": "liif", "args": {
+        "encoder_spec": {"name": "rdn", "args": {"G0": 64, "RDNconfig": "B", "no_upsampling": True}}, "imnet_spec": MLP}},
+}
+UNTILED = "1TB"
+SCALE = 2
+
+
+def proc_status(key):
+    """A /proc/self/status value in bytes (VmRSS, VmHWM, VmSize)."""
+    return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith(key + ":"))
+
+
+def child(model_name, size, budget, threads, rlimit):
+    """Runs in a fresh process; prints one JSON line."""
+    import torch
+    import liif
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = liif.build_model(SPECS[model_name], framework="torch", device="cpu")
+    image = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    out_size = (SCALE * size, SCALE * size)
+    model.upscale(image[:32, :32], (64, 64), max_memory=budget)  # warm-up: first-call allocations
+    tiles = model.encode(image, max_memory=budget).plan(1 / SCALE).n_tiles
+    record = {"model": model_name, "size": size, "budget": budget, "tiles": tiles, "rlimit": rlimit}
+    before = proc_status("VmRSS")
+    if rlimit:
+        limit = proc_status("VmSize") + liif.memory.parse_bytes(rlimit) + 3 * out_size[0] * out_size[1]
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        record["rlimit_bytes"] = limit
+    t0 = time.perf_counter()
+    try:
+        model.upscale(image, out_size, max_memory=budget)
+        record.update(ok=True, seconds=time.perf_counter() - t0)
+    except (MemoryError, RuntimeError) as e:  # torch: "DefaultCPUAllocator: can't allocate memory"
+        record.update(ok=False, error=f"{type(e).__name__}: {str(e).splitlines()[0][:120]}")
+    record["peak_mb"] = (proc_status("VmHWM") - before) / 2**20
+    print(json.dumps(record), flush=True)
+
+
+def run_case(model_name, size, budget, threads, rlimit=None):
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", model_name, str(size), budget, "--threads", str(threads)]
+    if rlimit:
+        cmd += ["--rlimit", rlimit]
+    # a small mmap threshold is NOT set: this measures glibc's default behaviour, what a user gets
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        return {"model": model_name, "size": size, "budget": budget, "rlimit": rlimit, "ok": False,
+                "error": f"exit {proc.returncode}: {proc.stderr.strip().splitlines()[-1][:160] if proc.stderr.strip() else ''}"}
+    return json.loads(lines[-1])
+
+
+def table(rows, budget_mb):
+    out = [f"| input | output | untiled peak | tiled peak (tiles) | tiled peak / budget | untiled time | tiled time | tiled / untiled time |",
+           "|---|---|---|---|---|---|---|---|"]
+    for u, t in rows:
+        s = u["size"]
+        out.append(f"| {s}x{s} | {SCALE * s}x{SCALE * s} | {u['peak_mb']:.0f} MB | {t['peak_mb']:.0f} MB ({t['tiles']}) | "
+                   f"{t['peak_mb'] / budget_mb:.2f} | {u['seconds']:.1f} s | {t['seconds']:.1f} s | "
+                   f"{t['seconds'] / u['seconds']:.2f} |")
+    return "\n".join(out)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--budget", default="400MB")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 768, 1024])
+    parser.add_argument("--rdn-budget", default="1500MB")
+    parser.add_argument("--rdn-sizes", type=int, nargs="+", default=[96, 192, 288])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", default=os.path.join(tempfile.gettempdir(), "liif_bench_tiled.json"))
+    parser.add_argument("--child", nargs=3, metavar=("MODEL", "SIZE", "BUDGET"), help=argparse.SUPPRESS)
+    parser.add_argument("--rlimit", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args.child[0], int(args.child[1]), args.child[2], args.threads, args.rlimit)
+
+    from liif.memory import parse_bytes
+    result = {"command": "python benchmarks/bench_tiled.py " + " ".join(sys.argv[1:]), "load_start": os.getloadavg()[0],
+              "models": {}}
+    started = time.time()
+    for model_name, budget, sizes in (("edsr-baseline-liif", args.budget, args.sizes),
+                                      ("rdn-liif", args.rdn_budget, args.rdn_sizes)):
+        rows = []
+        for size in sizes:
+            rows.append((run_case(model_name, size, UNTILED, args.threads), run_case(model_name, size, budget, args.threads)))
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+        hard = [run_case(model_name, max(sizes), b, args.threads, rlimit=budget) for b in (UNTILED, budget)]
+        print(json.dumps(hard), file=sys.stderr, flush=True)
+        result["models"][model_name] = {"budget": budget, "rows": rows, "hard_limit": hard}
+        budget_mb = parse_bytes(budget) / 2**20
+        print(f"\n### {model_name}, x{SCALE}, budget {budget}\n")
+        if all(u.get("ok") and t.get("ok") for u, t in rows):
+            print(table(rows, budget_mb))
+        else:
+            print(json.dumps(rows, indent=1))
+        for name, h in zip(("untiled", "tiled"), hard):
+            verdict = "succeeded" if h.get("ok") else f"failed ({h.get('error')})"
+            print(f"\nhard limit, {max(sizes)}x{max(sizes)} {name}, address space = size before + {budget} + output: {verdict}")
+    result["load_end"] = os.getloadavg()[0]
+    result["minutes"] = (time.time() - started) / 60
+    print(f"\nload average {result['load_start']:.1f} -> {result['load_end']:.1f}; {result['minutes']:.1f} min")
+    with open(args.json, "w") as f:
+        json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,306 @@
+"""Tiled inference (liif/tiled.py) gives the untiled output, on every model, at borders, seams,
+non-square inputs, inputs smaller than a tile and every scale; budgets and their errors.
+
+"Untiled" here is the pre-tiling computation written out (`untiled_query`: the encoder on the
+whole input, the decoder on every query), not the engine with one tile. Random small weights
+and tiny tiles (2-5 input pixels), so that nearly every query is near a seam.
+"""
+import importlib.util
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+import liif
+from liif import registry, tiled
+from liif.api import Model
+from liif.backends import torch as T
+from liif.coords import make_coord
+from liif.memory import BudgetTooSmall, NotEnoughMemory
+
+JITTOR = pytest.mark.skipif(importlib.util.find_spec("jittor") is None, reason="jittor is not installed")
+MLP = {"name": "mlp", "args": {"out_dim": 3, "hidden_list": [16, 16]}}
+
+
+def encoder(name, upsample=None):
+    """Smoke-size encoders (conf/profile/encoder/smoke_*.yaml); upsample: the fixed-scale baselines' scale."""
+    args = {"no_upsampling": upsample is None, "scale": upsample or 2}
+    if name == "rdn":
+        return {"name": "rdn", "args": {"G0": 8, "RDNconfig": "T", **args}}
+    return {"name": name, "args": {"n_resblocks": 2, "n_feats": 8, **args}}
+
+
+def liif_spec(enc="edsr-baseline", **flags):
+    return {"name": "liif", "args": {"encoder_spec": encoder(enc), "imnet_spec": MLP, **flags}}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Hundreds of tiny tiles: with 2 OpenMP threads on a shared 2-core machine each tiny convolution
+    waits on the other thread (measured: 5 ms instead of 0.03 ms per call)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def build(spec, backend=T, seed=0):
+    torch.manual_seed(seed)
+    net = registry.make(spec, T)  # the default init: outputs of the size of trained ones' (|x| ~ 1)
+    if backend is not T:  # the same weights on the other framework
+        other = registry.make(spec, backend)
+        backend.load_state_dict_numpy(other, T.state_dict_numpy(net))
+        net = other
+    return Model(net, backend, spec, "cpu")
+
+
+def untiled_query(model, inp, coord, cell):
+    """The whole-input computation, as Model.query did before tiling (one decoder call)."""
+    B, net = model.backend, model.net
+    net.eval()
+    with B.no_grad():
+        like = next(iter(net.parameters()))
+        net.gen_feat(B.tensor(inp, like=like))
+        return B.to_numpy(net.query_rgb(B.tensor(coord, like=like), B.tensor(cell, like=like)))
+
+
+def image(h, w, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def normalised(img):
+    return (((img.astype(np.float32) / 255 - 0.5) / 0.5).transpose(2, 0, 1)[None]).copy()
+
+
+def grid(H, W):
+    coord = make_coord((H, W))[None]
+    cell = np.empty_like(coord)
+    cell[..., 0], cell[..., 1] = 2 / H, 2 / W
+    return coord, cell
+
+
+def assert_uint8_matches(sr, pred):
+    """uint8 `sr` equals the rounded float `pred` (normalised, (1, H*W, 3)) except where the float
+    lies within 1e-5 of a rounding boundary."""
+    value = np.clip(pred[0] * 0.5 + 0.5, 0, 1) * 255
+    expected = np.round(value).astype(np.uint8).reshape(sr.shape)
+    near_boundary = (np.abs(value - np.floor(value) - 0.5) < 1e-5 * 255 / 2).reshape(sr.shape)
+    differ = sr != expected
+    assert not (differ & ~near_boundary).any(), f"{differ.sum()} uint8 values differ away from a rounding boundary"
+
+
+# (input h, w, output H, W): x1.3, x4, x12.5, x30, all non-square except one; each input spans
+# several 3-pixel tiles, and the 5x7 one is also run below as smaller than one tile
+SCALES = {"x1.3": (17, 23, 22, 30), "x4": (11, 9, 44, 36), "x12.5": (8, 6, 100, 75), "x30": (5, 7, 150, 210)}
+
+
+def check_tiled(model, scales=SCALES, tiles=(2, 3)):
+    for name, (h, w, H, W) in scales.items():
+        img = image(h, w)
+        coord, cell = grid(H, W)
+        want = untiled_query(model, normalised(img), coord, cell)
+        for tile in tiles:
+            got = model.query(normalised(img), coord, cell, tile=tile, bsize=997)
+            err = np.abs(got - want).max()
+            assert err <= 1e-5, f"{name}, tile {tile}: max abs error {err}"
+            assert_uint8_matches(model.upscale(img, (H, W), tile=tile, bsize=997), want)
+
+
+# --- every model ----------------------------------------------------------------------------
+
+FLAGS = list(itertools.product([True, False], repeat=3))
+
+
+@pytest.mark.parametrize("unfold, ensemble, cell", FLAGS, ids=lambda f: str(int(f)))
+def test_liif_every_flag_combination(unfold, ensemble, cell):
+    check_tiled(build(liif_spec(feat_unfold=unfold, local_ensemble=ensemble, cell_decode=cell)))
+
+
+@pytest.mark.parametrize("enc", ["edsr-baseline", "edsr", "rdn"])
+def test_every_encoder(enc):
+    check_tiled(build(liif_spec(enc)))
+
+
+def test_metasr():
+    check_tiled(build({"name": "metasr", "args": {"encoder_spec": encoder("edsr-baseline")}}))
+
+
+@pytest.mark.parametrize("enc, scale", [("edsr-baseline", 2), ("edsr-baseline", 3), ("edsr-baseline", 4),
+                                        ("rdn", 2), ("rdn", 3), ("rdn", 4)])
+def test_fixed_scale_baselines(enc, scale):
+    check_tiled(build({"name": "liif", "args": {"encoder_spec": encoder(enc, upsample=scale)}}),
+                scales={"own scale": (9, 13, 9 * scale, 13 * scale), "x4": (11, 9, 44, 36)})
+
+
+def test_input_smaller_than_one_tile_and_reference_decoder():
+    """A tile larger than the input (one tile, no window), and the reference formulation (which the
+    engine reaches through query_rgb) tiled."""
+    model = build(liif_spec())
+    check_tiled(model, scales={"x30": SCALES["x30"]}, tiles=(64,))
+    model.net.query_rgb = model.net.query_rgb_reference
+    check_tiled(model, scales={"x4": SCALES["x4"]}, tiles=(3,))
+
+
+def test_arbitrary_queries_outside_and_on_borders():
+    """Queries in any order, on and beyond the image's border (clamped by the model) and exactly on
+    latent cell borders; cells of several sizes in one call."""
+    model = build(liif_spec())
+    img = image(13, 10)
+    rng = np.random.default_rng(3)
+    coord = rng.uniform(-1.2, 1.2, (1, 3000, 2)).astype(np.float32)
+    coord[0, :200, 0] = np.float32(-1) + np.float32(2 / 13) * rng.integers(0, 14, 200).astype(np.float32)
+    coord[0, 200:400] = rng.choice([-1, 1], (200, 2))
+    cell = rng.uniform(0.01, 0.4, (1, 3000, 2)).astype(np.float32)
+    want = untiled_query(model, normalised(img), coord, cell)
+    got = model.query(normalised(img), coord, cell, tile=2, bsize=500)
+    assert np.abs(got - want).max() <= 1e-5
+
+
+# --- the original checkpoints ----------------------------------------------------------------
+
+@pytest.mark.parametrize("variant", ["edsr-baseline-liif", "edsr-baseline-liif-c", "edsr-baseline-liif-u",
+                                     "edsr-baseline-liif-e", "edsr-baseline-liif-d", "edsr-baseline-metasr"])
+def test_original_checkpoints_tiled(variant, fixtures_dir):
+    """Every case of the original code's outputs (ties, off-grid and outside queries included), with
+    the 48x48 input in 5x5-pixel tiles."""
+    inputs = np.load(fixtures_dir / "inputs.npz")
+    out = np.load(fixtures_dir / f"out_{variant}.npz")
+    model = liif.load_model(str(fixtures_dir / f"ckpt_{variant}.pth"), device="cpu")
+    for case in [k[len("pred_"):] for k in out.files if k.startswith("pred_")]:
+        pred = model.query(inputs["inp_norm"], inputs[f"coord_{case}"], inputs[f"cell_{case}"], tile=5)
+        err = np.abs(pred - out[f"pred_{case}"]).max()
+        assert err <= 1e-5, f"{variant} {case}: max abs error {err}"
+
+
+# --- exactness's parts -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("spec, halo", [
+    ({"name": "edsr-baseline", "args": {}}, 34),             # head + 16 blocks x 2 + body's last conv
+    ({"name": "edsr", "args": {}}, 66),                      # 32 blocks
+    ({"name": "rdn", "args": {"RDNconfig": "B"}}, 131),      # SFE x2 + 16 blocks x 8 + GFF's 3x3
+    ({"name": "rdn", "args": {"RDNconfig": "A"}}, 123),      # 20 blocks x 6
+    ({"name": "edsr-baseline", "args": {"scale": 4}}, 37),   # + 2 upsampling convs + the tail's last
+    ({"name": "rdn", "args": {"RDNconfig": "B", "scale": 3}}, 133),
+])
+def test_paper_encoders_halos(spec, halo):
+    assert registry.make(spec, T).halo == halo
+
+
+@pytest.mark.parametrize("spec", [encoder("edsr-baseline"), encoder("edsr"), encoder("rdn"),
+                                  encoder("edsr-baseline", upsample=2), encoder("rdn", upsample=3)])
+def test_halo_is_the_receptive_field(spec):
+    """Changing one input pixel `halo` pixels away changes the encoder's output at a pixel (no-upsampling
+    encoders: exactly; upsamplers: an upper bound), one pixel farther never does."""
+    torch.manual_seed(0)
+    enc = registry.make(spec, T).eval()
+    halo, s = enc.halo, enc.out_scale
+    size = 2 * halo + 5
+    x = torch.randn(1, 3, size, size)
+    centre = size // 2
+    with torch.no_grad():
+        base = enc(x)[0, :, centre * s:(centre + 1) * s, centre * s:(centre + 1) * s]
+        for distance, changes in ((halo, s == 1), (halo + 1, False)):
+            y = x.clone()
+            y[0, :, centre - distance, centre] += 10
+            out = enc(y)[0, :, centre * s:(centre + 1) * s, centre * s:(centre + 1) * s]
+            moved = bool((out - base).abs().max() > 0)
+            if changes or not moved:
+                assert moved == changes, f"{spec['name']}: a change {distance} pixels away: moved={moved}"
+
+
+def test_windowed_lookup_is_grid_sample():
+    """The window's nearest lookup (the whole map's index, minus the offset) picks grid_sample's cell,
+    ties and exact halves included, and gives 0 outside the map."""
+    rng = np.random.default_rng(0)
+    for h, w, top, left, wh, ww in [(13, 10, 3, 2, 6, 7), (48, 48, 0, 40, 48, 8), (7, 9, 5, 0, 2, 9)]:
+        full = torch.from_numpy(rng.standard_normal((1, 4, h, w)).astype(np.float32))
+        coord = rng.uniform(-1.1, 1.1, (1, 4000, 2)).astype(np.float32)
+        # pixel borders of this map and of a 1.3x finer one: exact ties for the rounding
+        coord[0, :1000, 0] = make_coord((int(h * 1.3),))[rng.integers(0, int(h * 1.3), 1000), 0]
+        coord[0, 1000:2000, 1] = np.float32(-1) + np.float32(2 / w) * rng.integers(0, w + 1, 1000).astype(np.float32)
+        coord = torch.from_numpy(coord)
+        want = T.grid_sample_nearest(full, coord)
+        got = T.grid_sample_nearest(full[:, :, top:top + wh, left:left + ww].contiguous(), coord, (h, w, top, left))
+        rows = torch.round(((coord[0, :, 0] + 1) * h - 1) / 2)
+        cols = torch.round(((coord[0, :, 1] + 1) * w - 1) / 2)
+        in_window = (rows >= top) & (rows < top + wh) & (cols >= left) & (cols < left + ww)
+        assert in_window.sum() > 100
+        assert torch.equal(got[0, in_window], want[0, in_window])
+        assert (got[0, ~in_window] == 0).all()
+
+
+# --- budgets ---------------------------------------------------------------------------------
+
+def test_plan_one_tile_when_it_fits_and_tiles_within_the_budget():
+    net = build(liif_spec()).net
+    whole = tiled.plan(net, 300, 200, max_memory="4GB")
+    assert whole.n_tiles == 1 and whole.estimate <= whole.budget
+    for budget in (20 << 20, 60 << 20):
+        p = tiled.plan(net, 300, 200, max_memory=budget)
+        assert p.n_tiles > 1 and p.estimate <= budget
+        assert [a for a, _ in p.rows][0] == 0 and p.rows[-1][1] == 300 and p.cols[-1][1] == 200
+        assert all(a[1] == b[0] for a, b in zip(p.rows, p.rows[1:]))  # cores cover the input once
+
+
+def test_budget_too_small_names_the_minimum():
+    net = build(liif_spec()).net
+    with pytest.raises(BudgetTooSmall, match=r"max_memory=1\.0 KB is too small .* one 16x16 tile with its 6-pixel "
+                                             r"halo needs about .*; use max_memory=(\d+)MB or more") as e:
+        tiled.plan(net, 300, 200, max_memory="1KB")
+    minimum = int(e.value.args[0].rsplit("max_memory=", 1)[1].split("MB")[0])
+    assert tiled.plan(net, 300, 200, max_memory=f"{minimum}MB").n_tiles > 1  # the named minimum works
+    assert "\n" not in str(e.value)
+
+
+def test_output_too_large_fails_before_any_work(monkeypatch):
+    model = build(liif_spec())
+    monkeypatch.setattr(model.net, "gen_feat", lambda *a: pytest.fail("the encoder ran"))
+    with pytest.raises(NotEnoughMemory, match="a 200000x300000 output image needs about 167.6 GB"):
+        model.upscale(image(4, 4), (200000, 300000))
+
+
+def test_encoding_cache_encodes_each_tile_once():
+    model = build(liif_spec())
+    img = image(12, 12)
+    calls = []
+    gen_feat = model.net.gen_feat
+    model.net.gen_feat = lambda inp: calls.append(1) or gen_feat(inp)
+    coord, cell = grid(30, 30)
+    enc = model.encode(img, tile=6, cache=True)
+    first = enc.query(coord[0], cell[0])
+    again = enc.query(coord[0][::-1].copy(), cell[0])
+    assert len(calls) == 4 and enc.nbytes > 0
+    np.testing.assert_array_equal(first[::-1], again)
+    np.testing.assert_array_equal(enc.render((30, 30)), model.upscale(img, (30, 30), tile=6))
+
+
+# --- Jittor ----------------------------------------------------------------------------------
+
+@pytest.mark.jittor
+@JITTOR
+@pytest.mark.parametrize("spec", [liif_spec(), {"name": "metasr", "args": {"encoder_spec": encoder("rdn")}},
+                                  liif_spec(feat_unfold=False, local_ensemble=False)], ids=["liif", "metasr", "liif-u-e"])
+def test_jittor_tiled_equals_untiled(spec):
+    from liif.backends import jittor as J
+    model = build(spec, backend=J)
+    check_tiled(model, scales={"x4": SCALES["x4"], "x12.5": SCALES["x12.5"]}, tiles=(3,))
+    # and the same values as the torch model tiled
+    img = image(11, 9)
+    coord, cell = grid(44, 36)
+    np.testing.assert_allclose(model.query(normalised(img), coord, cell, tile=3),
+                               build(spec).query(normalised(img), coord, cell, tile=3), atol=1e-5)
+
+
+@pytest.mark.jittor
+@JITTOR
+def test_jittor_windowed_lookup_equals_torch():
+    from liif.backends import jittor as J
+    rng = np.random.default_rng(1)
+    full = rng.standard_normal((1, 4, 13, 10)).astype(np.float32)
+    coord = rng.uniform(-1.1, 1.1, (1, 3000, 2)).astype(np.float32)
+    coord[0, :1000, 0] = make_coord((16,))[rng.integers(0, 16, 1000), 0]
+    part = np.ascontiguousarray(full[:, :, 3:9, 2:9])
+    want = T.grid_sample_nearest(torch.from_numpy(part), torch.from_numpy(coord), (13, 10, 3, 2)).numpy()
+    got = J.to_numpy(J.grid_sample_nearest(J.tensor(part), J.tensor(coord), (13, 10, 3, 2)))
+    np.testing.assert_array_equal(got, want)
