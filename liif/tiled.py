@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
+from liif.cli import UserError
 from liif.coords import make_coord
 from liif.memory import BudgetTooSmall, format_bytes, resolve_budget
 
@@ -76,35 +77,39 @@ def query_floats(net):
         return 16  # fixed-scale baselines: a nearest lookup
     c = net.encoder.out_dim
     if not hasattr(net, "feat_unfold"):  # MetaSR: the per-query 9C x 3 weights, their input, the gathered code
-        return 4 * 9 * c + 4 * 256
+        return 4 * 9 * c + 2 * 256
     if net._fast_decodable():
         width = net.imnet.layers[0].weight.shape[0]
-        return 5 * width + 32  # one corner's layers at a time, the ensemble's four predictions
+        return 3 * width + 32  # one corner's layer input and output, the ensemble's predictions
     return 2 * (9 * c + 4) + 3 * 256  # the reference path's decoder input
 
 
 def feature_floats(net):
-    """Floats per kept feature pixel while decoding a tile: the features, and LIIF's latent table
-    with the unfolded block it is built from (the table's transient is bounded, see LIIF.TABLE_BLOCK)."""
+    """(kept, transient): floats per kept feature pixel while decoding a tile: the features (and
+    LIIF's latent table, the width of the MLP's first layer), and the unfolded map the table is
+    built from (before any query chunk; LIIF.TABLE_BLOCK bounds it)."""
     c = net.encoder.out_dim
     imnet = getattr(net, "imnet", None)
     if imnet is None:
-        return c
+        return c, 0
     if not hasattr(net, "feat_unfold"):
-        return c + 9 * c  # MetaSR unfolds the kept features whole
+        return c + 9 * c, 0  # MetaSR unfolds the kept features whole, for every chunk
     k = 9 * c if net.feat_unfold else c
     if net._fast_decodable():
-        return c + net.imnet.layers[0].weight.shape[0] + k
-    return c + k
+        return c + net.imnet.layers[0].weight.shape[0], k
+    return c + k, 0
 
 
 def tile_bytes(net, in_rows, in_cols, feat_rows, feat_cols, bsize, dtype_bytes=4):
     """Estimated peak bytes of one tile: the encoder's forward on its input, then the kept
-    features and the decoder's chunk. Includes `SLACK`."""
+    features with the decoder's table build or one chunk of queries. Includes `SLACK`."""
     s = net.encoder.out_scale
+    kept_pixels = feat_rows * feat_cols * s * s
     encode = net.encoder.activation_floats * in_rows * in_cols
-    encode += net.encoder.out_dim * feat_rows * feat_cols * s * s  # the kept copy, made while the rest is alive
-    decode = feature_floats(net) * feat_rows * feat_cols * s * s + query_floats(net) * bsize
+    encode += net.encoder.out_dim * kept_pixels  # the kept copy, made while the rest is alive
+    kept, transient = feature_floats(net)
+    transient = min(transient * kept_pixels, getattr(net, "TABLE_BLOCK", 0))
+    decode = kept * kept_pixels + max(transient, query_floats(net) * bsize)
     return int(SLACK * dtype_bytes * max(encode, decode))
 
 
@@ -140,6 +145,8 @@ def plan(net, height, width, max_memory="auto", bsize=30000, max_cell=1.0, tile=
         return tile_bytes(net, in_r, in_c, feat_r, feat_c, chunk, dtype_bytes)
 
     if tile is not None:
+        if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 1:
+            raise UserError(f"infer.tile (tile=) must be a positive number of input pixels or null, got {tile!r}")
         rows, cols = _spans(height, tile), _spans(width, tile)
         return Plan(rows, cols, halo, margin, chunk, budget, cost(rows, cols))
     best = None

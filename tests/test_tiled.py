@@ -163,12 +163,15 @@ def test_arbitrary_queries_outside_and_on_borders():
                                      "edsr-baseline-liif-e", "edsr-baseline-liif-d", "edsr-baseline-metasr"])
 def test_original_checkpoints_tiled(variant, fixtures_dir):
     """Every case of the original code's outputs (ties, off-grid and outside queries included), with
-    the 48x48 input in 5x5-pixel tiles."""
+    the 48x48 input in 16x16-pixel tiles (each tile's input is most of the image: the halo is 34),
+    encoded once (`cache=True`) for all cases."""
+    from liif.tiled import Encoding
     inputs = np.load(fixtures_dir / "inputs.npz")
     out = np.load(fixtures_dir / f"out_{variant}.npz")
     model = liif.load_model(str(fixtures_dir / f"ckpt_{variant}.pth"), device="cpu")
+    encoding = Encoding.of_array(model, inputs["inp_norm"][0], tile=16, cache=True)
     for case in [k[len("pred_"):] for k in out.files if k.startswith("pred_")]:
-        pred = model.query(inputs["inp_norm"], inputs[f"coord_{case}"], inputs[f"cell_{case}"], tile=5)
+        pred = encoding.query(inputs[f"coord_{case}"][0], inputs[f"cell_{case}"][0])[None]
         err = np.abs(pred - out[f"pred_{case}"]).max()
         assert err <= 1e-5, f"{variant} {case}: max abs error {err}"
 
@@ -176,10 +179,10 @@ def test_original_checkpoints_tiled(variant, fixtures_dir):
 # --- exactness's parts -----------------------------------------------------------------------
 
 @pytest.mark.parametrize("spec, halo", [
-    ({"name": "edsr-baseline", "args": {}}, 34),             # head + 16 blocks x 2 + body's last conv
-    ({"name": "edsr", "args": {}}, 66),                      # 32 blocks
-    ({"name": "rdn", "args": {"RDNconfig": "B"}}, 131),      # SFE x2 + 16 blocks x 8 + GFF's 3x3
-    ({"name": "rdn", "args": {"RDNconfig": "A"}}, 123),      # 20 blocks x 6
+    ({"name": "edsr-baseline", "args": {"no_upsampling": True}}, 34),  # head + 16 blocks x 2 + body's last conv
+    ({"name": "edsr", "args": {"no_upsampling": True}}, 66),           # 32 blocks
+    ({"name": "rdn", "args": {"RDNconfig": "B", "no_upsampling": True}}, 131),  # SFE x2 + 16 x 8 + GFF's 3x3
+    ({"name": "rdn", "args": {"RDNconfig": "A", "no_upsampling": True}}, 123),  # 20 blocks x 6
     ({"name": "edsr-baseline", "args": {"scale": 4}}, 37),   # + 2 upsampling convs + the tail's last
     ({"name": "rdn", "args": {"RDNconfig": "B", "scale": 3}}, 133),
 ])
@@ -236,7 +239,7 @@ def test_plan_one_tile_when_it_fits_and_tiles_within_the_budget():
     net = build(liif_spec()).net
     whole = tiled.plan(net, 300, 200, max_memory="4GB")
     assert whole.n_tiles == 1 and whole.estimate <= whole.budget
-    for budget in (20 << 20, 60 << 20):
+    for budget in (4 << 20, 12 << 20):
         p = tiled.plan(net, 300, 200, max_memory=budget)
         assert p.n_tiles > 1 and p.estimate <= budget
         assert [a for a, _ in p.rows][0] == 0 and p.rows[-1][1] == 300 and p.cols[-1][1] == 200
@@ -304,3 +307,39 @@ def test_jittor_windowed_lookup_equals_torch():
     want = T.grid_sample_nearest(torch.from_numpy(part), torch.from_numpy(coord), (13, 10, 3, 2)).numpy()
     got = J.to_numpy(J.grid_sample_nearest(J.tensor(part), J.tensor(coord), (13, 10, 3, 2)))
     np.testing.assert_array_equal(got, want)
+
+
+# --- task=test and task=demo -----------------------------------------------------------------
+
+def test_whole_image_evaluation_is_tiled_exactly():
+    """task=test's predict_image with the `infer` options: tiles give the untiled prediction."""
+    from liif.coords import to_pixel_samples
+    from liif.evaluate import predict_image
+    model = build(liif_spec())
+    hr = image(36, 28).astype(np.float32).transpose(2, 0, 1) / 255
+    coord, gt = to_pixel_samples(hr)
+    sample = {"inp": np.ascontiguousarray(hr[:, ::4, ::4]), "coord": coord, "gt": gt,
+              "cell": np.tile(np.array([2 / 36, 2 / 28], np.float32), (len(coord), 1))}
+    want, _, shape = predict_image(model, sample, 30000)
+    got, _, _ = predict_image(model, sample, 500, {"max_memory": "1GB", "tile": 3})
+    assert shape == (36, 28) and np.abs(got - want).max() <= 1e-5
+
+
+@pytest.mark.slow
+def test_demo_cli_tiled_and_its_budget_errors(tmp_path, fixtures_dir):
+    from PIL import Image
+    from conftest import run_cli
+    ckpt = str(fixtures_dir / "ckpt_edsr-baseline-liif.pth")
+    src = tmp_path / "in.png"
+    Image.fromarray(image(23, 19)).save(src)
+    out = tmp_path / "out.png"
+    r = run_cli("task=demo", f"checkpoint={ckpt}", f"input={src}", "size=[57,43]", f"output={out}", "device=cpu",
+                "infer.max_memory=1GB", "infer.tile=6", f"hydra.run.dir={tmp_path / 'run'}")
+    assert r.returncode == 0, r.stderr
+    model = liif.load_model(ckpt, device="cpu")
+    coord, cell = grid(57, 43)
+    assert_uint8_matches(np.asarray(Image.open(out)), untiled_query(model, normalised(image(23, 19)), coord, cell))
+    r = run_cli("task=demo", f"checkpoint={ckpt}", f"input={src}", "size=[57,43]", f"output={tmp_path / 'o.png'}",
+                "device=cpu", "infer.max_memory=1KB", f"hydra.run.dir={tmp_path / 'run2'}")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "too small for this model" in r.stderr and "use max_memory=" in r.stderr
