@@ -287,7 +287,7 @@ def test_encoding_cache_encodes_each_tile_once():
 def test_jittor_tiled_equals_untiled(spec):
     from liif.backends import jittor as J
     model = build(spec, backend=J)
-    check_tiled(model, scales={"x4": SCALES["x4"], "x12.5": SCALES["x12.5"]}, tiles=(3,))
+    check_tiled(model, scales={"x12.5": SCALES["x12.5"]}, tiles=(3,))
     # and the same values as the torch model tiled
     img = image(11, 9)
     coord, cell = grid(44, 36)
