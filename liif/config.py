@@ -196,6 +196,22 @@ class PathsConfig:
 
 
 @dataclass
+class InferConfig:
+    """conf/config.yaml `infer`: tiled inference at test and demo time (liif/tiled.py, docs/tiling.md)."""
+    max_memory: Any = "auto"       # auto (half the free memory) or a size such as 2GB, 512MB
+    tile: Optional[int] = None     # force square tiles of this many input pixels (null: the largest that fit)
+
+    def __post_init__(self):
+        from liif.memory import parse_bytes
+        positive_ints(self, "infer.", "tile")
+        if not (isinstance(self.max_memory, str) and self.max_memory.strip().lower() == "auto"):
+            try:
+                parse_bytes(self.max_memory)
+            except ValueError as e:
+                raise ConfigError(f"infer.max_memory: {e}") from None
+
+
+@dataclass
 class TaskConfig:
     """conf/task/*.yaml: the task, and the viewer's settings (task=serve, docs/serve.md)."""
     name: str = "train"
@@ -231,6 +247,7 @@ class RunConfig:
     output: Optional[str] = None
     dir: Any = None                   # report: a folder or a list of folders
     eval_bsize: int = 30000
+    infer: InferConfig = field(default_factory=InferConfig)
     debug: bool = False
     on_bad_file: str = "error"
     run_name: Optional[str] = None

@@ -65,7 +65,8 @@ class TrainingDiverged(LiifError, ArithmeticError):
 
 
 # What to lower when memory runs out, named in the CLI's out-of-memory message.
-MEMORY_SETTINGS = ("train.batch_size (training)", "eval_bsize (queries decoded at once at test and demo time)")
+MEMORY_SETTINGS = ("train.batch_size (training)", "eval_bsize (queries decoded at once at test and demo time)",
+                   "infer.max_memory (test and demo: the input is processed in tiles within it)")
 
 
 def is_out_of_memory(error):

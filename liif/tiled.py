@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from liif.cli import UserError
+from liif.errors import ConfigError
 from liif.coords import make_coord
 from liif.memory import BudgetTooSmall, format_bytes, resolve_budget
 
@@ -146,7 +146,7 @@ def plan(net, height, width, max_memory="auto", bsize=30000, max_cell=1.0, tile=
 
     if tile is not None:
         if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 1:
-            raise UserError(f"infer.tile (tile=) must be a positive number of input pixels or null, got {tile!r}")
+            raise ConfigError(f"infer.tile (tile=) must be a positive number of input pixels or null, got {tile!r}")
         rows, cols = _spans(height, tile), _spans(width, tile)
         return Plan(rows, cols, halo, margin, chunk, budget, cost(rows, cols))
     best = None
