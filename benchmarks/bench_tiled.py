@@ -13,7 +13,8 @@ Peak: the process's VmHWM after the upscale minus its VmRSS just before it (Pyth
 model and the input are not the upscale's), after a warm-up upscale of a 32x32 crop. Time: the
 upscale's wall time. Then the hard limit: the largest input, untiled and tiled, each with its
 address space limited (RLIMIT_AS, what `ulimit -v` sets) to its size before the upscale plus the
-budget plus the output: the untiled run must fail, the tiled one succeed.
+budget plus the output (and `MALLOC_ARENA_MAX=1`: see `run_case`): the untiled run must fail, the
+tiled one succeed (`--hard-limit-only`: just these).
 EDSR-baseline-LIIF and RDN-LIIF are the paper's (hidden 256 x 4; RDN config B).
 Prints a Markdown table; all numbers as JSON (--json).
 """
@@ -78,8 +79,11 @@ def run_case(model_name, size, budget, threads, rlimit=None):
     cmd = [sys.executable, os.path.abspath(__file__), "--child", model_name, str(size), budget, "--threads", str(threads)]
     if rlimit:
         cmd += ["--rlimit", rlimit]
-    # a small mmap threshold is NOT set: this measures glibc's default behaviour, what a user gets
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    # a small mmap threshold is NOT set: this measures glibc's default behaviour, what a user gets.
+    # Under an address-space limit, one malloc arena: each further arena (a thread's first allocation)
+    # reserves 64 MB of address space, which RLIMIT_AS counts though it is never touched
+    env = {**os.environ, "MALLOC_ARENA_MAX": "1"} if rlimit else None
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
         return {"model": model_name, "size": size, "budget": budget, "rlimit": rlimit, "ok": False,
@@ -106,6 +110,7 @@ def main():
     parser.add_argument("--rdn-sizes", type=int, nargs="+", default=[96, 192, 288])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=os.path.join(tempfile.gettempdir(), "liif_bench_tiled.json"))
+    parser.add_argument("--hard-limit-only", action="store_true", help="only the address-space-limited runs")
     parser.add_argument("--child", nargs=3, metavar=("MODEL", "SIZE", "BUDGET"), help=argparse.SUPPRESS)
     parser.add_argument("--rlimit", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -119,7 +124,7 @@ def main():
     for model_name, budget, sizes in (("edsr-baseline-liif", args.budget, args.sizes),
                                       ("rdn-liif", args.rdn_budget, args.rdn_sizes)):
         rows = []
-        for size in sizes:
+        for size in ([] if args.hard_limit_only else sizes):
             rows.append((run_case(model_name, size, UNTILED, args.threads), run_case(model_name, size, budget, args.threads)))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
         hard = [run_case(model_name, max(sizes), b, args.threads, rlimit=budget) for b in (UNTILED, budget)]
@@ -127,7 +132,7 @@ def main():
         result["models"][model_name] = {"budget": budget, "rows": rows, "hard_limit": hard}
         budget_mb = parse_bytes(budget) / 2**20
         print(f"\n### {model_name}, x{SCALE}, budget {budget}\n")
-        if all(u.get("ok") and t.get("ok") for u, t in rows):
+        if rows and all(u.get("ok") and t.get("ok") for u, t in rows):
             print(table(rows, budget_mb))
         else:
             print(json.dumps(rows, indent=1))
