@@ -12,8 +12,9 @@ from collections import OrderedDict
 
 import numpy as np
 
-# what the models keep from gen_feat for query_rgb (liif: _feat and the latent table _table; metasr: _feat)
-DECODING_STATE = ("_feat", "_table")
+# what the models keep from gen_feat for query_rgb (liif: _feat, the latent table _table and the tile window
+# _window, None for a whole image (liif/tiled.py); metasr: _feat, _window)
+DECODING_STATE = ("_feat", "_table", "_window")
 
 
 def normalise(image):
