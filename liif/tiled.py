@@ -298,10 +298,17 @@ class Encoding:
             self._use_tile(p, t // len(p.cols), t % len(p.cols))
             idx = order[bounds[t]:bounds[t + 1]]
             like = self.model._anchor()
-            for start in range(0, len(idx), p.bsize):
-                part = idx[start:start + p.bsize]
-                pred = net.query_rgb(B.tensor(coord[part][None], like=like), B.tensor(cell[part][None], like=like))
-                out[part] = B.to_numpy(pred[0].float())
+            stage = max(p.bsize, p.budget // 16 // 12)  # queries staged on the device between copies to the host
+            for s0 in range(0, len(idx), stage):
+                staged = idx[s0:s0 + stage]
+                # chunk results stay on the device, one copy back per stage (a GPU is not waited for per chunk)
+                buf = B.tensor(np.empty((1, len(staged), 3), np.float32), like=like)
+                for start in range(0, len(staged), p.bsize):
+                    part = staged[start:start + p.bsize]
+                    pred = net.query_rgb(B.tensor(coord[part][None], like=like), B.tensor(cell[part][None], like=like))
+                    buf[:, start:start + len(part)] = pred.float()
+                    buf = B.materialize(buf)
+                out[staged] = B.to_numpy(buf)[0]
         return out
 
     def render(self, size, out=None):
@@ -328,16 +335,25 @@ class Encoding:
             (r0, r1), (c0, c1) = out_rows[t // len(p.cols)], out_cols[t % len(p.cols)]
             self._use_tile(p, t // len(p.cols), t % len(p.cols))
             like = self.model._anchor()
-            step_c = min(c1 - c0, cc)
-            step_r = max(1, p.bsize // step_c)
-            for y in range(r0, r1, step_r):
-                for x in range(c0, c1, step_c):
-                    ys, xs = np.arange(y, min(r1, y + step_r)), np.arange(x, min(c1, x + step_c))
-                    coord = np.stack(np.meshgrid(rows[ys], cols[xs], indexing="ij"), -1).reshape(1, -1, 2)
-                    pred = net.query_rgb(B.tensor(coord, like=like), B.tensor(cell[:, :coord.shape[1]], like=like))[0]
-                    # rounded, not floored (the original demo truncates)
-                    block = B.to_numpy(B.to_uint8(pred.float() * 0.5 + 0.5))
-                    out[ys[0]:ys[-1] + 1, xs[0]:xs[-1] + 1] = block.reshape(len(ys), len(xs), 3)
+            # chunks: whole rows of the tile's block (or parts of one row, when a row exceeds bsize), staged
+            # on the device in bands of rows, one copy back per band (a GPU is not waited for per chunk)
+            block_w = c1 - c0
+            step_c = min(block_w, cc)
+            step_r = max(1, p.bsize // block_w) if step_c == block_w else 1
+            band = max(step_r, (max(p.bsize, p.budget // 16 // 3) // block_w) // step_r * step_r)
+            for y0 in range(r0, r1, band):
+                y1 = min(r1, y0 + band)
+                buf = B.tensor(np.empty(((y1 - y0) * block_w, 3), np.uint8), like=like)
+                for y in range(y0, y1, step_r):
+                    for x in range(c0, c1, step_c):
+                        ys, xs = np.arange(y, min(y1, y + step_r)), np.arange(x, min(c1, x + step_c))
+                        coord = np.stack(np.meshgrid(rows[ys], cols[xs], indexing="ij"), -1).reshape(1, -1, 2)
+                        pred = net.query_rgb(B.tensor(coord, like=like), B.tensor(cell[:, :coord.shape[1]], like=like))[0]
+                        at = (y - y0) * block_w + (x - c0)  # a contiguous range of the band: whole rows, or one row's part
+                        # rounded, not floored (the original demo truncates)
+                        buf[at:at + coord.shape[1]] = B.to_uint8(pred.float() * 0.5 + 0.5)
+                        buf = B.materialize(buf)
+                out[y0:y1, c0:c1] = B.to_numpy(buf).reshape(y1 - y0, block_w, 3)
         return out
 
     @staticmethod
