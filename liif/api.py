@@ -17,7 +17,7 @@ import json
 import numpy as np
 
 from liif import backends, checkpoint, presets, registry
-from liif.errors import BadInput, CheckpointError, UnknownName
+from liif.errors import BadInput, CheckpointError, ConfigError, UnknownName
 from liif.init import initial_state
 from liif.memory import check_fits
 from liif.tiled import Encoding
@@ -40,6 +40,7 @@ class Model:
         the output of the untiled computation. The decoder runs on chunks of `bsize` queries.
         `tile`: force square tiles of that many input pixels a side (tests, benchmarks).
         """
+        bsize = check_bsize(bsize)  # a bsize <= 0 would decode nothing and return the uninitialised buffer
         inp, coord, cell = (np.asarray(a, dtype=np.float32) for a in (inp, coord, cell))
         out = np.empty(coord.shape[:2] + (3,), np.float32)
         for b in range(inp.shape[0]):
@@ -56,6 +57,7 @@ class Model:
         """
         image = to_rgb(np.asarray(image))
         height, width = parse_size(size)
+        bsize = check_bsize(bsize)
         check_fits(height * width * 3, f"a {height}x{width} output image", advice="ask for a smaller size")
         return self.encode(image, max_memory=max_memory, bsize=bsize, tile=tile).render((height, width))
 
@@ -135,6 +137,7 @@ def load_model(path, framework="torch", device="auto", precision="fp32", channel
     dev = B.device(device)
     ckpt = checkpoint.read(path)
     spec = checkpoint.model_spec(ckpt, path)
+    check_finite(ckpt["model"]["sd"], path)
     try:
         net = registry.make(spec, B)
     except (ValueError, TypeError, KeyError, RuntimeError) as e:  # well-typed but impossible values
@@ -173,6 +176,22 @@ def to_rgb(image):
     if image.shape[2] == 1:
         return np.repeat(image, 3, axis=2)
     return image[:, :, :3]
+
+
+def check_bsize(bsize):
+    """The number of queries per decoder call, a positive integer (eval_bsize= on the command line)."""
+    if isinstance(bsize, bool) or not isinstance(bsize, (int, np.integer)) or bsize <= 0:
+        raise ConfigError(f"the query batch (eval_bsize=) must be a positive integer, got {bsize!r}")
+    return int(bsize)
+
+
+def check_finite(state_dict, path):
+    """Non-finite weights give a black image and a nan PSNR: refuse them up front."""
+    for key, value in state_dict.items():
+        value = np.asarray(value)
+        if value.dtype.kind in "fc" and not np.isfinite(value).all():
+            raise CheckpointError(f"{path} holds non-finite weights (nan or inf in '{key}'): it cannot give a meaningful "
+                            "image; use an earlier checkpoint")
 
 
 def parse_size(size):

@@ -61,7 +61,13 @@ def write(obj, path):
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=folder)
     os.close(fd)
     try:
-        torchfile.save(obj, tmp)
+        try:
+            torchfile.save(obj, tmp)
+        except OSError as e:  # a full disk, a read-only file system: one line, not zipfile's traceback
+            from liif.outputs import OutputError, describe_os_error
+            raise OutputError(describe_os_error(e, path)) from None
+        from liif.outputs import file_mode
+        os.chmod(tmp, file_mode())  # mkstemp's 0600 -> what the umask allows, as a plain open()
         durable.replace(tmp, path)  # fsync, rename, fsync the folder
     finally:
         if os.path.exists(tmp):

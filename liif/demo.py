@@ -2,12 +2,15 @@
 
 Upscales any RGB, RGBA or grey image to any size (aspect ratio included) in bounded
 memory: the input in tiles within `infer.max_memory` (liif/tiled.py), queries decoded in
-chunks of `eval_bsize`.
+chunks of `eval_bsize`. Everything is checked before the model runs: the output path
+(liif.outputs: never the input itself, a folder or a special file; the format from its
+extension), the input (a regular file) and the memory the output needs. Ctrl-C or SIGTERM
+stop it with one line and no temporary file left behind.
 """
 import logging
 import os
-
-import numpy as np
+import stat
+import sys
 
 from liif.api import infer_options, load_model, parse_size, tiling_options
 from liif.errors import BadInput, ConfigError
@@ -17,33 +20,51 @@ log = logging.getLogger(__name__)
 
 def main(config, choices=None):
     """`python run.py task=demo ...`: `config` is a liif.config.RunConfig."""
+    from liif.memory import check_fits, upscale_bytes
+    from liif.outputs import check_image_size, check_output_path
+    from liif.rundir import Interrupted, interruptible
     for key in ("checkpoint", "input", "size", "output"):
         if getattr(config, key) is None:
             raise ConfigError(f"task=demo needs {key}=...: python run.py task=demo checkpoint=CKPT input=IMG size=[H,W] output=OUT.png")
     size = parse_size(config.size)
-    image = read_input(config.input)
-    model = load_model(config.checkpoint, framework=config.framework.name, device=config.device,
+    input_path, checkpoint = _expand(config.input), _expand(config.checkpoint)
+    output = check_output_path(config.output, inputs=(input_path, checkpoint))
+    check_image_size(output, *size)
+    check_fits(upscale_bytes(*size), f"an output of {size[0]}x{size[1]} pixels", advice="ask for a smaller size=")
+    image = read_input(input_path)
+    model = load_model(checkpoint, framework=config.framework.name, device=config.device,
                        **infer_options(config.framework))
-    sr = model.upscale(image, size, bsize=config.eval_bsize, **tiling_options(config.infer))
-    write_png(sr, config.output)
-    log.info("wrote %s (%dx%d) from %s (%dx%d)", config.output, size[0], size[1], config.input, image.shape[0],
-             image.shape[1])
-    return config.output
+    try:
+        with interruptible():
+            sr = model.upscale(image, size, bsize=config.eval_bsize, **tiling_options(config.infer))
+            write_png(sr, output)
+    except Interrupted as e:
+        print(f"{e}: nothing was written to {output}", file=sys.stderr)
+        raise SystemExit(128 + e.signum) from None
+    log.info("wrote %s (%dx%d) from %s (%dx%d)", output, size[0], size[1], input_path, image.shape[0], image.shape[1])
+    return output
 
 
 def read_input(path):
+    """The input image; a missing path, a folder or a special file (a fifo would block, /dev/zero
+    would be read forever) is a one-line error."""
     from liif.data.image_folder import read_image
-    if not os.path.isfile(path):
-        raise BadInput(f"input image not found: {path}")
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        raise BadInput(f"input image not found: {path}") from None
+    if stat.S_ISDIR(mode):
+        raise BadInput(f"input={path} is a folder; give an image file")
+    if not stat.S_ISREG(mode):
+        raise BadInput(f"input={path} is not a regular file (a device, fifo or socket); give an image file")
     return read_image(path)
 
 
 def write_png(image, path):
-    from PIL import Image
+    """Write `image` atomically in the format of `path`'s extension (the name is historical)."""
+    from liif.outputs import write_image
+    write_image(image, path)
 
-    from liif import durable
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(path)}")
-    Image.fromarray(np.ascontiguousarray(image)).save(tmp, format="PNG")
-    durable.replace(tmp, path)
+
+def _expand(path):
+    return os.path.expanduser(str(path))

@@ -52,6 +52,11 @@ class CheckpointError(LiifError, ValueError):
     """A checkpoint that is missing, unreadable, or holds another model than asked for."""
 
 
+class OutputError(LiifError):
+    """A result file that cannot be written where asked (a folder, the input itself, a special file ...)
+    or that the machine refuses to write (a full disk, a read-only file system); see liif/outputs.py."""
+
+
 class RunDirError(LiifError, RuntimeError):
     """The run directory is in use by another run, or already holds a finished one."""
 

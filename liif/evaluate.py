@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from liif import metrics
 from liif.config import check_scales
-from liif.errors import ConfigError
+from liif.errors import CheckpointError, ConfigError
 from liif.record import RunRecord, TestResult
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 def main(config, choices=None):
     """`python run.py task=test checkpoint=...`: `config` is a liif.config.RunConfig."""
     from liif.api import infer_options, load_model, tiling_options
+    from liif.labels import model_label
     from liif.rundir import Interrupted, RunLifecycle, interruptible
     if config.checkpoint is None:
         raise ConfigError("task=test needs checkpoint=PATH (a checkpoint of the original code or of ours)")
@@ -38,6 +39,8 @@ def main(config, choices=None):
             model = load_model(config.checkpoint, framework=config.framework.name, device=config.device,
                                **infer_options(config.framework))
             run.record.model_spec = model.spec
+            # the checkpoint's model, not the config's default: the report files the run in the right row
+            run.record.model = model_label(run.record.model, model.spec, config.model)
             with interruptible():
                 records = evaluate(model, config.dataset.test, config.eval_bsize, out_dir, scales=config.scales,
                                    on_bad_file=config.on_bad_file, tiling=tiling_options(config.infer))
@@ -94,14 +97,24 @@ def evaluate_set(model, dataset, eval_type, bsize=30000, desc="test", sample_dir
     for i in tqdm(range(len(dataset)), desc=desc, leave=False, disable=None):
         sample = dataset[i]
         sr, hr, shape = predict_image(model, sample, bsize, tiling)
+        if not np.isfinite(sr).all():  # nan survives the clip: it would give a black sample and a nan PSNR
+            raise CheckpointError(f"{desc}: the model predicts non-finite values (nan or inf) for image {i + 1}; the test "
+                                  "stops as failed (are the checkpoint's weights sane?)")
         psnrs.append(metrics.psnr(sr, hr, eval_type))
         ssims.append(metrics.ssim(sr, hr, eval_type))
         bicubics.append(metrics.psnr(bicubic_upsample(sample["inp"], shape), hr, eval_type))
         if sample_dir and i == 0:
-            save_sample(sr, os.path.join(sample_dir, f"{desc.replace(' ', '_')}.png"))
+            save_sample(sr, os.path.join(sample_dir, sample_name(desc)))
     return {"eval_type": eval_type, "psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims)),
             "psnr_bicubic": float(np.mean(bicubics)), "n_images": len(psnrs),
             "seconds": round(time.time() - started, 3)}
+
+
+def sample_name(desc):
+    """A file name for the sample of `desc` ('<set name> x<scale>'): the set name comes from the config,
+    so separators and leading dots are replaced (dataset.name=../x must not write outside samples/)."""
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in desc.replace(" ", "_")).lstrip(".")
+    return (name or "sample") + ".png"
 
 
 def predict_image(model, sample, bsize, tiling=None):
@@ -138,4 +151,7 @@ def print_table(records):
     for r in records:
         lines.append(f"{r['dataset']:<12}{'x' + str(r['scale']):>6}  {r['eval_type']:<13}{r['psnr']:>9.3f}"
                      f"{r['psnr_bicubic']:>9.3f}{r['ssim']:>8.4f}{r['n_images']:>8}")
-    print("\n".join(lines))
+    try:
+        print("\n".join(lines), flush=True)
+    except BrokenPipeError:  # the reader went away (`... | head -1`); the results are in metrics.json
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit-time flush stays quiet

@@ -85,14 +85,32 @@ class RunRecord:
         for name in ("model_spec", "paper"):
             kwargs[name] = _typed(data.get(name), dict)
         kwargs["choices"] = _typed(data.get("choices"), dict) or {}
-        kwargs["records"] = [_dataclass_from(TestResult, r) for r in (_typed(data.get("records"), list) or [])
-                             if isinstance(r, dict)]
+        if kwargs["paper"] is not None:
+            kwargs["paper"] = _clean(kwargs["paper"], PAPER_TYPES)
+        kwargs["records"] = [_dataclass_from(TestResult, _clean(r, RESULT_TYPES))
+                             for r in (_typed(data.get("records"), list) or []) if isinstance(r, dict)]
         train = _typed(data.get("train"), dict)
         if train is not None:
             train = _dataclass_from(TrainSummary, train)
-            train.history = [h for h in (train.history if isinstance(train.history, list) else []) if isinstance(h, dict)]
+            train.history = [_clean(h, HISTORY_TYPES) for h in (train.history if isinstance(train.history, list) else [])
+                             if isinstance(h, dict)]
         kwargs["train"] = train
         return cls(**kwargs)
+
+
+NUMBER = (int, float)
+# the nested fields the report reads, and the JSON types it can use: a hand-edited or foreign
+# metrics.json with another type there ("psnr": "high", "row": [..]) loses that field, not the report
+PAPER_TYPES = {"table": (int, str), "row": str}
+RESULT_TYPES = {"dataset": str, "scale": (int, float, str), "eval_type": str, "psnr": NUMBER, "ssim": NUMBER,
+                "psnr_bicubic": NUMBER, "n_images": int, "seconds": NUMBER, "lr_source": str}
+HISTORY_TYPES = {"epoch": int, "loss": NUMBER, "lr": NUMBER, "val_psnr": NUMBER, "seconds": NUMBER}
+
+
+def _clean(data, types):
+    """`data` without the known fields whose value is not of their type (bools are not numbers)."""
+    return {k: v for k, v in data.items()
+            if k not in types or v is None or (isinstance(v, types[k]) and not isinstance(v, bool))}
 
 
 def _typed(value, kind):

@@ -7,7 +7,6 @@ import platform
 import shutil
 import signal
 import sys
-import tempfile
 import time
 
 from liif import durable
@@ -15,16 +14,9 @@ from liif.errors import RunDirError
 
 
 def write_text_atomic(path, text):
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        durable.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """temp + fsync + rename, with the umask's mode; a full disk is one OutputError line (liif.outputs)."""
+    from liif.outputs import write_atomic
+    write_atomic(path, lambda f: f.write(text.encode()))
 
 
 def write_json(path, obj):

@@ -26,12 +26,13 @@ from dataclasses import asdict
 import numpy as np
 from tqdm import tqdm
 
-from liif import backends, checkpoint, durable, eventlog, recovery, registry, rundir
+from liif import backends, checkpoint, durable, recovery, registry, rundir, tblog
 from liif.config import FrameworkConfig, TrainConfig
 from liif.data import make_train_sets
 from liif.errors import CheckpointError, ConfigError, TrainingDiverged
 from liif.step import train_step
 from liif.init import initial_state
+from liif.outputs import OutputError
 from liif.record import RunRecord, TestResult, TrainSummary
 from liif.schedule import learning_rate
 
@@ -139,7 +140,7 @@ class Trainer:
         if self.rank == 0:
             self.recover(resume_from)
             # the events after the checkpoint's step (those of the steps run again) are hidden
-            self.writer = eventlog.open_log(os.path.join(self.out_dir, "tb"), purge_step=self.steps_done + 1)
+            self.writer = tblog.open_writer(os.path.join(self.out_dir, "tb"), purge_step=self.steps_done + 1)
         self.train_net = B.wrap_distributed(self.net)  # DDP when distributed; self.net is what is saved
 
     @classmethod
@@ -289,7 +290,10 @@ class Trainer:
                  "history": self.history, "seed": self.seed}
         optimizer = {"name": "adam", "args": {"lr": self.t.lr}, "sd": B.optimizer_state_numpy(self.opt)}
         obj = checkpoint.envelope(self.spec, B.state_dict_numpy(self.net), optimizer, epoch=self.epoch - 1, extra=state)
-        checkpoint.write(obj, os.path.join(self.ckpt_dir, name))
+        try:
+            checkpoint.write(obj, os.path.join(self.ckpt_dir, name))
+        except OutputError as e:  # a full disk: say that nothing written before is lost
+            raise OutputError(f"{e}; the checkpoints already written are intact: continue with resume={self.out_dir}") from None
 
     def load_weights(self, path):
         ckpt = checkpoint.read(str(path))

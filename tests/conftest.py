@@ -113,3 +113,62 @@ def assert_same_training(run_dir, single_dir, n_epochs):
     psnr = [[r["psnr"] for r in x["records"]] for x in m]
     assert psnr[0] and len(psnr[0]) == len(psnr[1])
     np.testing.assert_allclose(psnr[0], psnr[1], atol=1e-3)
+
+
+def run_cli_inprocess(*args):
+    """`python run.py ARGS` in this process (the fuzzer runs hundreds of them: no interpreter start-up,
+    no torch import each time); returns (exit status, stdout, stderr). Same Hydra, same run_task."""
+    import contextlib
+    import importlib.util as iu
+    import io
+    from hydra.core.global_hydra import GlobalHydra
+    spec = iu.spec_from_file_location("liif_run_py", ROOT / "run.py")
+    run_py = iu.module_from_spec(spec)
+    spec.loader.exec_module(run_py)
+    run_py.main.__wrapped__.__module__ = "__main__"  # Hydra finds conf/ beside the file of a __main__ task
+    out, err = io.StringIO(), io.StringIO()
+    old_argv, old_env = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
+    sys.argv = ["run.py", *run_py.expand_group_globs(list(args))]
+    os.environ["HYDRA_FULL_ERROR"] = "0"
+    GlobalHydra.instance().clear()
+    status = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                run_py.main()
+            except SystemExit as e:
+                status = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv = old_argv
+        if old_env is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = old_env
+        GlobalHydra.instance().clear()
+    return status, out.getvalue(), err.getvalue()
+
+
+def run_task_with_overrides(base_cfg, *overrides):
+    """liif.cli.run_task on `base_cfg` (composed once) with command-line `overrides` applied as Hydra
+    parses them (`size=[1,2]` a list, `eval_bsize=abc` a string): the CLI's path after composition,
+    fast enough for a fuzzer. Returns (exit status, stderr)."""
+    import contextlib
+    import io
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+    from liif.cli import run_task
+    from omegaconf.errors import ValidationError
+    cfg = base_cfg.copy()
+    for o in OverridesParser.create().parse_overrides(list(overrides)):
+        try:
+            OmegaConf.update(cfg, o.key_or_group, o.value(), force_add=False)
+        except ValidationError as e:  # the typed config refuses it while Hydra composes: Hydra's exit 1
+            return 1, f"Error merging override {o.input_line}\n{str(e).splitlines()[0]}\n"
+    err = io.StringIO()
+    status = 0
+    with contextlib.redirect_stderr(err):
+        try:
+            run_task(cfg)
+        except SystemExit as e:
+            status = e.code
+    return status, err.getvalue()

@@ -120,8 +120,8 @@ def test_cache_modes_agree_and_bin_cache_is_written_then_reused(tmp_path):
 
     bin_files = [tmp_path / "_bin_imgs" / "a.b.png.npy", tmp_path / "_bin_imgs" / "c.png.npy"]
     assert all(f.exists() for f in bin_files)
-    sentinel = np.zeros((2, 2, 3), np.uint8)
-    np.save(bin_files[0], sentinel)  # newer than the image: a second folder must read it, not decode
+    sentinel = np.zeros((10, 12, 3), np.uint8)  # the image's shape: a whole, valid cache file
+    np.save(bin_files[0], sentinel)  # the image unchanged: a second folder must read it, not decode
     assert np.array_equal(ImageFolder(root, cache="bin")[0], sentinel)
     os.utime(root / "a.b.png", (os.path.getmtime(bin_files[0]) + 10,) * 2)  # image edited later
     assert np.array_equal(ImageFolder(root, cache="bin")[0], arrays["none"][0])

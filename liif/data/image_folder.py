@@ -5,11 +5,11 @@ Differences from the original, on purpose:
 - non-image names (by extension) raise or are skipped; hidden files (.DS_Store) are ignored;
 - the 'bin' cache stores the image *after* RGB conversion and is named after the full
   file name, fixing the original's quirk 7 (grey/RGBA images and dotted names), and is
-  written atomically so an interrupted run cannot leave a broken cache file.
+  written atomically so an interrupted run cannot leave a broken cache file; a cached array is
+  trusted only when its source's size, mtime, ctime and inode match and the .npy is whole (`_cache_is_valid`).
 """
 import json
 import os
-import tempfile
 import warnings
 
 import numpy as np
@@ -21,6 +21,16 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 CACHE_MODES = ("none", "in_memory", "bin")
 
 
+def positive_count(name, value, optional=True):
+    """`value` as an int >= 1 (None passes when `optional`). Zero would make an empty dataset that
+    trains nothing and still reports success; a string or a float fails later, deep in NumPy."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer{' or null' if optional else ''}, got {value!r}")
+    return int(value)
+
+
 def read_image(path):
     """Decode `path` to uint8 HxWx3 RGB, like the original's `Image.open(f).convert('RGB')`.
 
@@ -28,10 +38,12 @@ def read_image(path):
     16-bit grey (modes I;16* and I) is scaled with `value >> 8` before that, because
     Pillow's own convert would saturate everything above 255 to white; `>> 8` is what
     Pillow itself does when it reads 16-bit RGB PNGs (it keeps the high byte).
+    An EXIF orientation (phone photos) is applied first.
     """
     try:
         with Image.open(path) as im:
             im.load()
+            im = upright(im)
             if im.mode.startswith("I;16") or im.mode == "I":
                 grey = np.asarray(im).astype(np.int64).clip(0, 65535) >> 8
                 return np.repeat(grey.astype(np.uint8)[..., None], 3, axis=2)
@@ -40,11 +52,31 @@ def read_image(path):
         raise ImageError(f"cannot read image {path}: {e}") from None
 
 
+EXIF_ORIENTATION = 0x0112
+_SWAPS_AXES = (5, 6, 7, 8)  # the EXIF orientations that turn the image by 90 degrees
+
+
+def upright(im):
+    """The image as it is meant to be seen: a phone photo's EXIF orientation applied (the original
+    code ignored it: phone photos came out sideways). Images without the tag are returned as they are."""
+    from PIL import ImageOps
+    return ImageOps.exif_transpose(im) if _orientation(im) not in (None, 1) else im
+
+
+def _orientation(im):
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Corrupt EXIF data": then there is no orientation to apply
+            return im.getexif().get(EXIF_ORIENTATION)
+    except Exception:  # noqa: BLE001 - a malformed EXIF block: show the pixels as stored
+        return None
+
+
 def image_size(path):
     """(h, w) of an image from its header, without decoding the pixels."""
     try:
         with Image.open(path) as im:
-            return im.height, im.width
+            return (im.width, im.height) if _orientation(im) in _SWAPS_AXES else (im.height, im.width)
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"cannot read image {path}: {e}") from None
 
@@ -74,14 +106,35 @@ def list_images(root, on_bad_file="error"):
 
 
 def _save_npy_atomic(path, arr):
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp_", suffix=".npy")
+    """The array, then the stamp of its source (written second: a stamp always describes a whole .npy)."""
+    from liif.outputs import write_atomic
+    write_atomic(path, lambda f: np.save(f, arr))
+
+
+def _source_stamp(src):
+    st = os.stat(src)  # ctime and inode too: a rewrite that restores size and mtime (cp -p, rsync -t) changes them
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "inode": st.st_ino}
+
+
+def _cache_is_valid(bin_path, src):
+    """A cached array is used only when its stamp matches the source file's size, mtime and ctime (in
+    ns: a same-second rewrite is seen; ctime cannot be set back) and inode, and the .npy itself is whole: a uint8 (h, w, 3) array of the
+    source's size, with every byte present. The original trusted a file's mere existence; mtime
+    alone missed same-second edits, copies with preserved times and truncated files."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, arr)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+        with open(bin_path + ".stamp") as f:
+            if json.load(f) != _source_stamp(src):
+                return False
+        with open(bin_path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(f)
+            data_start = f.tell()
+        h, w = image_size(src)
+        return (dtype == np.uint8 and not fortran and shape == (h, w, 3)
+                and os.path.getsize(bin_path) == data_start + h * w * 3)
+    except (OSError, ValueError, TypeError, ImageError):
+        return False
 
 
 class ImageFolder:
@@ -91,7 +144,8 @@ class ImageFolder:
                  split_file=None, split_key=None):
         if cache not in CACHE_MODES:
             raise ConfigError(f"cache must be one of {CACHE_MODES}, got {cache!r}")
-        self.root, self.repeat, self.cache = os.fspath(root), int(repeat), cache
+        self.root, self.repeat, self.cache = os.fspath(root), positive_count("repeat", repeat, optional=False), cache
+        first_k = positive_count("first_k", first_k)
         if split_file is None:
             names = list_images(self.root, on_bad_file)
         else:  # the original's CelebA-HQ split: a json dict of name lists, kept in its order
@@ -108,12 +162,13 @@ class ImageFolder:
         elif cache == "bin":
             parent, base = os.path.split(os.path.abspath(self.root))
             self.bin_dir = os.path.join(parent, "_bin_" + base)
-            os.makedirs(self.bin_dir, exist_ok=True)
             self._bins = [os.path.join(self.bin_dir, os.path.basename(f) + ".npy") for f in self.files]
             for f, b in zip(self.files, self._bins):
-                # rewrite when missing or older than its image (the original never refreshed it)
-                if not os.path.exists(b) or os.path.getmtime(b) < os.path.getmtime(f):
+                # rewritten unless provably the image's (the original never refreshed it)
+                if not _cache_is_valid(b, f):
+                    from liif.rundir import write_json
                     _save_npy_atomic(b, read_image(f))
+                    write_json(b + ".stamp", _source_stamp(f))
 
     @staticmethod
     def _frozen(arr):

@@ -122,7 +122,18 @@ def test_set(hr_dir, lr_dir=None, scale=2, layout_text=None, on_bad_file="error"
         _check_pairs(pairs, int(scale))
         return SRImplicitPaired(pairs)
     folder = ImageFolder(hr_dir, on_bad_file=on_bad_file, split_file=split_file, split_key=split_key)
+    _check_holds_a_pixel(folder, scale)
     return SRImplicitDownsampled(folder, scale_min=scale)
+
+
+def _check_holds_a_pixel(folder, scale):
+    """Downsampling by `scale` must leave at least one LR pixel (a 1x1 image at x4 left none: a
+    ZeroDivisionError deep in the coordinates); checked from the file headers, before any work."""
+    for path in folder.files:
+        h, w = image_size(path)
+        if min(h, w) < scale:
+            raise DataError(f"{path} is {h}x{w}, smaller than the scale x{scale}: downsampling it leaves no "
+                                  "pixel; remove it, or test at a scale of at most its shorter side")
 
 
 test_set.__test__ = False  # not a pytest test, despite the name

@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from liif.coords import make_cell, make_coord
+from liif.data.image_folder import positive_count
 from liif.data.resize import resize_bicubic, resized_shape
 from liif.errors import ConfigError, DataError
 
@@ -54,7 +55,7 @@ class Wrapper:
     """Common part: length, per-item generator, epoch, the draw/apply split of `__getitem__`."""
 
     def __init__(self, dataset, augment=False, sample_q=None, seed=0):
-        self.dataset, self.augment, self.sample_q = dataset, augment, sample_q
+        self.dataset, self.augment, self.sample_q = dataset, augment, positive_count("sample_q", sample_q)
         self.seed, self.epoch = int(seed), 0
 
     def __len__(self):
@@ -89,7 +90,7 @@ class SRImplicitDownsampled(Wrapper):
     def __init__(self, dataset, inp_size=None, scale_min=1, scale_max=None, augment=False,
                  sample_q=None, seed=0):
         super().__init__(dataset, augment, sample_q, seed)
-        self.inp_size, self.scale_min = inp_size, scale_min
+        self.inp_size, self.scale_min = positive_count("inp_size", inp_size), scale_min
         self.scale_max = scale_min if scale_max is None else scale_max
 
     def hr_crop_shape(self, hr_shape, scale):
@@ -136,7 +137,7 @@ class SRImplicitPaired(Wrapper):
 
     def __init__(self, dataset, inp_size=None, augment=False, sample_q=None, seed=0):
         super().__init__(dataset, augment, sample_q, seed)
-        self.inp_size = inp_size
+        self.inp_size = positive_count("inp_size", inp_size)
 
     def draw(self, i, lr_shape, hr_shape):
         rng = self.rng(i)

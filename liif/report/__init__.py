@@ -42,6 +42,9 @@ def write(sweep_dirs, out_dir=None, plots=True):
         raise BadInput("no sweep folder given")
     out_dir = os.fspath(out_dir or sweep_dirs[0])
     runs = collect(sweep_dirs)
+    if not runs:  # not a sweep: a report written there would only litter someone's folder
+        raise BadInput(f"no runs in {', '.join(sweep_dirs)} (no job folder with a metrics.json or .hydra/): "
+                       "nothing written; give a sweep folder, e.g. multirun/<date>/<time>")
     by_table = {}
     for r in runs:
         if r.table is not None:
@@ -80,7 +83,10 @@ def main(config, choices=None):
     for d in dirs:
         if not os.path.isdir(d):
             raise BadInput(f"no such sweep folder: {d}")
-    paths = write(dirs)
+    try:
+        paths = write(dirs)
+    except OSError as e:  # an unreadable sweep folder
+        raise BadInput(f"cannot read the sweep folder: {e}") from None
     print("\n".join(paths))
     return paths
 
@@ -96,6 +102,12 @@ def cli(argv=None):
     if missing:
         print(f"error: no such folder: {', '.join(missing)}", file=sys.stderr)
         return 2
-    for path in write(args.dirs, out_dir=args.out, plots=not args.no_plots):
+    from liif.errors import LiifError
+    try:
+        paths = write(args.dirs, out_dir=args.out, plots=not args.no_plots)
+    except LiifError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for path in paths:
         print(path)
     return 0

@@ -102,7 +102,7 @@ class TableView:
                 continue
             table = r.psnr() if what == "psnr" else r.bicubic()
             hits = [v for (ds, s), v in table.items() if (dataset is None or ds == dataset)
-                    and (scale is None or s == scale)]
+                    and (scale is None or s == scale) and v is not None]  # a record without bicubic, say
             if hits:
                 out.append(sum(hits) / len(hits))
         return out
@@ -129,7 +129,7 @@ class TableView:
                 for (_, ds, s, _), p in zip(cols, paper_vals):
                     m = mean_std(self.values(runs, ds, s))[0]
                     deltas.append(None if m is None or p is None else m - p)
-                lines.append("| " + " | ".join([str(row), fw, runs_cell, "ours"] + ours) + " |")
+                lines.append("| " + " | ".join([_md(row), _md(fw), runs_cell, "ours"] + ours) + " |")
                 lines.append("| " + " | ".join(["", "", "", "paper"] + [fmt_num(p) for p in paper_vals]) + " |")
                 lines.append("| " + " | ".join(["", "", "", "Δ"] + [fmt_num(d, True) for d in deltas]) + " |")
             if self.ok_runs:  # the bicubic floor, measured on the same test images
@@ -252,11 +252,11 @@ def render_markdown(sweep_dirs, runs, views, untagged, plot_files, plots):
                   "|---|---|---|---|---|---|---|---|"]
         for r in untagged:
             if not r.records:
-                lines.append(f"| {r.path} | {r.status} | {r.record.model or '–'} | {r.framework} | "
-                             f"{r.record.dataset or '–'} | – | – | – |")
+                lines.append(f"| {_md(r.path)} | {_md(r.status)} | {_md(r.record.model or '–')} | {_md(r.framework)} | "
+                             f"{_md(r.record.dataset or '–')} | – | – | – |")
             for rec in r.records:
-                lines.append(f"| {r.path} | {r.status} | {r.record.model or '–'} | {r.framework} | "
-                             f"{rec.dataset} | x{rec.scale} | {fmt_num(rec.psnr)} | {fmt_num(rec.psnr_bicubic)} |")
+                lines.append(f"| {_md(r.path)} | {_md(r.status)} | {_md(r.record.model or '–')} | {_md(r.framework)} | "
+                             f"{_md(rec.dataset)} | x{_md(rec.scale)} | {fmt_num(rec.psnr)} | {fmt_num(rec.psnr_bicubic)} |")
         lines.append("")
     lines += ["## Runs", "", "| run | status | table | row | framework | seed | epochs | best val PSNR | wall time |",
               "|---|---|---|---|---|---|---|---|---|"]
@@ -265,8 +265,8 @@ def render_markdown(sweep_dirs, runs, views, untagged, plot_files, plots):
         epochs = f"{_unknown(t.epochs_done)}/{_unknown(t.epochs)}" if t else "–"
         best = fmt_num(t.best_val_psnr) if t else "–"
         wall = r.record.wall_time_s
-        lines.append(f"| {os.path.basename(r.path)} | {r.status} | {'–' if r.table is None else r.table} | "
-                     f"{r.row or '–'} | {r.framework} | {'–' if r.seed is None else r.seed} | {epochs} | {best} | "
+        lines.append(f"| {_md(os.path.basename(r.path))} | {_md(r.status)} | {'–' if r.table is None else _md(r.table)} | "
+                     f"{_md(r.row or '–')} | {_md(r.framework)} | {'–' if r.seed is None else r.seed} | {epochs} | {best} | "
                      f"{_duration(wall)} |")
     lines.append("")
     if plot_files:
@@ -297,3 +297,8 @@ def _blank(x):
 
 def _unknown(x):
     return "?" if x is None else x
+
+
+def _md(text):
+    """A markdown table cell: a '|' in a folder or dataset name would split the row."""
+    return str(text).replace("|", "\\|")
