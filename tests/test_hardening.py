@@ -389,7 +389,7 @@ def test_non_finite_weights_fail_the_test_run(test_images, nan_ckpt, tmp_path):
 
 def test_non_finite_predictions_fail_the_test_run(test_images, tmp_path, monkeypatch):
     from liif.api import Model
-    monkeypatch.setattr(Model, "query", lambda self, inp, coord, cell, bsize=1: np.full(coord.shape[:2] + (3,), np.nan))
+    monkeypatch.setattr(Model, "query", lambda self, inp, coord, cell, bsize=1, **tiling: np.full(coord.shape[:2] + (3,), np.nan))
     status, err = run_task_with_overrides(make_test_cfg(test_images), f"checkpoint={_ckpt()}", f"output_dir={tmp_path}")
     assert_one_line_error(status, err, "the model predicts non-finite values (nan or inf) for image 1")
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "failed"
@@ -467,7 +467,7 @@ def test_a_phone_photo_comes_out_upright_and_unstretched(demo_cfg, tmp_path, mon
     exif[0x0112] = 6
     im.save(tmp_path / "phone.jpg", exif=exif, quality=100)
     seen, real = [], Model.upscale
-    monkeypatch.setattr(Model, "upscale", lambda self, image, size, bsize: seen.append(image) or real(self, image, size, bsize))
+    monkeypatch.setattr(Model, "upscale", lambda self, image, size, bsize, **kw: seen.append(image) or real(self, image, size, bsize, **kw))
     status, err = run_task_with_overrides(demo_cfg, f"input={tmp_path / 'phone.jpg'}", "size=[80,40]",
                                           f"output={tmp_path / 'o.png'}")
     assert status == 0, err
