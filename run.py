@@ -1,8 +1,12 @@
 """The single entry point: `python run.py [task=train|test|demo] [group=option ...] [key=value ...]`.
 
-Configs live in conf/ (see README); the model presets in liif/presets.py. `python run.py -m experiment=ablation_*` works as typed:
-Hydra only understands `experiment=glob(ablation_*)`, so bare patterns for config groups
-are rewritten to that before Hydra parses the command line.
+Configs live in conf/ (see README); the model presets in liif/presets.py. Before Hydra parses
+the command line:
+- `python run.py -m experiment=ablation_*` works as typed: Hydra only understands
+  `experiment=glob(ablation_*)`, so bare patterns for config groups are rewritten to that;
+- `python run.py resume=<run dir>` becomes that run's own overrides plus
+  `hydra.run.dir=<run dir> resume=true` (liif/argv.py), so it continues in place;
+- a misspelt key (`modle=...`) is an error naming the nearest valid one (liif/argv.py).
 """
 import os
 import sys
@@ -34,5 +38,12 @@ def main(cfg):
 
 
 if __name__ == "__main__":
-    sys.argv = [sys.argv[0]] + expand_group_globs(sys.argv[1:])
+    from liif.argv import ArgvError, check_keys, resume_in_place
+    try:
+        args = resume_in_place(expand_group_globs(sys.argv[1:]))
+        check_keys(args, CONF_DIR)
+    except ArgvError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    sys.argv = [sys.argv[0]] + args
     main()

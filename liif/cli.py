@@ -112,6 +112,9 @@ def run_task(cfg):
         if name not in TASKS:
             raise ConfigError(f"unknown task '{name}'; choose one of: {', '.join(TASKS)}")
         return importlib.import_module(TASKS[name]).main(config, choices=hydra_choices())
+    except KeyboardInterrupt:  # Ctrl-C outside the trainer's loop and the test pass (which handle it)
+        print("interrupted by SIGINT", file=sys.stderr)
+        sys.exit(128 + 2)
     except Exception as e:
         user_error, oom = isinstance(e, LiifError), is_out_of_memory(e)
         if not multirun and out_dir:

@@ -2,11 +2,13 @@
 versions, `metrics.json` (the contract the report relies on) and `history.csv`.
 Every file is written atomically, so an interrupted run never leaves a torn one."""
 import json
+import logging
 import os
 import platform
 import shutil
 import signal
 import sys
+import threading
 import time
 
 from liif import durable
@@ -192,6 +194,14 @@ class RunLifecycle:
         return False
 
 
+def log_to_files(logger, level, message):
+    """`message` into the log files only (run.log), for what was already printed on the console."""
+    record = logger.makeRecord(logger.name, level, "(liif)", 0, message, None, None)
+    for handler in logging.getLogger().handlers + logger.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 class Interrupted(Exception):
     """SIGINT or SIGTERM arrived during work with no clean stopping point (a test pass)."""
 
@@ -201,23 +211,63 @@ class Interrupted(Exception):
 
 
 class on_signals:
-    """Within it, SIGINT and SIGTERM call `handler(signum)` instead of their usual action."""
+    """Within it, SIGINT and SIGTERM call `handler(signum)` instead of their usual action.
 
-    def __init__(self, handler):
-        self.handler = handler
+    Python runs a signal handler only between bytecodes of the main thread, so during a long
+    native call (a training step on Jittor can take 30 s) nothing would happen until it returns.
+    `announce(signum)`, when given, is therefore called at once, from a thread woken by the
+    signal's wakeup fd (once: the first signal), to tell the user the signal was received."""
+
+    def __init__(self, handler, announce=None):
+        self.handler, self.announce = handler, announce
 
     def __enter__(self):
-        self._old = {}
+        self._old, self._echo = {}, None
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 self._old[sig] = signal.signal(sig, lambda signum, frame: self.handler(signum))
+                # restart interrupted system calls (SA_RESTART): native code does not expect EINTR
+                # (Jittor's kernel-cache lock, fcntl(F_SETLKW), failed a check on it: measured)
+                signal.siginterrupt(sig, False)
             except ValueError:  # not the main thread (e.g. a launcher's worker thread)
                 pass
+        if self.announce and self._old:
+            self._echo = _SignalEcho(self.announce)
         return self
 
     def __exit__(self, *exc):
+        if self._echo:
+            self._echo.close()
         for sig, handler in self._old.items():
             signal.signal(sig, handler)
+
+
+class _SignalEcho:
+    """A thread that calls `announce(signum)` as soon as SIGINT or SIGTERM arrives (the C-level
+    handler writes the signal number to the wakeup fd immediately, whatever the main thread does)."""
+
+    def __init__(self, announce):
+        self.announce, self.announced = announce, False
+        self.read_fd, self.write_fd = os.pipe()
+        os.set_blocking(self.write_fd, False)
+        self.old_fd = signal.set_wakeup_fd(self.write_fd, warn_on_full_buffer=False)
+        self.thread = threading.Thread(target=self._run, name="signal-echo", daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while True:
+            data = os.read(self.read_fd, 64)
+            if not data:  # the write end was closed: the scope ended
+                return
+            if not self.announced and any(b in (signal.SIGINT, signal.SIGTERM) for b in data):
+                self.announced = True
+                self.announce(next(b for b in data if b in (signal.SIGINT, signal.SIGTERM)))
+
+    def close(self):
+        signal.set_wakeup_fd(self.old_fd)
+        os.close(self.write_fd)
+        self.thread.join(timeout=5)
+        os.close(self.read_fd)
 
 
 def interruptible():

@@ -78,9 +78,9 @@ def main(config, choices=None):
     if stopped_by is not None:
         if rank == 0:
             message = (f"interrupted by {signal.Signals(stopped_by).name}: a resumable checkpoint is in "
-                       f"{trainer.ckpt_dir}; continue with resume={out_dir}")
-            log.warning(message)
-            print(message, file=sys.stderr)
+                       f"{trainer.ckpt_dir}; continue with: python run.py resume={out_dir}")
+            print(message, file=sys.stderr)  # once: the console, not also through the log's console handler
+            rundir.log_to_files(log, logging.WARNING, message)
         raise SystemExit(128 + stopped_by)
     if rank == 0:
         print_table(records)
@@ -362,11 +362,18 @@ def _describe(spec):
 
 class _StopFlag(rundir.on_signals):
     """Turns SIGINT/SIGTERM into a flag checked after each step, so the loop can save a
-    resumable checkpoint and exit instead of dying mid-write."""
+    resumable checkpoint and exit instead of dying mid-write. The signal is acknowledged at
+    once (a step may take a while), the outcome is printed once when the loop has stopped."""
 
     def __init__(self):
         self.signum = None
-        super().__init__(self._set)
+        super().__init__(self._set, announce=self._acknowledge)
 
     def _set(self, signum):
         self.signum = signum
+
+    @staticmethod
+    def _acknowledge(signum):
+        message = f"{signal.Signals(signum).name} received: stopping after this step, saving a checkpoint"
+        tqdm.write(message, file=sys.stderr)  # above the progress bar
+        rundir.log_to_files(log, logging.WARNING, message)

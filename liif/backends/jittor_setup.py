@@ -17,8 +17,10 @@ This module does not import jittor itself; importing it is cheap.
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from liif.errors import FrameworkError
@@ -129,7 +131,9 @@ def import_jittor():
     import numpy as np
     # `import jittor` reseeds Python's and numpy's global RNGs from the clock; undo that
     rng_states = random.getstate(), np.random.get_state()
+    handlers = _python_signal_handlers()
     try:
+        _compile_workers_ignore_sigint()
         import jittor
     except SystemExit as e:
         # jittor exits (status 0, silently under log_silent) after rebuilding its core
@@ -145,8 +149,48 @@ def import_jittor():
             os.environ.pop("use_mpi", None)
         random.setstate(rng_states[0])
         np.random.set_state(rng_states[1])
+        _restore_signal_handlers(handlers)
     if user_silent is None:
         import jittor_utils
         jittor.flags.log_silent = 0
         jittor_utils.LOG.log_silent = 0
     return jittor
+
+
+# Jittor's import installs C handlers for SIGINT ("Caught SIGINT, quick exit": Ctrl-C would kill a
+# training without its checkpoint) and SIGCHLD (a child killed by a signal -> "Caught SIGCHLD. Maybe
+# out of memory ... quick exit"). Its kernel-compile pool (7 processes here, alive for the whole
+# run) is in the terminal's process group, so Ctrl-C killed those children and the SIGCHLD handler
+# then ended the run at once, red message, no checkpoint (measured). We keep Python's handlers:
+# Ctrl-C is the program's to handle (the trainer stops after the step and saves), and the compile
+# workers ignore SIGINT (they are Jittor's, not the user's to stop).
+WATCHED_SIGNALS = ("SIGINT", "SIGCHLD")
+
+
+def _python_signal_handlers():
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        for name in WATCHED_SIGNALS:
+            handler = signal.getsignal(getattr(signal, name))
+            if handler is not None:  # None: set outside Python, not ours to restore
+                handlers[name] = handler
+    return handlers
+
+
+def _restore_signal_handlers(handlers):
+    for name, handler in handlers.items():
+        signal.signal(getattr(signal, name), handler)
+
+
+def _compile_workers_ignore_sigint():
+    import jittor_utils
+    original = jittor_utils.pool_initializer
+    if getattr(original, "ignores_sigint", False):
+        return
+
+    def initializer():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        original()
+
+    initializer.ignores_sigint = True
+    jittor_utils.pool_initializer = initializer  # read when run_cmds creates its Pool
