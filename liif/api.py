@@ -48,26 +48,28 @@ class Model:
             out[b] = encoding.query(coord[b], cell[b])
         return out
 
-    def upscale(self, image, size, bsize=30000, max_memory="auto", tile=None):
+    def upscale(self, image, size, bsize=30000, max_memory="auto", tile=None, progress=True):
         """Upscale a uint8 image (HxW grey, HxWx3 RGB or HxWx4 RGBA) to `size` = (H, W), uint8 RGB out.
 
         Any input size: tiles that fit `max_memory` (see `query`), written into the uint8 output in
         place, chunk by chunk (coordinates are made per chunk); the output's own size is checked
-        against the free memory before any work starts.
+        against the free memory before any work starts. `progress`: a bar over the tiles, and when
+        it is a function, `progress(done, total)` after each chunk with the output pixels done so far.
         """
         image = to_rgb(np.asarray(image))
         height, width = parse_size(size)
         bsize = check_bsize(bsize)
         check_fits(height * width * 3, f"a {height}x{width} output image", advice="ask for a smaller size")
-        return self.encode(image, max_memory=max_memory, bsize=bsize, tile=tile).render((height, width))
+        return self.encode(image, max_memory=max_memory, bsize=bsize, tile=tile,
+                           progress=progress).render((height, width))
 
-    def encode(self, image, max_memory="auto", bsize=30000, tile=None, cache=False):
+    def encode(self, image, max_memory="auto", bsize=30000, tile=None, cache=False, progress=True):
         """A uint8 image (as `upscale` takes it) prepared for decoding: a `liif.tiled.Encoding`, whose
         `query(coord, cell)` predicts at any coordinates and `render(size)` upscales. Tiles are
         encoded when first needed; `cache=True` keeps their features for later queries (a viewer:
         encode once per image, query any viewport), `nbytes` says how much that holds."""
         return Encoding.of_image(self, to_rgb(np.asarray(image)), max_memory=max_memory, bsize=bsize, tile=tile,
-                                 cache=cache)
+                                 cache=cache, progress=progress)
 
     def _anchor(self):
         """Any tensor on the model's device, for `B.tensor(..., like=)`."""

@@ -36,13 +36,26 @@ def main(config, choices=None):
                        **infer_options(config.framework))
     try:
         with interruptible():
-            sr = model.upscale(image, size, bsize=config.eval_bsize, **tiling_options(config.infer))
+            sr = upscale_with_progress(model, image, size, config.eval_bsize, tiling_options(config.infer))
             write_png(sr, output)
     except Interrupted as e:
         print(f"{e}: nothing was written to {output}", file=sys.stderr)
         raise SystemExit(128 + e.signum) from None
     log.info("wrote %s (%dx%d) from %s (%dx%d)", output, size[0], size[1], input_path, image.shape[0], image.shape[1])
     return output
+
+
+def upscale_with_progress(model, image, size, bsize, tiling):
+    """model.upscale with a progress bar over the output pixels and, once a few chunks of `bsize`
+    queries are timed, an estimate of the whole."""
+    from liif.progress import Estimate
+    total = size[0] * size[1]
+    estimate = Estimate("demo", -(-total // bsize), "chunk", note=f"; a chunk is up to eval_bsize={bsize} pixels")
+    with tqdm(total=total, desc="upscaling", unit="px", unit_scale=True, leave=False, disable=None) as bar:
+        def progress(done, _total):
+            bar.update(done - bar.n)
+            estimate.update()
+        return model.upscale(image, size, bsize=bsize, progress=progress, **tiling)
 
 
 def read_input(path):

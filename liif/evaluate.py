@@ -49,6 +49,7 @@ def main(config, choices=None):
         print(f"{e}; metrics.json says so; run the test again to finish it", file=sys.stderr)
         raise SystemExit(128 + e.signum) from None
     print_table(records)
+    print_run_files(out_dir)
     return records
 
 
@@ -58,23 +59,25 @@ def evaluate(model, test_sets, eval_bsize=30000, out_dir=None, scales=None, on_b
     (a dict of liif.record.TestResult's fields) per (set, scale); with `out_dir`, the first image
     of each goes to `out_dir/samples/`. `tiling`: `Model.query`'s max_memory/tile (liif/tiled.py)."""
     from liif.data import layouts
-    if not test_sets:
-        raise ConfigError("the dataset defines no test sets")
-    if scales is not None:
-        check_scales(scales, "scales")
-    records = []
+    from liif.progress import Estimate
+    runs = []  # every (set, scale) is opened first: a missing folder fails now, and the total is known
     for entry in test_sets:
         for scale in (scales if scales is not None else entry.scales):
             lr_dir = entry.lr.format(scale=scale) if entry.lr else None
             dataset = layouts.test_set(entry.hr, lr_dir, scale, layout_text=expected_layout(entry),
                                        on_bad_file=on_bad_file, split_file=entry.split_file, split_key=entry.split_key)
-            eval_type = "none" if entry.protocol == "none" else f"{entry.protocol}-{scale}"
-            record = evaluate_set(model, dataset, eval_type, eval_bsize, f"{entry.name} x{scale}",
-                                  sample_dir=os.path.join(out_dir, "samples") if out_dir else None, tiling=tiling)
-            record.update(dataset=entry.name, scale=int(scale), lr_source="files" if _is_paired(dataset) else "pillow-bicubic")
-            records.append(record)
-            log.info("%s x%d (%s): PSNR %.4f dB, SSIM %.4f, bicubic %.4f dB, %d images", entry.name, scale, eval_type,
-                     record["psnr"], record["ssim"], record["psnr_bicubic"], record["n_images"])
+            runs.append((entry, scale, dataset))
+    estimate = Estimate("test", sum(len(d) for _, _, d in runs), "image")
+    records = []
+    for entry, scale, dataset in runs:
+        eval_type = "none" if entry.protocol == "none" else f"{entry.protocol}-{scale}"
+        record = evaluate_set(model, dataset, eval_type, eval_bsize, f"{entry.name} x{scale}",
+                              sample_dir=os.path.join(out_dir, "samples") if out_dir else None, tiling=tiling,
+                              estimate=estimate)
+        record.update(dataset=entry.name, scale=int(scale), lr_source="files" if _is_paired(dataset) else "pillow-bicubic")
+        records.append(record)
+        log.info("%s x%d (%s): PSNR %.4f dB, SSIM %.4f, bicubic %.4f dB, %d images", entry.name, scale, eval_type,
+                 record["psnr"], record["ssim"], record["psnr_bicubic"], record["n_images"])
     return records
 
 
@@ -90,8 +93,11 @@ def _is_paired(dataset):
     return type(dataset).__name__ == "SRImplicitPaired"
 
 
-def evaluate_set(model, dataset, eval_type, bsize=30000, desc="test", sample_dir=None, tiling=None):
-    """`tiling`: `Model.query`'s max_memory and tile options (default: auto)."""
+def evaluate_set(model, dataset, eval_type, bsize=30000, desc="test", sample_dir=None, tiling=None, estimate=None):
+    """Mean PSNR/SSIM (and bicubic's PSNR) over `dataset`. `tiling`: `Model.query`'s max_memory and
+    tile options (default: auto). With `sample_dir`, its first image is saved there as the model's
+    output (`<desc>.png`) and as a comparison with the input, bicubic and the ground truth
+    (`<desc>_compare.png`, liif/compare.py). `estimate` (liif.progress.Estimate) counts the images."""
     psnrs, ssims, bicubics = [], [], []
     started = time.time()
     for i in tqdm(range(len(dataset)), desc=desc, leave=False, disable=None):
@@ -100,11 +106,18 @@ def evaluate_set(model, dataset, eval_type, bsize=30000, desc="test", sample_dir
         if not np.isfinite(sr).all():  # nan survives the clip: it would give a black sample and a nan PSNR
             raise CheckpointError(f"{desc}: the model predicts non-finite values (nan or inf) for image {i + 1}; the test "
                                   "stops as failed (are the checkpoint's weights sane?)")
+        bicubic = bicubic_upsample(sample["inp"], shape)
         psnrs.append(metrics.psnr(sr, hr, eval_type))
         ssims.append(metrics.ssim(sr, hr, eval_type))
-        bicubics.append(metrics.psnr(bicubic_upsample(sample["inp"], shape), hr, eval_type))
+        bicubics.append(metrics.psnr(bicubic, hr, eval_type))
         if sample_dir and i == 0:
-            save_sample(sr, os.path.join(sample_dir, sample_name(desc)))
+            from liif.compare import write_comparison
+            name = sample_name(desc)
+            save_sample(sr, os.path.join(sample_dir, name))
+            write_comparison(os.path.join(sample_dir, name[:-len(".png")] + "_compare.png"), sample["inp"], bicubic, sr,
+                             hr, max(1, round(shape[0] / sample["inp"].shape[1])))
+        if estimate:
+            estimate.update()
     return {"eval_type": eval_type, "psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims)),
             "psnr_bicubic": float(np.mean(bicubics)), "n_images": len(psnrs),
             "seconds": round(time.time() - started, 3)}
@@ -142,6 +155,29 @@ def bicubic_upsample(inp, shape):
 def save_sample(sr, path):
     from liif.demo import write_png
     write_png(np.round(sr[0].transpose(1, 2, 0) * 255).astype(np.uint8), path)
+
+
+def print_run_files(out_dir, best_psnr=None):
+    """The closing lines: where the run folder is and what to open in it first."""
+    if not out_dir:
+        return
+    rel = lambda *p: os.path.join(*p)  # noqa: E731
+    lines = [f"run folder: {os.path.abspath(out_dir)}"]
+    ckpt = os.path.join(out_dir, "checkpoints")
+    if os.path.isfile(rel(ckpt, "epoch-best.pth")):
+        best = f" (best validation PSNR {best_psnr:.2f} dB)" if best_psnr is not None else ""
+        lines.append(f"  checkpoints/epoch-best.pth{best}: test or demo with checkpoint=<this file>")
+    if os.path.isfile(rel(ckpt, "epoch-last.pth")):
+        lines.append("  checkpoints/epoch-last.pth: the last epoch; more epochs: python run.py "
+                     f"resume={out_dir} train.epochs=N")
+    samples = rel(out_dir, "samples")
+    if os.path.isdir(samples) and any(n.endswith("_compare.png") for n in os.listdir(samples)):
+        lines.append("  samples/*_compare.png: input | bicubic | model | ground truth per scale, with PSNRs")
+    lines.append("  metrics.json" + (", history.csv" if os.path.isfile(rel(out_dir, "history.csv")) else "") +
+                 ": every number above")
+    if os.path.isdir(rel(out_dir, "tb")):
+        lines.append(f"  tb/: curves and comparisons: tensorboard --logdir {os.path.join(out_dir, 'tb')}")
+    print("\n".join(lines))
 
 
 def print_table(records):

@@ -331,6 +331,7 @@ class Encoding:
         cell[..., 0], cell[..., 1] = 2 / height, 2 / width
         skip = lambda t: out_rows[t // len(p.cols)][0] == out_rows[t // len(p.cols)][1] or \
             out_cols[t % len(p.cols)][0] == out_cols[t % len(p.cols)][1]  # noqa: E731
+        done = 0
         for t in self._tiles(p, skip):
             (r0, r1), (c0, c1) = out_rows[t // len(p.cols)], out_cols[t % len(p.cols)]
             self._use_tile(p, t // len(p.cols), t % len(p.cols))
@@ -353,6 +354,9 @@ class Encoding:
                         # rounded, not floored (the original demo truncates)
                         buf[at:at + coord.shape[1]] = B.to_uint8(pred.float() * 0.5 + 0.5)
                         buf = B.materialize(buf)
+                        done += coord.shape[1]
+                        if callable(self.progress):  # the demo's estimate (liif/demo.py)
+                            self.progress(done, height * width)
                 out[y0:y1, c0:c1] = B.to_numpy(buf).reshape(y1 - y0, block_w, 3)
         return out
 

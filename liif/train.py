@@ -33,15 +33,18 @@ from liif.errors import CheckpointError, ConfigError, TrainingDiverged
 from liif.step import train_step
 from liif.init import initial_state
 from liif.outputs import OutputError
+from liif.progress import Estimate, duration
 from liif.record import RunRecord, TestResult, TrainSummary
 from liif.schedule import learning_rate
 
 log = logging.getLogger(__name__)
 
+LONG_ON_CPU_S = 15 * 60  # a CPU training estimated longer than this gets the profile=smoke hint
+
 
 def main(config, choices=None):
     """`python run.py task=train ...`: `config` is a liif.config.RunConfig; `choices` Hydra's group choices."""
-    from liif.evaluate import evaluate, print_table
+    from liif.evaluate import evaluate, print_run_files, print_table
     B = backends.get(config.framework.name)
     rank, _ = B.distributed_init()  # (0, 1) unless launched by torchrun (torch) or mpirun (jittor)
     if rank != 0:  # the other ranks neither claim nor write the run directory
@@ -84,6 +87,7 @@ def main(config, choices=None):
         raise SystemExit(128 + stopped_by)
     if rank == 0:
         print_table(records)
+        print_run_files(out_dir, trainer.summary()["best_val_psnr"])
     return records
 
 
@@ -160,13 +164,15 @@ class Trainer:
         like = next(iter(self.net.parameters()))
         prepare = lambda batch: B.batch_to_device(normalise(batch), like, self.pin_memory)  # noqa: E731
         stop = _StopFlag()
+        n_steps = len_batches(len(self.train_set), t.batch_size, world_size=self.world)
+        if t.max_steps_per_epoch:
+            n_steps = min(n_steps, t.max_steps_per_epoch)
+        self.estimate = Estimate("training", max(t.epochs - self.epoch + 1, 0) * n_steps - self.step_in_epoch, "step",
+                                 note="; validation and the final test come on top")
         with stop:
             while self.epoch <= t.epochs:
                 lr = learning_rate(self.epoch, t.lr, t.milestones, t.gamma)
                 B.set_lr(self.opt, lr)
-                n_steps = len_batches(len(self.train_set), t.batch_size, world_size=self.world)
-                if t.max_steps_per_epoch:
-                    n_steps = min(n_steps, t.max_steps_per_epoch)
                 started = time.time()
                 batches = iterate_batches(self.train_set, t.batch_size, shuffle=True, seed=self.seed,
                                           epoch=self.epoch, num_workers=t.num_workers,
@@ -191,6 +197,8 @@ class Trainer:
                     self.step_in_epoch, self.steps_done = step + 1, self.steps_done + 1
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.4f}")
+                    if self.rank == 0:
+                        self.suggest_smoke_profile(self.estimate.update())
                     if self.writer:
                         self.writer.add_scalar("loss/step", loss, self.steps_done)
                     durable.crash_point("step")
@@ -207,6 +215,14 @@ class Trainer:
                 bar.close()
                 self.end_epoch(lr, n_steps, time.time() - started)
         return None
+
+    def suggest_smoke_profile(self, seconds_left):
+        """A CPU training estimated at more than LONG_ON_CPU_S: say how to check the pipeline in a minute."""
+        if seconds_left is None or seconds_left <= LONG_ON_CPU_S or str(self.device) != "cpu":
+            return
+        log.warning("this training needs about %s on this CPU; to try the whole pipeline first, add profile=smoke "
+                    "(the same experiment shrunk to about a minute; its numbers are meaningless). A GPU "
+                    "(device=cuda) is the real place for it.", duration(seconds_left))
 
     def share_of_global_batch(self, step, n_local):
         """The factor on this rank's loss that makes the ranks' averaged gradients those of the mean
@@ -239,7 +255,10 @@ class Trainer:
             self.save("epoch-last.pth")
             recovery.derive_from_last(self.out_dir, self.history, t.epoch_save)
             val = f", val PSNR {row['val_psnr']:.3f} dB" if row["val_psnr"] is not None else ""
-            log.info("epoch %d/%d: loss %.4f, lr %.2e%s (%.1f s)", epoch, t.epochs, row["loss"], lr, val, seconds)
+            left = self.estimate.left_s()
+            left = f", about {duration(left)} left" if left is not None and epoch < t.epochs else ""
+            log.info("epoch %d/%d: loss %.4f, lr %.2e%s (%.1f s%s)", epoch, t.epochs, row["loss"], lr, val, seconds,
+                     left)
         self.B.barrier()  # the checkpoints are written before any rank goes on
 
     def recover(self, resumed_from):
