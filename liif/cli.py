@@ -4,8 +4,10 @@
   single run with one line on stderr and exit status 2.
 - Running out of memory ends it with one line naming the settings to lower, also exit 2.
 - Anything else is a bug: its traceback is printed (by Hydra) and the exit status is 1.
-`debug=true` shows the traceback in every case. In a multirun every error is raised, so Hydra
-records the failed job and the sweep goes on.
+`debug=true` shows the traceback in every case. In a multirun a user error (or running out of
+memory) prints one line for its job and the sweep goes on; at the sweep's end the details the
+failures share (e.g. the expected data layout) are printed once and the exit status is 2
+(liif.hydra_callbacks). A bug is raised, so Hydra records the failed job with its traceback.
 """
 import importlib
 import logging
@@ -123,9 +125,13 @@ def run_task(cfg):
             remove_hydra_only_folder(out_dir)
         if JITTOR_INTERNAL in str(e) and not user_error:
             print(JITTOR_HINT, file=sys.stderr)
-        if cfg.get("debug") or multirun or not (user_error or oom):
+        if cfg.get("debug") or not (user_error or oom):
             raise
-        print(f"error: {out_of_memory_message(e) if oom else one_line(e)}", file=sys.stderr)
+        message = out_of_memory_message(e) if oom else one_line(e)
+        if multirun:  # one line per failed job: its metrics.json records the failure
+            print(f"error: {out_dir}: {message.splitlines()[0]}", file=sys.stderr)
+            return None
+        print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -2,13 +2,18 @@
 
 `ReportCallback` writes the sweep's report (liif.report) into the sweep folder:
 - after each job of a multirun, report.md and report.csv only (cheap), so a report exists
-  even when a job fails: Hydra then skips `on_multirun_end` (verified, design.md section 2);
-- when the multirun ends, the full report with the plots.
+  even when a job fails with a bug (a traceback): Hydra then skips `on_multirun_end`;
+- when the multirun ends, the full report with the plots; when jobs failed with a user error
+  (one line each, liif.cli), what their messages share (e.g. the expected data layout) once,
+  a profile=smoke hint when data was missing, and exit status 2.
 It reads only the jobs' metrics.json files, so it works with every launcher (basic, joblib,
 submitit), and it never raises: a broken report must not turn a finished sweep into a failure.
 By hand, after anything: `python -m liif.report <sweep dir>`.
 """
 import logging
+import os
+import shlex
+import sys
 
 from hydra.experimental.callback import Callback
 
@@ -29,7 +34,13 @@ class ReportCallback(Callback):
         self._write(_sweep_dir(config) or self.sweep_dir, plots=False)
 
     def on_multirun_end(self, config, **kwargs):
-        self._write(self.sweep_dir or _sweep_dir(config), plots=True)
+        sweep_dir = self.sweep_dir or _sweep_dir(config)
+        self._write(sweep_dir, plots=True)
+        jobs = _jobs(sweep_dir)
+        failed = [r for r in jobs if not r.ok]
+        if failed:  # the jobs printed one line each; say what they share once, and fail the command
+            print(failures_summary(failed, len(jobs), sweep_dir, _sweep_overrides(config)), file=sys.stderr)
+            raise SystemExit(2)
 
     def _write(self, sweep_dir, plots):
         if not sweep_dir:
@@ -58,3 +69,32 @@ def _is_multirun():
         return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     except Exception:
         return False
+
+
+def _jobs(sweep_dir):
+    try:
+        from liif import report
+        return report.collect([sweep_dir])
+    except Exception:  # never fail the sweep because of its report
+        return []
+
+
+def _sweep_overrides(config):
+    try:
+        return [str(o) for o in config.hydra.overrides.task]
+    except Exception:
+        return []
+
+
+def failures_summary(failed, n_jobs, sweep_dir, overrides):
+    """The end of a sweep with failed jobs: their count, each distinct detail once, what to do."""
+    lines = [f"{len(failed)} of {n_jobs} jobs failed (one line each above; {os.path.join(sweep_dir, 'report.md')} "
+             "lists them)"]
+    for detail in dict.fromkeys(r.detail for r in failed if r.detail):
+        lines += [detail]
+    if any("expected layout" in (r.detail or "") or "DataLayoutError" in (r.reason or "") for r in failed):
+        smoke = ["-m"] + [o for o in overrides if not o.startswith("profile=")] + ["profile=smoke"]
+        lines += ["No data here yet? profile=smoke runs the same sweep on the embedded sample set (numbers "
+                  "meaningless, every step checked): python run.py " + " ".join(shlex.quote(a) for a in smoke),
+                  "Where the data goes: README.md, section Data."]
+    return "\n".join(lines)

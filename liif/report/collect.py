@@ -23,10 +23,13 @@ class Run:
         self.seed = r.seed
         self.records = r.records
         self.history = r.train.history if r.train else []
+        self.detail = None  # an error's lines after the first (e.g. the expected data layout), shown once
         if self.status not in ("ok", "missing") and self.reason is None:
             self.reason = f'status "{self.status}"'
             if r.error:
-                self.reason += f": {r.error}"
+                first, _, detail = str(r.error).partition("\n")
+                self.reason += f": {first}"
+                self.detail = detail.strip() or None
             elif self.status == "interrupted":
                 self.reason += f": resumable, continue with resume={path}"
             else:

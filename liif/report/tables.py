@@ -235,6 +235,10 @@ def render_markdown(sweep_dirs, runs, views, untagged, plot_files, plots):
     if problems:
         lines += ["## Failed or missing runs", ""]
         lines += [f"- FAILED: {r.path} ({r.reason})" for r in problems]
+        for detail in dict.fromkeys(r.detail for r in problems if r.detail):  # each distinct one once
+            n = sum(r.detail == detail for r in problems)
+            lines += ["", f"{'All' if n == len(problems) else n} of the failures above share this detail:", "", "```",
+                      detail, "```"]
         lines += ["", "Re-run or resume them, then rebuild this report: "
                   f"`python -m liif.report {' '.join(sweep_dirs)}`.", ""]
     for v in views:
