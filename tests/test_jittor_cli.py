@@ -41,3 +41,33 @@ def test_demo_on_jittor(tmp_path, fixtures_dir):
                 f"input={src}", "size=[15,40]", f"output={tmp_path / 'out.png'}", f"hydra.run.dir={tmp_path / 'run'}")
     assert r.returncode == 0, r.stderr[-3000:]
     assert Image.open(tmp_path / "out.png").size == (40, 15)
+
+
+def test_ctrl_c_on_jittor_is_acknowledged_once_and_stops_cleanly(tmp_path):
+    """Ctrl-C as a terminal sends it: SIGINT to the whole process group, Jittor's kernel-compile
+    workers included. Before the fix the workers died of it and Jittor's SIGCHLD handler ended the
+    run at once ('Caught SIGCHLD ... quick exit'), without a checkpoint."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+    run = tmp_path / "run"
+    args = [*TINY, "train.epochs=50", "train.max_steps_per_epoch=20", "dataset.val=null", "scales=[2]",
+            f"paths.sample_dir={tmp_path / 'sample'}", "framework=jittor", f"hydra.run.dir={run}"]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 300
+    while not (run / "checkpoints" / "epoch-last.pth").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGINT, err[-3000:]
+    assert "SIGCHLD" not in err and "quick exit" not in err and "Traceback" not in err, err[-3000:]
+    text = out + err
+    assert text.count("SIGINT received: stopping after this step, saving a checkpoint") == 1, text[-3000:]
+    assert text.count(f"interrupted by SIGINT: a resumable checkpoint is in {run / 'checkpoints'}") == 1
+    assert json.loads((run / "metrics.json").read_text())["status"] == "interrupted"
