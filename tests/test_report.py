@@ -93,6 +93,37 @@ def test_plots_are_written_beside_the_report(sweep):
     assert "![training_curves.png](training_curves.png)" in (sweep / "report.md").read_text()
 
 
+def test_plots_go_to_a_new_out_folder_on_the_first_run(sweep, tmp_path):
+    out = tmp_path / "new" / "folder"  # does not exist yet
+    assert report.cli([str(sweep), "--out", str(out)]) == 0
+    for name in ("psnr_vs_scale_table3.png", "training_curves.png"):
+        assert (out / name).stat().st_size > 1000
+    assert "![training_curves.png](training_curves.png)" in (out / "report.md").read_text()
+
+
+def test_the_report_cites_the_paper_not_files_outside_the_repository(sweep):
+    report.write(sweep, plots=False)
+    md = (sweep / "report.md").read_text()
+    assert "arxiv.org/abs/2012.09161" in md and "notes" not in md
+    assert "liif/paper_results.yaml" in md and (ROOT / "liif" / "paper_results.yaml").is_file()
+
+
+def test_a_multi_line_error_is_one_list_line_and_its_detail_once(tmp_path):
+    layout = "expected layout:\n/d/DIV2K/DIV2K_train_HR/*.png   0001.png ... 0800.png"
+    for i, row in enumerate(["LIIF", "LIIF(-c)"]):
+        failed = metrics(row, status="failed")
+        failed["error"] = f"DataLayoutError: dataset folder not found: /d/DIV2K/DIV2K_train_HR\n{layout}"
+        make_job(tmp_path, f"{i}_job_torch", failed)
+    report.write(tmp_path, plots=False)
+    md = (tmp_path / "report.md").read_text()
+    assert md.count("0001.png ... 0800.png") == 1 and md.count("expected layout:") == 1
+    failed_section = md.split("## Failed or missing runs\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert len(failed_section) == 2 and all(line.startswith("- FAILED: ") and line.endswith(
+        "(status \"failed\": DataLayoutError: dataset folder not found: /d/DIV2K/DIV2K_train_HR)")
+        for line in failed_section)
+    assert "```\n" + layout + "\n```" in md  # the detail once, as a code block after the list
+
+
 def test_two_frameworks_and_several_sweeps_are_merged(tmp_path):
     torch_sweep, jittor_sweep = tmp_path / "torch", tmp_path / "jittor"
     for i, row in enumerate(["RDN-LIIF", "RDN-MetaSR"]):

@@ -77,3 +77,21 @@ def test_a_failing_job_still_leaves_a_report_that_lists_it(tmp_path):
     md = (sweep / "report.md").read_text()
     assert "Runs: 2 (1 ok, 1 failed or missing)" in md
     assert f'FAILED: {sweep / "1_ablation_liif_torch"} (status "failed"' in md
+
+
+@pytest.mark.slow
+def test_a_sweep_without_data_prints_one_line_per_job_and_a_clean_report(tmp_path):
+    sweep, data = tmp_path / "sweep", tmp_path / "nodata"
+    r = run_cli("-m", "experiment=ablation_liif,ablation_c", f"paths.data_dir={data}", f"hydra.sweep.dir={sweep}",
+                timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    missing = f"dataset folder not found: {data}/DIV2K/DIV2K_train_HR"
+    assert [line for line in r.stderr.splitlines() if line.startswith("error: ")] == [
+        f"error: {sweep / '0_ablation_liif_torch'}: {missing}", f"error: {sweep / '1_ablation_c_torch'}: {missing}"]
+    assert r.stderr.count("expected layout:") == 1 and r.stderr.count("README.md, section Data") == 1
+    assert r.stderr.count("No data here yet?") == 1
+    assert f"python run.py -m experiment=ablation_liif,ablation_c paths.data_dir={data} profile=smoke" in r.stderr
+    md = (sweep / "report.md").read_text()
+    assert md.count("expected layout:") == 1 and "Runs: 2 (0 ok, 2 failed or missing)" in md
+    listed = [line for line in md.splitlines() if line.startswith("- FAILED: ")]
+    assert len(listed) == 4 and all(line.endswith(f"DataLayoutError: {missing})") for line in listed)  # list + table 3
