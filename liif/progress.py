@@ -3,7 +3,7 @@ time their first units and say once, up front, what the whole will take.
 
 The first `skip` units are not timed (first-use work: Jittor compiles its kernels, caches
 fill), the next `measure` are; then one `estimate:` line is logged. `left_s()` keeps giving
-the remaining time afterwards, for progress lines.
+the remaining time afterwards, at the mean rate so far, for progress lines.
 """
 import logging
 import time
@@ -31,16 +31,19 @@ class Estimate:
         if timed < self.measure:
             return None
         self.seconds_per_unit = (time.perf_counter() - self.started) / timed
-        left = self.left_s()
+        left = max(self.total - self.done, 0) * self.seconds_per_unit
         log.info("estimate: %s: about %s for the %d %ss left (%s per %s, timed over %d)%s", self.what,
                  duration(left), self.total - self.done, self.unit, duration(self.seconds_per_unit, 2), self.unit,
                  timed, self.note)
         return left
 
     def left_s(self):
+        """Seconds left at the mean rate since the clock started (it follows a machine that speeds
+        up or slows down; time spent between units, e.g. validation, counts), None before the estimate."""
         if self.seconds_per_unit is None:
             return None
-        return max(self.total - self.done, 0) * self.seconds_per_unit
+        rate = (time.perf_counter() - self.started) / (self.done - self.timed_from)
+        return max(self.total - self.done, 0) * rate
 
 
 def duration(seconds, digits=0):

@@ -73,7 +73,7 @@ def test_train_test_and_demo_state_an_estimate_and_the_results_show_the_method(t
 
 def test_estimate_times_units_after_the_warm_up_and_says_it_once(monkeypatch, caplog):
     from liif import progress
-    clock = iter([10.0, 13.0])  # the timed span: 2 units in 3 s
+    clock = iter([10.0, 13.0, 16.0])  # the timed span: 2 units in 3 s, then 1 more in 3 s
     monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
     estimate = progress.Estimate("training", 100, "step", skip=1, measure=2)
     with caplog.at_level(logging.INFO, logger="liif.progress"):
@@ -83,7 +83,7 @@ def test_estimate_times_units_after_the_warm_up_and_says_it_once(monkeypatch, ca
         assert estimate.update() is None  # said once
     assert [r.getMessage() for r in caplog.records] == [
         "estimate: training: about 2 min for the 97 steps left (1.5 s per step, timed over 2)"]
-    assert estimate.left_s() == pytest.approx(96 * 1.5)
+    assert estimate.left_s() == pytest.approx(96 * 2.0)  # the mean rate so far: 3 steps in 6 s
 
 
 def test_a_long_cpu_training_suggests_the_smoke_profile(caplog):

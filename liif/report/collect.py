@@ -31,7 +31,7 @@ class Run:
                 self.reason += f": {first}"
                 self.detail = detail.strip() or None
             elif self.status == "interrupted":
-                self.reason += f": resumable, continue with resume={path}"
+                self.reason += f": resumable, continue with python run.py resume={path}"
             else:
                 self.reason += ": see run.log and the sweep's console output"
 
