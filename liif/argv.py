@@ -12,8 +12,10 @@ import os
 
 import yaml
 
+from liif.errors import ConfigError
 
-class ArgvError(Exception):
+
+class ArgvError(ConfigError):
     """A command line that cannot run as typed: one line for the user."""
 
 

@@ -41,11 +41,11 @@ def write(sweep_dirs, out_dir=None, plots=True):
     if not sweep_dirs:
         raise BadInput("no sweep folder given")
     out_dir = os.fspath(out_dir or sweep_dirs[0])
-    os.makedirs(out_dir, exist_ok=True)  # before the plots: a new --out folder lost them on the first run
     runs = collect(sweep_dirs)
     if not runs:  # not a sweep: a report written there would only litter someone's folder
         raise BadInput(f"no runs in {', '.join(sweep_dirs)} (no job folder with a metrics.json or .hydra/): "
                        "nothing written; give a sweep folder, e.g. multirun/<date>/<time>")
+    os.makedirs(out_dir, exist_ok=True)  # before the plots: a new --out folder lost them on the first run
     by_table = {}
     for r in runs:
         if r.table is not None:
