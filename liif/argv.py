@@ -131,7 +131,7 @@ def check_keys(argv, conf_dir):
             near = difflib.get_close_matches(prefix, siblings, n=1, cutoff=0.6)
             hint = f"did you mean '{near[0]}'? " if near else ""
             raise ArgvError(f"unknown setting '{prefix}' in {arg}: {hint}(`python run.py --cfg job` prints every "
-                            f"setting; a group's options are the files in conf/<group>/)")
+                            "setting)")
 
 
 def known_keys(conf_dir):
@@ -162,6 +162,9 @@ def known_keys(conf_dir):
 def _config_store_keys():
     from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
+
+    from liif.presets import register_with_hydra
+    register_with_hydra()  # as run.py does (storing again replaces, so twice is harmless)
     known = set()
 
     def walk(tree, group):
