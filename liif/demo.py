@@ -12,6 +12,8 @@ import os
 import stat
 import sys
 
+from tqdm import tqdm
+
 from liif.api import infer_options, load_model, parse_size, tiling_options
 from liif.errors import BadInput, ConfigError
 
