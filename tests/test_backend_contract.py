@@ -64,7 +64,7 @@ def test_each_method_means_what_torch_means(framework):
 
 NOT_TENSORS = {  # local names in framework-neutral code that are not tensors (imported modules are skipped too)
     "B", "backend", "self", "nn", "layers", "preds", "areas", "blocks", "outs", "image", "spec", "args", "ckpt",
-    "model", "framework_cfg", "param", "first", "layer",
+    "model", "framework_cfg", "param", "first", "layer", "encoding",
 }
 OTHER_CALLS = {"append", "get", "items", "astype", "transpose", "reshape", "update"}  # on lists, dicts, numpy
 
