@@ -1,5 +1,4 @@
 """LIIF: Local Implicit Image Function for arbitrary-scale super-resolution, on PyTorch and Jittor."""
-from liif import labels  # noqa: F401  (registers the run-name resolver of conf/config.yaml)
 from liif.api import Model, build_model, create_model, list_models, load_model
 
 __version__ = "0.1.0"

@@ -49,8 +49,10 @@ def register_configs():
     `model` config groups of liif/presets.py."""
     from hydra.core.config_store import ConfigStore
 
+    from liif import labels
     from liif.config import RunConfig
     from liif.presets import register_with_hydra
+    labels.register()  # the run-name resolver conf/config.yaml uses
     ConfigStore.instance().store(name="liif_schema", node=RunConfig)
     register_with_hydra()
 

@@ -17,6 +17,8 @@ import sys
 
 from hydra.experimental.callback import Callback
 
+from liif import labels  # noqa: F401  (registers the run-name resolver in launcher processes too)
+
 log = logging.getLogger(__name__)
 
 

@@ -12,6 +12,7 @@ OmegaConf resolver `liif_model_label`, registered when this module is imported (
 liif.hydra_callbacks, which Hydra imports in every process that starts jobs, launchers included).
 """
 import os
+import sys
 
 RESOLVER = "liif_model_label"
 _specs = {}  # (path, size, mtime_ns) -> the checkpoint's model spec: the resolver runs more than once
@@ -92,4 +93,5 @@ def register():
         OmegaConf.register_new_resolver(RESOLVER, label_for_run)
 
 
-register()
+if "omegaconf" in sys.modules:  # registered where Hydra is in use; `import liif` alone stays Hydra-free
+    register()
