@@ -45,6 +45,9 @@ def write(sweep_dirs, out_dir=None, plots=True):
     if not runs:  # not a sweep: a report written there would only litter someone's folder
         raise BadInput(f"no runs in {', '.join(sweep_dirs)} (no job folder with a metrics.json or .hydra/): "
                        "nothing written; give a sweep folder, e.g. multirun/<date>/<time>")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        from liif.errors import OutputError
+        raise OutputError(f"cannot write {os.path.join(out_dir, 'report.md')}: {out_dir} is a file, not a folder")
     os.makedirs(out_dir, exist_ok=True)  # before the plots: a new --out folder lost them on the first run
     by_table = {}
     for r in runs:
