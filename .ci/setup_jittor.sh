@@ -78,7 +78,8 @@ rng = np.random.default_rng(0)
 batch = {'inp': rng.standard_normal((1, 3, 6, 5), dtype=np.float32), 'coord': rng.uniform(-1, 1, (1, 7, 2)).astype(np.float32),
          'cell': np.full((1, 7, 2), 0.1, np.float32), 'gt': rng.standard_normal((1, 7, 3), dtype=np.float32)}
 opt = B.adam(net, 1e-4)
-print('loss', B.train_step(net, opt, batch))
+from liif.step import train_step
+print('loss', train_step(B, net, opt, batch))
 from liif.api import Model  # chunked decoding into a preallocated output (query, upscale)
 model = Model(net, B, spec, 'cpu')
 print('query', model.query(batch['inp'], batch['coord'], batch['cell'], bsize=3).shape,
@@ -99,7 +100,8 @@ net = B.wrap_distributed(registry.make(spec, B))
 rng = np.random.default_rng(rank)
 batch = {'inp': rng.standard_normal((1, 3, 6, 5), dtype=np.float32), 'coord': rng.uniform(-1, 1, (1, 7, 2)).astype(np.float32),
          'cell': np.full((1, 7, 2), 0.1, np.float32), 'gt': rng.standard_normal((1, 7, 3), dtype=np.float32)}
-loss = B.all_reduce_mean(B.train_step(net, B.adam(net, 1e-4), batch))
+from liif.step import train_step
+loss = B.all_reduce_mean(train_step(B, net, B.adam(net, 1e-4), batch))
 B.barrier()
 if rank == 0:
     print('MPI_OK world_size', world, 'mean loss', loss, flush=True)
