@@ -34,11 +34,11 @@ from tqdm import tqdm
 
 from liif.errors import ConfigError
 from liif.coords import make_coord
-from liif.memory import BudgetTooSmall, format_bytes, resolve_budget
+from liif.memory import BudgetTooSmall, format_bytes, resolve_budget, return_freed_memory
 
 MIN_TILE = 16          # the smallest core side the planner uses (smaller only when the image is)
 MIN_CHUNK = 1024       # the fewest queries per decoder call the planner uses
-SLACK = 1.25           # allocator fragmentation and framework workspace, on top of the estimate
+SLACK = 1.15           # allocator rounding and framework workspace, on top of the estimate (measured within 5%)
 
 
 @dataclass
@@ -52,6 +52,7 @@ class Plan:
     bsize: int
     budget: int
     estimate: int  # bytes the largest tile needs, by `tile_bytes`
+    table_block: int | None = None  # unfolded floats per block of LIIF's latent-table build
 
     @property
     def n_tiles(self):
@@ -85,9 +86,9 @@ def query_floats(net):
 
 
 def feature_floats(net):
-    """(kept, transient): floats per kept feature pixel while decoding a tile: the features (and
-    LIIF's latent table, the width of the MLP's first layer), and the unfolded map the table is
-    built from (before any query chunk; LIIF.TABLE_BLOCK bounds it)."""
+    """(kept, unfolded): floats per kept feature pixel while decoding a tile: the features (and LIIF's
+    latent table, the width of the MLP's first layer), and the unfolded code per pixel that the
+    latent table is built from, a block of rows at a time (0: no table)."""
     c = net.encoder.out_dim
     imnet = getattr(net, "imnet", None)
     if imnet is None:
@@ -100,16 +101,34 @@ def feature_floats(net):
     return c + k, 0
 
 
-def tile_bytes(net, in_rows, in_cols, feat_rows, feat_cols, bsize, dtype_bytes=4):
+def table_block_for(net, budget, dtype_bytes=4):
+    """Unfolded floats per block of LIIF's latent-table build (`LIIF.use_feat`'s table_block): the
+    block, its product with the first layer and that product's biased copy within a quarter of the
+    budget, and never more than the model's default (None: the model has no table)."""
+    kept, unfolded = feature_floats(net)
+    if not unfolded:
+        return None
+    width = kept - net.encoder.out_dim
+    per_unfolded = max(unfolded + width, 2 * width) / unfolded  # floats alive per unfolded float
+    return max(1, min(net.TABLE_BLOCK, int(budget / 4 / (SLACK * dtype_bytes) / per_unfolded)))
+
+
+def tile_bytes(net, in_rows, in_cols, feat_rows, feat_cols, bsize, table_block=None, dtype_bytes=4):
     """Estimated peak bytes of one tile: the encoder's forward on its input, then the kept
-    features with the decoder's table build or one chunk of queries. Includes `SLACK`."""
+    features with the decoder's table build (a block of rows at a time) or one chunk of queries.
+    Includes `SLACK`."""
     s = net.encoder.out_scale
     kept_pixels = feat_rows * feat_cols * s * s
     encode = net.encoder.activation_floats * in_rows * in_cols
     encode += net.encoder.out_dim * kept_pixels  # the kept copy, made while the rest is alive
-    kept, transient = feature_floats(net)
-    transient = min(transient * kept_pixels, getattr(net, "TABLE_BLOCK", 0))
-    decode = kept * kept_pixels + max(transient, query_floats(net) * bsize)
+    kept, unfolded = feature_floats(net)
+    table = 0
+    if unfolded:
+        width = kept - net.encoder.out_dim
+        row = feat_cols * s  # the table is built a block of whole rows at a time
+        rows = max(1, min(feat_rows * s, (table_block or net.TABLE_BLOCK) // (unfolded * row)))
+        table = max(unfolded + width, 2 * width) * rows * row
+    decode = kept * kept_pixels + max(table, query_floats(net) * bsize)
     return int(SLACK * dtype_bytes * max(encode, decode))
 
 
@@ -118,6 +137,11 @@ def _spans(n, size):
     count = max(1, math.ceil(n / size))
     edges = [round(i * n / count) for i in range(count + 1)]
     return [(edges[i], edges[i + 1]) for i in range(count)]
+
+
+def _widest(spans, n, by):
+    """Length of the longest span widened by `by` on each side, cut at [0, n)."""
+    return max(min(n, b + by) - max(0, a - by) for a, b in spans)
 
 
 def _widened(spans, n, by):
@@ -136,19 +160,18 @@ def plan(net, height, width, max_memory="auto", bsize=30000, max_cell=1.0, tile=
     per_query = SLACK * dtype_bytes * query_floats(net)
     chunk = max(1, min(bsize, int(budget / 4 / per_query)))  # a quarter of the budget at most
     chunk = max(chunk, min(bsize, MIN_CHUNK))
+    table_block = table_block_for(net, budget, dtype_bytes)
 
-    def cost(rows, cols):
-        th = max(b - a for a, b in rows)
-        tw = max(b - a for a, b in cols)
-        feat_r, feat_c = min(height, th + 2 * margin), min(width, tw + 2 * margin)
-        in_r, in_c = min(height, feat_r + 2 * halo), min(width, feat_c + 2 * halo)
-        return tile_bytes(net, in_r, in_c, feat_r, feat_c, chunk, dtype_bytes)
+    def cost(rows, cols):  # of the largest tile: its features and encoder input, cut at the image's border
+        feat_r, feat_c = _widest(rows, height, margin), _widest(cols, width, margin)
+        in_r, in_c = _widest(rows, height, margin + halo), _widest(cols, width, margin + halo)
+        return tile_bytes(net, in_r, in_c, feat_r, feat_c, chunk, table_block, dtype_bytes)
 
     if tile is not None:
         if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 1:
             raise ConfigError(f"infer.tile (tile=) must be a positive number of input pixels or null, got {tile!r}")
         rows, cols = _spans(height, tile), _spans(width, tile)
-        return Plan(rows, cols, halo, margin, chunk, budget, cost(rows, cols))
+        return Plan(rows, cols, halo, margin, chunk, budget, cost(rows, cols), table_block)
     best = None
     for n_rows in range(1, math.ceil(height / min(height, MIN_TILE)) + 1):
         rows = _spans(height, math.ceil(height / n_rows))
@@ -176,7 +199,7 @@ def plan(net, height, width, max_memory="auto", bsize=30000, max_cell=1.0, tile=
                              f"tile with its {halo}-pixel halo needs about {format_bytes(needed)}; "
                              f"use max_memory={math.ceil(needed / (1 << 20))}MB or more")
     _, rows, cols = best
-    return Plan(rows, cols, halo, margin, chunk, budget, cost(rows, cols))
+    return Plan(rows, cols, halo, margin, chunk, budget, cost(rows, cols), table_block)
 
 
 class Encoding:
@@ -194,6 +217,8 @@ class Encoding:
         self.max_memory, self.bsize, self.tile, self.cache, self.progress = max_memory, bsize, tile, cache, progress
         self._features = {}  # (tile row, tile col, margin) -> (feature crop, window)
         self._plans = {}
+        if str(model.device) == "cpu":
+            return_freed_memory()  # freed tile buffers go back to the system: the budget bounds the process
 
     @classmethod
     def of_image(cls, model, image, **options):
@@ -230,10 +255,11 @@ class Encoding:
         """Make the network decode from tile (i, j)'s features, encoding them if needed."""
         key = (i, j, p.margin, p.halo, id(p))
         net, B = self.model.net, self.model.backend
+        table = {"table_block": p.table_block} if p.table_block else {}  # LIIF's only
         if key in self._features:
             feat, window = self._features[key]
             if net._feat is not feat:
-                net.use_feat(feat, window)
+                net.use_feat(feat, window, **table)
             return
         if not self.cache:
             self._features.clear()
@@ -250,7 +276,7 @@ class Encoding:
             if (ia, ib, ic, id_) != (fa, fb, fc, fd):
                 feat = feat[:, :, (fa - ia) * s:(fb - ia) * s, (fc - ic) * s:(fd - ic) * s].clone()
             window = (self.height * s, self.width * s, fa * s, fc * s)
-        net.use_feat(feat, window)
+        net.use_feat(feat, window, **table)
         feat = B.materialize(feat)
         self._features[key] = (feat, window)
 

@@ -153,12 +153,13 @@ def test_table_built_in_row_blocks_is_the_same(monkeypatch):
         coord, cell = random_queries(rng, 11, 9, 2)
         whole = fast(model).query(inp, coord, cell)
         for rows in (1, 2, 4):
-            monkeypatch.setattr(LIIF, "TABLE_BLOCK", 2 * k * 9 * rows)  # n * k * w * rows
-            built = []
-            monkeypatch.setattr(T, "cat", lambda ts, dim=0, _cat=torch.cat: built.append(dim) or _cat(ts, dim))
+            monkeypatch.setattr(LIIF, "TABLE_BLOCK", 1 * k * 9 * rows)  # n * k * w * rows (one image at a time)
+            written = []  # each block is written into the one table, then materialised
+            monkeypatch.setattr(T, "materialize", lambda t, _m=T.materialize: written.append(tuple(t.shape)) or _m(t))
             blocked = model.query(inp, coord, cell)
             monkeypatch.undo()
-            assert built.count(2) == len(inp)  # joined along rows, once per image (Model.query encodes each alone)
+            tables = [shape for shape in written if shape == (1, 16, 11, 9)]  # the first layer's width: 16
+            assert len(tables) == len(inp) * -(-11 // rows)  # Model.query encodes each image alone
             np.testing.assert_allclose(blocked, whole, atol=1e-6, rtol=0)
 
 

@@ -44,9 +44,10 @@ class EDSR:
         # on the path widens it by one pixel: the head, 2 per residual block, the body's last conv
         self.halo = 1 + 2 * n_resblocks + 1
         # floats per input pixel alive at the forward's peak, an estimate (tiled inference sizes its tiles
-        # by it): in a residual block, the body's input and output, the block's input, its two convs and
-        # ReLU, the scaled branch and the sum
-        self.activation_floats = 8 * n_feats
+        # by it): in a residual block, the head's output (the global skip), the block's input, the two
+        # convs' and the ReLU's outputs as they replace each other, the scaled branch and the sum.
+        # Measured with PyTorch on the CPU (docs/tiling.md): 5.05 * n_feats for both EDSRs
+        self.activation_floats = 6 * n_feats
         if no_upsampling:
             self.out_dim = n_feats
             self.out_scale = 1  # output pixels per input pixel, along each axis

@@ -42,17 +42,20 @@ class LIIF:
         else:
             self.imnet = None
         self._table = None  # the fast path's per-feature-map cache, see `_latent_table`
+        self._table_block = None  # floats per block of the table's build (`use_feat`), None: TABLE_BLOCK
 
     def gen_feat(self, inp):
         return self.use_feat(self.encoder(inp))
 
-    def use_feat(self, feat, window=None):
+    def use_feat(self, feat, window=None, table_block=None):
         """Decode from `feat` from now on. `window` = (H, W, top, left): `feat` is the part at (top, left)
         of an H x W feature map (a tile's, liif/tiled.py); queries keep the whole map's coordinates,
-        so every nearest lookup, relative coordinate and cell size is the whole map's."""
+        so every nearest lookup, relative coordinate and cell size is the whole map's. `table_block`:
+        unfolded floats per block of the latent table's build (default TABLE_BLOCK; a memory budget)."""
         self._table = None
         self._feat = feat  # leading underscore: jittor would make a Var attribute a parameter
         self._window = window
+        self._table_block = table_block
         return feat
 
     def _grid(self, feat, like):
@@ -150,8 +153,9 @@ class LIIF:
         n, c, h, w = feat.shape
         k = c * 9 if self.feat_unfold else c
         w_f = first.weight[:, :k]  # (D, k)
-        rows = max(1, min(h, self.TABLE_BLOCK // max(1, n * k * w)))
-        blocks = []
+        rows = max(1, min(h, (self._table_block or self.TABLE_BLOCK) // max(1, n * k * w)))
+        bias = None if first.bias is None else first.bias.view(-1, 1, 1)
+        proj = None
         for r0 in range(0, h, rows):
             r1 = min(h, r0 + rows)
             if self.feat_unfold:
@@ -164,10 +168,18 @@ class LIIF:
             else:
                 code = feat if (r0, r1) == (0, h) else feat[:, :, r0:r1]
             # reshape, not view: without feat_unfold `code` is the encoder's map, which may be NHWC (channels_last)
-            blocks.append((w_f @ code.reshape(n, k, (r1 - r0) * w)).view(n, -1, r1 - r0, w))
-        proj = blocks[0] if len(blocks) == 1 else B.cat(blocks, 2)
-        if first.bias is not None:
-            proj = proj + first.bias.view(-1, 1, 1)
+            block = (w_f @ code.reshape(n, k, (r1 - r0) * w)).view(n, -1, r1 - r0, w)
+            del code  # the unfolded block (9x the features) goes before the next is made
+            if bias is not None:
+                block = block + bias
+            if rows >= h:
+                proj = block
+            else:  # written in place into one table: no list of blocks and its concatenated copy
+                if proj is None:
+                    proj = B.tensor(np.empty((n, block.shape[1], h, w), np.float32), like=block)
+                proj[:, :, r0:r1] = block
+                proj = B.materialize(proj)
+            del block
         self._table = None if self.training else (feat, proj)
         return proj
 

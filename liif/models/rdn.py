@@ -53,9 +53,10 @@ class RDN:
         # (the dense links skip some, the longest path goes through all), GFF's k x k (1x1s add nothing)
         self.halo = pad * (2 + D * C + 1)
         # floats per input pixel alive at the forward's peak, an estimate (tiled inference sizes its tiles
-        # by it): every block's output is kept for the global fusion, which concatenates them (D * G0,
-        # twice); inside a block, two consecutive dense concatenations (up to G0 + C * G each)
-        self.activation_floats = max(D * G0 + 2 * (G0 + C * G) + 2 * G0, 2 * D * G0 + 2 * G0)
+        # by it): at the global fusion, every block's output (D * G0), their concatenation (D * G0) and
+        # the copy of it the CPU convolution makes in its own layout (D * G0), plus the fusion's output and
+        # f_1. Measured with PyTorch on the CPU (docs/tiling.md): 3243 for config B, this gives 3264
+        self.activation_floats = 3 * D * G0 + 3 * G0
         if no_upsampling:
             self.out_dim = G0
             self.out_scale = 1  # output pixels per input pixel, along each axis
