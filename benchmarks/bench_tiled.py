@@ -1,20 +1,24 @@
 """Tiled inference (issue 13): peak memory and time against input size, untiled vs tiled.
 
-    python benchmarks/bench_tiled.py [--budget 400MB] [--sizes 256 512 768 1024]
-                                     [--rdn-budget 1500MB] [--rdn-sizes 96 192 288] [--threads 2]
+    python benchmarks/bench_tiled.py [--budget 200MB] [--sizes 192 384 768] [--original-sizes 192 384]
+                                     [--rdn-budget 1GB] [--rdn-sizes 96 192] [--threads 2]
 
 PyTorch, CPU. Each case is a fresh process (one model, one `Model.upscale` at x2 of a random
 h x h uint8 image; `torch.manual_seed(0)` weights: random weights cost the same as trained ones):
 
 - untiled: `max_memory="1TB"`, i.e. one tile, the whole-input computation;
-- tiled: `max_memory=BUDGET`.
+- tiled: `max_memory=BUDGET`;
+- original (EDSR-baseline-LIIF, the smaller sizes): untiled through the original's decoding
+  formulation (`query_rgb_reference`, which unfolds the whole feature map for every chunk of
+  30,000 queries), for reference: the peak the original code's demo reaches.
 
 Peak: the process's VmHWM after the upscale minus its VmRSS just before it (Python, torch, the
 model and the input are not the upscale's), after a warm-up upscale of a 32x32 crop. Time: the
 upscale's wall time. Then the hard limit: the largest input, untiled and tiled, each with its
 address space limited (RLIMIT_AS, what `ulimit -v` sets) to its size before the upscale plus the
 budget plus the output (and `MALLOC_ARENA_MAX=1`: see `run_case`): the untiled run must fail, the
-tiled one succeed (`--hard-limit-only`: just these).
+tiled one succeed (`--hard-limit-only`: just these); EDSR-baseline-LIIF only (RDN's smallest tile,
+its 131-pixel halo included, is larger than the inputs this CPU runs in minutes).
 EDSR-baseline-LIIF and RDN-LIIF are the paper's (hidden 256 x 4; RDN config B).
 Prints a Markdown table; all numbers as JSON (--json).
 """
@@ -48,7 +52,27 @@ def proc_status(key):
     return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith(key + ":"))
 
 
-def child(model_name, size, budget, threads, rlimit):
+def original_demo(net, image, out_size, bsize=30000):
+    """The original demo.py's computation: the whole input encoded, the original's decoding
+    formulation on chunks of `bsize` queries (its batched_predict), a float prediction of the whole
+    output, then the image."""
+    import torch
+    from liif.coords import make_coord
+    inp = (torch.from_numpy(image).permute(2, 0, 1).float() / 255 - 0.5) / 0.5
+    h, w = out_size
+    coord = torch.from_numpy(make_coord((h, w)).reshape(1, -1, 2))
+    cell = torch.ones_like(coord)
+    cell[..., 0] *= 2 / h
+    cell[..., 1] *= 2 / w
+    with torch.no_grad():
+        net.eval()
+        net.gen_feat(inp[None])
+        preds = [net.query_rgb_reference(coord[:, i:i + bsize], cell[:, i:i + bsize]) for i in range(0, h * w, bsize)]
+        pred = torch.cat(preds, dim=1)[0]
+    return (pred * 0.5 + 0.5).clamp(0, 1).view(h, w, 3).mul(255).round().byte().numpy()
+
+
+def child(model_name, size, budget, threads, rlimit, path="fast"):
     """Runs in a fresh process; prints one JSON line."""
     import torch
     import liif
@@ -57,9 +81,14 @@ def child(model_name, size, budget, threads, rlimit):
     model = liif.build_model(SPECS[model_name], framework="torch", device="cpu")
     image = np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)
     out_size = (SCALE * size, SCALE * size)
-    model.upscale(image[:32, :32], (64, 64), max_memory=budget)  # warm-up: first-call allocations
-    tiles = model.encode(image, max_memory=budget).plan(1 / SCALE).n_tiles
-    record = {"model": model_name, "size": size, "budget": budget, "tiles": tiles, "rlimit": rlimit}
+    if path == "reference":  # the original demo, as it computes: no Encoding (so glibc's defaults, too)
+        upscale = lambda img, out, **_: original_demo(model.net, img, out)  # noqa: E731
+        tiles = 1
+    else:
+        upscale = model.upscale
+        tiles = model.encode(image, max_memory=budget).plan(1 / SCALE).n_tiles
+    upscale(image[:32, :32], (64, 64), max_memory=budget)  # warm-up: first-call allocations
+    record = {"model": model_name, "size": size, "budget": budget, "tiles": tiles, "rlimit": rlimit, "path": path}
     before = proc_status("VmRSS")
     if rlimit:
         limit = proc_status("VmSize") + liif.memory.parse_bytes(rlimit) + 3 * out_size[0] * out_size[1]
@@ -67,7 +96,7 @@ def child(model_name, size, budget, threads, rlimit):
         record["rlimit_bytes"] = limit
     t0 = time.perf_counter()
     try:
-        model.upscale(image, out_size, max_memory=budget)
+        upscale(image, out_size, max_memory=budget)
         record.update(ok=True, seconds=time.perf_counter() - t0)
     except (MemoryError, RuntimeError) as e:  # torch: "DefaultCPUAllocator: can't allocate memory"
         record.update(ok=False, error=f"{type(e).__name__}: {str(e).splitlines()[0][:120]}")
@@ -75,13 +104,15 @@ def child(model_name, size, budget, threads, rlimit):
     print(json.dumps(record), flush=True)
 
 
-def run_case(model_name, size, budget, threads, rlimit=None):
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", model_name, str(size), budget, "--threads", str(threads)]
+def run_case(model_name, size, budget, threads, rlimit=None, path="fast"):
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", model_name, str(size), budget, "--threads", str(threads),
+           "--path", path]
     if rlimit:
         cmd += ["--rlimit", rlimit]
-    # a small mmap threshold is NOT set: this measures glibc's default behaviour, what a user gets.
-    # Under an address-space limit, one malloc arena: each further arena (a thread's first allocation)
-    # reserves 64 MB of address space, which RLIMIT_AS counts though it is never touched
+    # No allocator settings: tiled inference fixes glibc's mmap threshold itself (liif.memory.
+    # return_freed_memory), what a user gets. Under an address-space limit, one malloc arena: each
+    # further arena (a thread's first allocation) reserves 64 MB of address space, which RLIMIT_AS
+    # counts though it is never touched
     env = {**os.environ, "MALLOC_ARENA_MAX": "1"} if rlimit else None
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -91,31 +122,35 @@ def run_case(model_name, size, budget, threads, rlimit=None):
     return json.loads(lines[-1])
 
 
-def table(rows, budget_mb):
-    out = [f"| input | output | untiled peak | tiled peak (tiles) | tiled peak / budget | untiled time | tiled time | tiled / untiled time |",
-           "|---|---|---|---|---|---|---|---|"]
+def table(rows, budget_mb, originals):
+    out = [f"| input | output | original's peak | untiled peak | tiled peak (tiles) | tiled peak / budget | untiled time | "
+           f"tiled time | tiled / untiled time |", "|---|---|---|---|---|---|---|---|---|"]
     for u, t in rows:
         s = u["size"]
-        out.append(f"| {s}x{s} | {SCALE * s}x{SCALE * s} | {u['peak_mb']:.0f} MB | {t['peak_mb']:.0f} MB ({t['tiles']}) | "
-                   f"{t['peak_mb'] / budget_mb:.2f} | {u['seconds']:.1f} s | {t['seconds']:.1f} s | "
+        o = originals.get(s)
+        original = "" if o is None else f"{o['peak_mb']:.0f} MB" if o.get("ok") else "failed"
+        out.append(f"| {s}x{s} | {SCALE * s}x{SCALE * s} | {original} | {u['peak_mb']:.0f} MB | {t['peak_mb']:.0f} MB "
+                   f"({t['tiles']}) | {t['peak_mb'] / budget_mb:.2f} | {u['seconds']:.1f} s | {t['seconds']:.1f} s | "
                    f"{t['seconds'] / u['seconds']:.2f} |")
     return "\n".join(out)
 
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--budget", default="400MB")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 768, 1024])
-    parser.add_argument("--rdn-budget", default="1500MB")
-    parser.add_argument("--rdn-sizes", type=int, nargs="+", default=[96, 192, 288])
+    parser.add_argument("--budget", default="200MB")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[192, 384, 768])
+    parser.add_argument("--original-sizes", type=int, nargs="*", default=[192, 384])
+    parser.add_argument("--rdn-budget", default="1GB")
+    parser.add_argument("--rdn-sizes", type=int, nargs="+", default=[96, 192])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=os.path.join(tempfile.gettempdir(), "liif_bench_tiled.json"))
     parser.add_argument("--hard-limit-only", action="store_true", help="only the address-space-limited runs")
     parser.add_argument("--child", nargs=3, metavar=("MODEL", "SIZE", "BUDGET"), help=argparse.SUPPRESS)
     parser.add_argument("--rlimit", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--path", default="fast", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        return child(args.child[0], int(args.child[1]), args.child[2], args.threads, args.rlimit)
+        return child(args.child[0], int(args.child[1]), args.child[2], args.threads, args.rlimit, args.path)
 
     from liif.memory import parse_bytes
     result = {"command": "python benchmarks/bench_tiled.py " + " ".join(sys.argv[1:]), "load_start": os.getloadavg()[0],
@@ -123,17 +158,20 @@ def main():
     started = time.time()
     for model_name, budget, sizes in (("edsr-baseline-liif", args.budget, args.sizes),
                                       ("rdn-liif", args.rdn_budget, args.rdn_sizes)):
-        rows = []
+        rows, originals, edsr = [], {}, model_name == "edsr-baseline-liif"
         for size in ([] if args.hard_limit_only else sizes):
             rows.append((run_case(model_name, size, UNTILED, args.threads), run_case(model_name, size, budget, args.threads)))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
-        hard = [run_case(model_name, max(sizes), b, args.threads, rlimit=budget) for b in (UNTILED, budget)]
+            if edsr and size in args.original_sizes:
+                originals[size] = run_case(model_name, size, UNTILED, args.threads, path="reference")
+                print(json.dumps(originals[size]), file=sys.stderr, flush=True)
+        hard = [run_case(model_name, max(sizes), b, args.threads, rlimit=budget) for b in (UNTILED, budget)] if edsr else []
         print(json.dumps(hard), file=sys.stderr, flush=True)
-        result["models"][model_name] = {"budget": budget, "rows": rows, "hard_limit": hard}
+        result["models"][model_name] = {"budget": budget, "rows": rows, "originals": originals, "hard_limit": hard}
         budget_mb = parse_bytes(budget) / 2**20
         print(f"\n### {model_name}, x{SCALE}, budget {budget}\n")
         if rows and all(u.get("ok") and t.get("ok") for u, t in rows):
-            print(table(rows, budget_mb))
+            print(table(rows, budget_mb, originals))
         else:
             print(json.dumps(rows, indent=1))
         for name, h in zip(("untiled", "tiled"), hard):
