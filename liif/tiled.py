@@ -251,16 +251,22 @@ class Encoding:
     def _anchor_is_float64(self):
         return "64" in str(getattr(self.model._anchor(), "dtype", ""))
 
+    # what a network keeps between gen_feat and query_rgb (LIIF: the features, their window, the
+    # latent table once built and its block size; MetaSR: the first two)
+    DECODING_STATE = ("_feat", "_window", "_table", "_table_block")
+
     def _use_tile(self, p, i, j):
-        """Make the network decode from tile (i, j)'s features, encoding them if needed."""
+        """Make the network decode from tile (i, j)'s features, encoding them if needed; returns the
+        tile's key (for `_keep`)."""
         key = (i, j, p.margin, p.halo, id(p))
         net, B = self.model.net, self.model.backend
         table = {"table_block": p.table_block} if p.table_block else {}  # LIIF's only
         if key in self._features:
-            feat, window = self._features[key]
-            if net._feat is not feat:
-                net.use_feat(feat, window, **table)
-            return
+            state = self._features[key]
+            if net._feat is not state["_feat"]:
+                for name, value in state.items():
+                    setattr(net, name, value)
+            return key
         if not self.cache:
             self._features.clear()
             net.use_feat(None)  # let the previous tile's features go before encoding the next
@@ -276,9 +282,27 @@ class Encoding:
             if (ia, ib, ic, id_) != (fa, fb, fc, fd):
                 feat = feat[:, :, (fa - ia) * s:(fb - ia) * s, (fc - ic) * s:(fd - ic) * s].clone()
             window = (self.height * s, self.width * s, fa * s, fc * s)
-        net.use_feat(feat, window, **table)
-        feat = B.materialize(feat)
-        self._features[key] = (feat, window)
+        net.use_feat(B.materialize(feat), window, **table)
+        self._keep(key)
+        return key
+
+    def _keep(self, key):
+        """Remember the network's decoding state for tile `key`: its features and, once a query has
+        built it, LIIF's latent table (a cached tile is then only decoded, never rebuilt)."""
+        net = self.model.net
+        self._features[key] = {name: getattr(net, name) for name in self.DECODING_STATE if name in vars(net)}
+
+    def prepare(self, max_cell=1.0):
+        """Encode every tile now, and build what the decoder caches per tile (LIIF's latent table),
+        for queries with cells up to `max_cell` latent cells (with `cache=True`: a viewer encodes
+        once, then every query only decodes)."""
+        p = self.plan(max_cell)
+        rows = np.array([(a + b) / 2 for a, b in p.rows])
+        cols = np.array([(c + d) / 2 for c, d in p.cols])
+        centres = np.stack(np.meshgrid(rows / self.height * 2 - 1, cols / self.width * 2 - 1, indexing="ij"), -1)
+        cell = np.full((p.n_tiles, 2), 2 * max_cell, np.float32) / np.array([self.height, self.width], np.float32)
+        self.query(centres.reshape(-1, 2).astype(np.float32), cell)
+        return self
 
     def _tile_of(self, positions, spans):
         """The tile index of each input-pixel position."""
@@ -289,9 +313,13 @@ class Encoding:
 
     @property
     def nbytes(self):
-        """Bytes of the tile features kept (`cache=True` keeps every tile's)."""
-        return sum(int(np.prod(tuple(f.shape))) * (8 if self._anchor_is_float64() else 4)
-                   for f, _ in self._features.values())
+        """Bytes of the tile features (and latent tables) kept (`cache=True` keeps every tile's)."""
+        tensors = []
+        for state in self._features.values():
+            tensors.append(state["_feat"])
+            if state.get("_table") is not None:
+                tensors.append(state["_table"][1])
+        return sum(int(np.prod(tuple(t.shape))) * (8 if self._anchor_is_float64() else 4) for t in tensors)
 
     @contextlib.contextmanager
     def _inference(self):
@@ -321,7 +349,7 @@ class Encoding:
         B = self.model.backend
         net = self.model.net
         for t in self._tiles(p, skip=lambda t: bounds[t] == bounds[t + 1]):
-            self._use_tile(p, t // len(p.cols), t % len(p.cols))
+            key = self._use_tile(p, t // len(p.cols), t % len(p.cols))
             idx = order[bounds[t]:bounds[t + 1]]
             like = self.model._anchor()
             stage = max(p.bsize, p.budget // 16 // 12)  # queries staged on the device between copies to the host
@@ -335,6 +363,8 @@ class Encoding:
                     buf[:, start:start + len(part)] = pred.float()
                     buf = B.materialize(buf)
                 out[staged] = B.to_numpy(buf)[0]
+            if self.cache:
+                self._keep(key)  # with the latent table its first chunk built
         return out
 
     def render(self, size, out=None):
@@ -360,7 +390,7 @@ class Encoding:
         done = 0
         for t in self._tiles(p, skip):
             (r0, r1), (c0, c1) = out_rows[t // len(p.cols)], out_cols[t % len(p.cols)]
-            self._use_tile(p, t // len(p.cols), t % len(p.cols))
+            key = self._use_tile(p, t // len(p.cols), t % len(p.cols))
             like = self.model._anchor()
             # chunks: whole rows of the tile's block (or parts of one row, when a row exceeds bsize), staged
             # on the device in bands of rows, one copy back per band (a GPU is not waited for per chunk)
@@ -384,6 +414,8 @@ class Encoding:
                         if callable(self.progress):  # the demo's estimate (liif/demo.py)
                             self.progress(done, height * width)
                 out[y0:y1, c0:c1] = B.to_numpy(buf).reshape(y1 - y0, block_w, 3)
+            if self.cache:
+                self._keep(key)
         return out
 
     @staticmethod

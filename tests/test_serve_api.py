@@ -292,3 +292,34 @@ def test_the_page_and_nothing_else_is_served(checkpoints):
     assert c.get("/api/upload").status_code == 405
     # another Host (a DNS-rebinding page) is refused
     assert TestClient(create_app(make_viewer(checkpoints)), base_url="http://evil.example").get("/api/info").status_code == 400
+
+
+def test_a_tiled_encoding_renders_the_same_and_decodes_without_reencoding(checkpoints, monkeypatch):
+    """With tiles (infer.tile: 12 input pixels, 2 x 3 of them), the viewer's encoding is the inference
+    engine's (liif/tiled.py): the same pixels as one tile, and after the first render no tile is
+    encoded again nor its latent table rebuilt."""
+    from liif.backends import torch as T
+    net = checkpoints[0].model.net
+    tiled_viewer = make_viewer(checkpoints, tile=12)
+    split, whole = client(tiled_viewer), client(make_viewer(checkpoints))
+    views = ((1.0, -3, -4), (3.37, 40, 7), (7.9, 60, 190))
+    wants = [assemble(render(whole, view=n, scale=s, top=t, left=l), 37, 53, t, l) for n, (s, t, l) in enumerate(views, 1)]
+    calls = {"gen_feat": 0, "unfold3x3": 0}
+
+    def counting(name, fn):
+        def wrapped(*a, **k):
+            calls[name] += 1
+            return fn(*a, **k)
+        return wrapped
+    for number, ((scale, top, left), (want, inside)) in enumerate(zip(views, wants), 1):
+        if number == 2:  # every tile was encoded, with its latent table, by the first render: now only decoded
+            monkeypatch.setattr(net, "gen_feat", counting("gen_feat", net.gen_feat))
+            monkeypatch.setattr(T, "unfold3x3", counting("unfold3x3", T.unfold3x3))
+        got, covered = assemble(render(split, view=number, scale=scale, top=top, left=left), 37, 53, top, left)
+        assert (covered == inside).all() and inside.any()
+        diff = np.abs(got.astype(int) - want.astype(int))[inside]
+        assert diff.max() <= 1 and (diff == 0).mean() > 0.99, scale
+    monkeypatch.undo()
+    assert calls == {"gen_feat": 0, "unfold3x3": 0}
+    encoding = tiled_viewer.cache.get(("m0", "i0"), None, None)[0]
+    assert encoding.plan().n_tiles == 6 and len(encoding._features) == 6

@@ -67,13 +67,14 @@ class Viewer:
 
     def __init__(self, checkpoints, pictures, factor=None, max_viewport=1024, max_upload_bytes=16 << 20,
                  max_upload_pixels=1 << 20, max_uploads=8, max_renders=1, max_active=32, coarse_factor=4,
-                 tile_rows=64, bsize=30000, cache_bytes=2 << 30):
+                 tile_rows=64, bsize=30000, cache_bytes=2 << 30, max_memory="auto", tile=None):
         self.checkpoints = {c.id: c for c in checkpoints}
         self.pictures = OrderedDict((p.id, p) for p in pictures)
         self.factor = factor
         self.max_viewport, self.max_upload_bytes, self.max_upload_pixels = max_viewport, max_upload_bytes, max_upload_pixels
         self.max_uploads, self.max_active = max_uploads, max_active
         self.coarse_factor, self.tile_rows, self.bsize = coarse_factor, tile_rows, bsize
+        self.max_memory, self.tile = max_memory, tile  # the inference engine's budget and forced tile (liif/tiled.py)
         self.cache = FeatureCache(cache_bytes)
         self.slots = asyncio.Semaphore(max_renders)
         self.latest = OrderedDict()  # (session, pane) -> the newest view number seen
@@ -179,14 +180,14 @@ class Viewer:
         if region.size == 0:
             return
         t0 = time.perf_counter()
-        state, hit = await self.run(req, self._encode, ckpt, picture)
+        encoding, hit = await self.run(req, self._encode, ckpt, picture)
         if not hit:
             done.update(encoded=True, encode_ms=round((time.perf_counter() - t0) * 1000, 1))
         small = geometry.coarse(region, picture.lr.shape[:2], req["scale"], self.coarse_factor)
         if self.coarse_factor > 1 and small.size:
-            yield small, await self.run(req, self._decode, ckpt, state, small), True
+            yield small, await self.run(req, self._decode, ckpt, encoding, small), True
         for tile in geometry.tiles(region, self.tile_rows):
-            yield tile, await self.run(req, self._decode, ckpt, state, tile), False
+            yield tile, await self.run(req, self._decode, ckpt, encoding, tile), False
 
     async def _resized_frames(self, req, image):
         """Bicubic and ground truth: a few milliseconds of NumPy, so they never wait for a render slot."""
@@ -196,12 +197,13 @@ class Viewer:
 
     def _encode(self, ckpt, picture):
         with ckpt.lock:
-            return self.cache.get((ckpt.id, picture.id), ckpt.model, picture.lr)
+            return self.cache.get((ckpt.id, picture.id), ckpt.model, picture.lr, bsize=self.bsize,
+                                  max_memory=self.max_memory, tile=self.tile)
 
-    def _decode(self, ckpt, state, region):
+    def _decode(self, ckpt, encoding, region):
         coord, cell = geometry.queries(region)
         with ckpt.lock:
-            rgb = decode(ckpt.model, state, coord, cell, self.bsize)
+            rgb = decode(encoding, coord, cell)
         self.stats["tiles"] += 1
         self.stats["queries"] += region.size
         return rgb.reshape(region.height, region.width, 3)

@@ -1,20 +1,15 @@
 """Encoder features cached per (checkpoint, image), and decoding from them.
 
 `Model.query` runs the encoder on every call; the viewer renders many viewports of one image, so
-it runs the encoder once per image and checkpoint (`encode`), keeps the network's decoding state
-(the feature map, and the fast path's latent table) in a `FeatureCache`, and decodes each viewport
-from it (`decode`): the body of `Model.query` after its `gen_feat`, with `Model.upscale`'s rounding
-to uint8 on the device. Same queries, same chunks of `bsize`: the same pixels as `Model.query`.
-(When a tiled engine with cacheable features lands in liif/, these two functions switch to it.)
+it encodes each image once per checkpoint through the inference engine (`Model.encode(...,
+cache=True)`, liif/tiled.py: tiles within the memory budget, each tile's features and latent
+table kept) and decodes each viewport from that `Encoding`: the same queries, through the same
+engine as `Model.query`, rounded to uint8 as `Model.upscale` rounds.
 """
 import threading
 from collections import OrderedDict
 
 import numpy as np
-
-# what the models keep from gen_feat for query_rgb (liif: _feat, the latent table _table and the tile window
-# _window, None for a whole image (liif/tiled.py); metasr: _feat, _window)
-DECODING_STATE = ("_feat", "_table", "_window")
 
 
 def normalise(image):
@@ -22,47 +17,18 @@ def normalise(image):
     return np.ascontiguousarray(((image.astype(np.float32) / 255 - 0.5) / 0.5).transpose(2, 0, 1)[None])
 
 
-def encode(model, image):
-    """Run the encoder on `image` (uint8 HxWx3); return the decoding state and its size in bytes."""
-    B, net = model.backend, model.net
-    net.eval()
-    with B.no_grad(), B.autocast(model.precision, model.device):
-        feat = net.gen_feat(B.tensor(normalise(image), like=_anchor(model)))
-        # one query builds whatever the decoder caches per feature map (the latent table)
-        one = B.tensor(np.zeros((1, 1, 2), np.float32), like=feat)
-        B.materialize(net.query_rgb(one, one + 1))
-    state = {name: getattr(net, name) for name in DECODING_STATE if name in vars(net)}
-    return state, _nbytes(state)
+def encode(model, image, max_memory="auto", bsize=30000, tile=None):
+    """Encode `image` (uint8 HxWx3) for viewing: an `Encoding` with every tile's features and
+    latent table ready (for viewports at x1 or more), and the bytes it holds."""
+    encoding = model.encode(image, max_memory=max_memory, bsize=bsize, tile=tile, cache=True, progress=False).prepare()
+    return encoding, encoding.nbytes
 
 
-def decode(model, state, coord, cell, bsize=30000):
-    """uint8 (Q, 3) RGB at `coord`, `cell` (1, Q, 2) from an `encode` state (as `Model.query`, then rounded)."""
-    B, net = model.backend, model.net
-    for name, value in state.items():
-        setattr(net, name, value)
-    with B.no_grad(), B.autocast(model.precision, model.device):
-        anchor = state["_feat"]
-        out = B.tensor(np.empty((coord.shape[1], 3), np.uint8), like=anchor)
-        for start in range(0, coord.shape[1], bsize):
-            pred = net.query_rgb(B.tensor(coord[:, start:start + bsize], like=anchor),
-                                 B.tensor(cell[:, start:start + bsize], like=anchor))[0]
-            out[start:start + pred.shape[0]] = B.to_uint8(pred.float() * 0.5 + 0.5)
-            out = B.materialize(out)
-    return B.to_numpy(out)
-
-
-def _anchor(model):
-    return next(iter(model.net.parameters()))
-
-
-def _nbytes(state):
-    total = 0
-    for value in state.values():
-        for t in value if isinstance(value, tuple) else (value,):
-            shape = getattr(t, "shape", None)
-            if shape is not None:
-                total += int(np.prod(tuple(shape))) * 4
-    return total
+def decode(encoding, coord, cell):
+    """uint8 (Q, 3) RGB at `coord`, `cell` (1, Q, 2) from an `encode`d image (as `Model.query`, then
+    rounded as `Model.upscale` rounds: round(clip(x / 2 + 1/2, 0, 1) * 255), in float32)."""
+    pred = encoding.query(coord[0], cell[0])
+    return np.round(np.clip(pred * np.float32(0.5) + np.float32(0.5), 0, 1) * np.float32(255)).astype(np.uint8)
 
 
 class FeatureCache:
@@ -74,13 +40,13 @@ class FeatureCache:
         self._items = OrderedDict()  # key -> (state, nbytes)
         self._lock = threading.Lock()
 
-    def get(self, key, model, image):
-        """The state for `key`, encoding `image` with `model` on a miss; returns (state, hit)."""
+    def get(self, key, model, image, **options):
+        """The `Encoding` for `key`, encoding `image` with `model` on a miss; returns (encoding, hit)."""
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key][0], True
-        state, nbytes = encode(model, image)
+        state, nbytes = encode(model, image, **options)
         with self._lock:
             self.encodes += 1
             self._items[key] = (state, nbytes)

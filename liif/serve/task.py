@@ -65,7 +65,8 @@ def main(cfg, choices=None):
     viewer = Viewer(checkpoints, pictures, factor=factor, max_viewport=t.max_viewport,
                     max_upload_bytes=int(t.max_upload_mb * (1 << 20)), max_upload_pixels=t.max_upload_pixels,
                     max_renders=t.max_renders, coarse_factor=t.coarse_factor, tile_rows=t.tile_rows,
-                    bsize=cfg.eval_bsize, cache_bytes=int(t.cache_mb * (1 << 20)))
+                    bsize=cfg.eval_bsize, cache_bytes=int(t.cache_mb * (1 << 20)), max_memory=cfg.infer.max_memory,
+                    tile=cfg.infer.tile)
     sock = listen(t.host, t.port)
     host, port = sock.getsockname()[:2]
     local = host in ("127.0.0.1", "localhost", "::1")
