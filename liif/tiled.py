@@ -194,7 +194,7 @@ def plan(net, height, width, max_memory="auto", bsize=30000, max_cell=1.0, tile=
             break  # one tile: nothing does less work
     if best is None:
         side_r, side_c = min(height, MIN_TILE), min(width, MIN_TILE)
-        needed = cost([(0, side_r)], [(0, side_c)])
+        needed = cost(_spans(height, side_r), _spans(width, side_c))  # the smallest split the planner tries
         raise BudgetTooSmall(f"max_memory={format_bytes(budget)} is too small for this model: one {side_r}x{side_c} "
                              f"tile with its {halo}-pixel halo needs about {format_bytes(needed)}; "
                              f"use max_memory={math.ceil(needed / (1 << 20))}MB or more")
