@@ -123,8 +123,8 @@ def run_case(model_name, size, budget, threads, rlimit=None, path="fast"):
 
 
 def table(rows, budget_mb, originals):
-    out = [f"| input | output | original's peak | untiled peak | tiled peak (tiles) | tiled peak / budget | untiled time | "
-           f"tiled time | tiled / untiled time |", "|---|---|---|---|---|---|---|---|---|"]
+    out = ["| input | output | original's peak | untiled peak | tiled peak (tiles) | tiled peak / budget | untiled time | "
+           "tiled time | tiled / untiled time |", "|---|---|---|---|---|---|---|---|---|"]
     for u, t in rows:
         s = u["size"]
         o = originals.get(s)

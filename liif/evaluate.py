@@ -19,7 +19,6 @@ import numpy as np
 from tqdm import tqdm
 
 from liif import metrics
-from liif.config import check_scales
 from liif.errors import CheckpointError, ConfigError
 from liif.record import RunRecord, TestResult
 

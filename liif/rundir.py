@@ -11,7 +11,6 @@ import sys
 import threading
 import time
 
-from liif import durable
 from liif.errors import RunDirError
 
 

@@ -80,6 +80,22 @@ def run_cli(*args, cwd=None, timeout=600, env=None):
                           text=True, timeout=timeout, env=full_env)
 
 
+def sigterm_after_first_checkpoint(args, run_dir, cwd=ROOT):
+    """Start `python run.py *args hydra.run.dir=run_dir`, SIGTERM it once its first checkpoint is on
+    disk (training is under way), and return (its exit code, its stderr)."""
+    import signal
+    import time
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args, f"hydra.run.dir={run_dir}"], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (Path(run_dir) / "checkpoints" / "epoch-last.pth").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    return proc.returncode, err
+
+
 def noise_photos(folder, low=0):
     """Three 40x40 noise images with values in [low, 255], for the multi-process tests."""
     import numpy as np

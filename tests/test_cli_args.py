@@ -3,14 +3,11 @@ its own folder, with the overrides it was started with; unsafe changes are refus
 reason; a misspelt key names the nearest valid one instead of Hydra's `+key=` advice."""
 import json
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import yaml
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, sigterm_after_first_checkpoint
 from liif.argv import ArgvError, check_keys, resume_in_place
 
 CONF = str(ROOT / "conf")
@@ -99,15 +96,8 @@ def test_resume_dir_alone_continues_a_non_default_model_in_the_same_folder(tmp_p
     assert full.returncode == 0, full.stderr[-2000:]
 
     cut = tmp_path / "cut"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args, f"hydra.run.dir={cut}"], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while not (cut / "checkpoints" / "epoch-last.pth").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    returncode, err = sigterm_after_first_checkpoint(args, cut, cwd=tmp_path)
+    assert returncode == 128 + signal.SIGTERM, err[-2000:]
     assert f"python run.py resume={cut}" in err  # the hint printed is the command that works
 
     refused = run_cli(f"resume={cut}", "model.args.encoder_spec.args.n_feats=16", cwd=tmp_path, timeout=120)

@@ -1,6 +1,5 @@
 """Property-based tests (hypothesis): coordinates, size parsing, the image loader on
 generated files, and model queries on random shapes and coordinates."""
-import io
 
 import numpy as np
 import pytest
@@ -108,12 +107,12 @@ def test_query_is_finite_anywhere(tiny_models, b, h, w, q, seed, spread):
 # Over command-line values and file contents: `size`, `eval_bsize`, what `output=` names, what the input
 # and the checkpoint files hold. Every example also checks that nothing changed outside the named output
 # (a refused run changes nothing at all), and that an example made only of valid parts succeeds.
-import hashlib  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
 import stat  # noqa: E402
 
 from conftest import FIXTURES, compose, run_cli_inprocess, run_task_with_overrides  # noqa: E402
+from test_hardening import tree_state  # noqa: E402
 
 CKPT = FIXTURES / "ckpt_edsr-baseline-liif.pth"
 CONTRACT = settings(max_examples=60, deadline=None, derandomize=True,
@@ -210,20 +209,6 @@ def _output(w, kind, ext):
     raise AssertionError(kind)
 
 
-def _state(root):
-    out = {}
-    for folder, dirs, files in os.walk(root):
-        for name in dirs + files:
-            path = os.path.join(folder, name)
-            st_ = os.lstat(path)
-            digest = None
-            if stat.S_ISREG(st_.st_mode):
-                with open(path, "rb") as f:
-                    digest = hashlib.sha1(f.read()).hexdigest()
-            out[path] = (stat.S_IFMT(st_.st_mode), digest, stat.S_IMODE(st_.st_mode))
-    return out
-
-
 def check_contract(status, err, expect_ok):
     """The contract itself; returns whether the run succeeded."""
     assert status in (0, 1, 2), (status, err)
@@ -259,12 +244,12 @@ def test_demo_cli_contract(demo_base, tmp_path_factory, size, bsize, output, ext
     out, out_ok = _output(w, output, ext)
     out = input_path if out == "INPUT" else out
     (size_text, hw), (bsize_text, bsize_ok) = size, bsize
-    before = _state(w)
+    before = tree_state(w)
     status, err = run_task_with_overrides(demo_base, f"size={size_text}", f"eval_bsize={bsize_text}",
                                           f"output='{out}'", f"input='{input_path}'", f"checkpoint='{ckpt_path}'")
     valid = (hw is not None and bsize_ok and out_ok and ckpt == "fixture"
              and image in ("image", "exif jpeg"))
-    after = _state(w)
+    after = tree_state(w)
     if check_contract(status, err, valid):
         with Image.open(out) as im:
             assert im.size == (hw[1], hw[0]) and im.mode == "RGB"
@@ -305,7 +290,7 @@ def test_full_cli_contract_for_test_and_report(tmp_path_factory, task, scales, d
     elif data == "a file":
         folder.write_text("x")
     run_dir = w / "run"
-    before = _state(w)
+    before = tree_state(w)
     scales_text, scales_ok = scales
     if task == "test":
         status, _, err = run_cli_inprocess("task=test", f"checkpoint={CKPT}", "dataset=folder", f"dataset.path={folder}",
@@ -317,7 +302,7 @@ def test_full_cli_contract_for_test_and_report(tmp_path_factory, task, scales, d
     else:
         status, _, err = run_cli_inprocess("task=report", f"dir={folder}", f"hydra.run.dir={run_dir}")
         expect_ok = False  # a data folder holds no runs: refused, nothing written there
-    after = _state(w)
+    after = tree_state(w)
     if check_contract(status, err, expect_ok):
         import json
         metrics = json.loads((run_dir / "metrics.json").read_text())

@@ -2,17 +2,14 @@
 no traceback; and a SIGTERM'd training run that resumes to the same losses.
 docs/reliability.md lists the same cases."""
 import json
-import os
 import signal
 import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, sigterm_after_first_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -169,15 +166,8 @@ def test_sigterm_mid_epoch_then_resume_gives_the_same_losses(tmp_path, folder):
     assert full.returncode == 0, full.stderr[-2000:]
 
     cut = tmp_path / "cut"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args, f"hydra.run.dir={cut}"], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while not (cut / "checkpoints" / "epoch-last.pth").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    returncode, err = sigterm_after_first_checkpoint(args, cut, cwd=ROOT)
+    assert returncode == 128 + signal.SIGTERM, err[-2000:]
     assert "Traceback" not in err and "resume=" in err
     interrupted = json.loads((cut / "metrics.json").read_text())
     assert interrupted["status"] == "interrupted" and interrupted["train"]["epochs_done"] < 3
