@@ -278,6 +278,35 @@ def test_encoding_cache_encodes_each_tile_once():
     np.testing.assert_array_equal(enc.render((30, 30)), model.upscale(img, (30, 30), tile=6))
 
 
+def count_table_writes(monkeypatch, backend, width=16):
+    """Count the blocks written into latent tables (4-d tensors of the MLP's first width) through
+    `backend.materialize`; returns the list the counts go to."""
+    writes = []
+    real = backend.materialize
+
+    def materialize(t):
+        if len(t.shape) == 4 and t.shape[1] == width:
+            writes.append(tuple(t.shape))
+        return real(t)
+    monkeypatch.setattr(backend, "materialize", materialize)
+    return writes
+
+
+def test_the_latent_table_is_built_in_blocks_within_the_budget(monkeypatch):
+    """Under a small budget a tile's latent table is built a few rows at a time (`Plan.table_block`,
+    a quarter of the budget) straight into one tensor: the same output as one block."""
+    model = build(liif_spec())
+    img = image(40, 30)
+    want = model.upscale(img, (100, 75), max_memory="1TB", progress=False)
+    p = tiled.plan(model.net, 40, 30, "1MB", max_cell=0.4)
+    writes = count_table_writes(monkeypatch, T)
+    got = model.upscale(img, (100, 75), max_memory="1MB", progress=False)
+    monkeypatch.undo()
+    assert len(writes) > p.n_tiles  # some table took more than one block
+    diff = np.abs(got.astype(int) - want.astype(int))
+    assert diff.max() <= 1 and (diff == 0).mean() > 0.999
+
+
 # --- Jittor ----------------------------------------------------------------------------------
 
 @pytest.mark.jittor
@@ -293,6 +322,23 @@ def test_jittor_tiled_equals_untiled(spec):
     coord, cell = grid(44, 36)
     np.testing.assert_allclose(model.query(normalised(img), coord, cell, tile=3),
                                build(spec).query(normalised(img), coord, cell, tile=3), atol=1e-5)
+
+
+@pytest.mark.jittor
+@JITTOR
+def test_jittor_latent_table_in_row_blocks_equals_whole(monkeypatch):
+    """The table written block by block into one Jittor Var (setitem, then sync) = the table built whole."""
+    from liif.backends import jittor as J
+    from liif.models.liif import LIIF
+    model = build(liif_spec(), backend=J)
+    inp, (coord, cell) = normalised(image(11, 9)), grid(44, 36)
+    whole = model.query(inp, coord, cell)
+    monkeypatch.setattr(LIIF, "TABLE_BLOCK", 8 * 9 * 9 * 2)  # unfolded channels x width x 2 rows
+    writes = count_table_writes(monkeypatch, J)
+    blocked = model.query(inp, coord, cell)
+    monkeypatch.undo()
+    assert len(writes) == 6  # 11 rows, 2 at a time
+    np.testing.assert_allclose(blocked, whole, atol=1e-6, rtol=0)
 
 
 @pytest.mark.jittor
