@@ -2,12 +2,13 @@
 its own folder, with the overrides it was started with; unsafe changes are refused with the
 reason; a misspelt key names the nearest valid one instead of Hydra's `+key=` advice."""
 import json
+import re
 import signal
 
 import pytest
 import yaml
 
-from conftest import ROOT, run_cli, sigterm_after_first_checkpoint
+from conftest import ROOT, run_cli, sigterm_after_first_checkpoint, typed
 from liif.argv import ArgvError, check_keys, resume_in_place
 
 CONF = str(ROOT / "conf")
@@ -68,6 +69,18 @@ def test_valid_keys_pass_the_check():
                 "train.epochs=3", "scales=[2,3]", "hydra.run.dir=x", "hydra/launcher=parallel", "+anything=1",
                 "experiment=glob(ablation_*)", "table=table1", "profile=smoke", "paths.data_dir=/d", "--cfg", "job"],
                CONF)
+
+
+@pytest.mark.parametrize("arg, words", [("+train.typo=1", "unknown setting 'train.typo'"),
+                                        ("+infer.tiles=3", "did you mean 'infer.tile'"),
+                                        ("+typo=1", "unknown setting 'typo'")])
+def test_a_key_added_with_plus_to_a_typed_node_is_refused(arg, words):
+    """`+` makes Hydra add any key, even to a node the schema types (liif/config.py): refused by name
+    before any work, instead of being ignored."""
+    from liif.errors import ConfigError
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        typed(arg)
+    assert typed("+model.args.extra=1").model.args["extra"] == 1  # free-form: anything goes (checked at build)
 
 
 @pytest.mark.slow
