@@ -14,8 +14,8 @@ h x h uint8 image; `torch.manual_seed(0)` weights: random weights cost the same 
 
 Peak: the process's VmHWM after the upscale minus its VmRSS just before it (Python, torch, the
 model and the input are not the upscale's), after a warm-up upscale of a 32x32 crop. Time: the
-upscale's wall time. Then the hard limit: the largest input, untiled and tiled, each with its
-address space limited (RLIMIT_AS, what `ulimit -v` sets) to its size before the upscale plus the
+upscale's wall time (the median of 3 upscales for inputs up to 384x384, one above). Then the hard
+limit: the largest input, untiled and tiled, each with its address space limited (RLIMIT_AS, what `ulimit -v` sets) to its size before the upscale plus the
 budget plus the output (and `MALLOC_ARENA_MAX=1`: see `run_case`): the untiled run must fail, the
 tiled one succeed (`--hard-limit-only`: just these); EDSR-baseline-LIIF only (RDN's smallest tile,
 its 131-pixel halo included, is larger than the inputs this CPU runs in minutes).
@@ -72,7 +72,7 @@ def original_demo(net, image, out_size, bsize=30000):
     return (pred * 0.5 + 0.5).clamp(0, 1).view(h, w, 3).mul(255).round().byte().numpy()
 
 
-def child(model_name, size, budget, threads, rlimit, path="fast"):
+def child(model_name, size, budget, threads, rlimit, path="fast", repeats=1):
     """Runs in a fresh process; prints one JSON line."""
     import torch
     import liif
@@ -94,10 +94,13 @@ def child(model_name, size, budget, threads, rlimit, path="fast"):
         limit = proc_status("VmSize") + liif.memory.parse_bytes(rlimit) + 3 * out_size[0] * out_size[1]
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         record["rlimit_bytes"] = limit
-    t0 = time.perf_counter()
     try:
-        upscale(image, out_size, max_memory=budget)
-        record.update(ok=True, seconds=time.perf_counter() - t0)
+        seconds = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            upscale(image, out_size, max_memory=budget)
+            seconds.append(time.perf_counter() - t0)
+        record.update(ok=True, seconds=float(np.median(seconds)), all_seconds=seconds)
     except (MemoryError, RuntimeError) as e:  # torch: "DefaultCPUAllocator: can't allocate memory"
         record.update(ok=False, error=f"{type(e).__name__}: {str(e).splitlines()[0][:120]}")
     record["peak_mb"] = (proc_status("VmHWM") - before) / 2**20
@@ -105,12 +108,12 @@ def child(model_name, size, budget, threads, rlimit, path="fast"):
 
 
 def run_case(model_name, size, budget, threads, rlimit=None, path="fast"):
+    repeats = 3 if size <= 384 and not rlimit else 1  # the median of 3 where a run takes seconds
     cmd = [sys.executable, os.path.abspath(__file__), "--child", model_name, str(size), budget, "--threads", str(threads),
-           "--path", path]
+           "--path", path, "--repeats", str(repeats)]
     if rlimit:
         cmd += ["--rlimit", rlimit]
-    # No allocator settings: tiled inference fixes glibc's mmap threshold itself (liif.memory.
-    # return_freed_memory), what a user gets. Under an address-space limit, one malloc arena: each
+    # glibc's default malloc, what a user gets. Under an address-space limit, one malloc arena: each
     # further arena (a thread's first allocation) reserves 64 MB of address space, which RLIMIT_AS
     # counts though it is never touched
     env = {**os.environ, "MALLOC_ARENA_MAX": "1"} if rlimit else None
@@ -148,9 +151,10 @@ def main():
     parser.add_argument("--child", nargs=3, metavar=("MODEL", "SIZE", "BUDGET"), help=argparse.SUPPRESS)
     parser.add_argument("--rlimit", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--path", default="fast", help=argparse.SUPPRESS)
+    parser.add_argument("--repeats", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        return child(args.child[0], int(args.child[1]), args.child[2], args.threads, args.rlimit, args.path)
+        return child(args.child[0], int(args.child[1]), args.child[2], args.threads, args.rlimit, args.path, args.repeats)
 
     from liif.memory import parse_bytes
     result = {"command": "python benchmarks/bench_tiled.py " + " ".join(sys.argv[1:]), "load_start": os.getloadavg()[0],

@@ -58,34 +58,25 @@ def resolve_budget(max_memory, available=None):
         raise BudgetTooSmall(f"max_memory: {e}") from None
 
 
-_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
-_returning_freed = False
+_LIBC = []
 
 
-def return_freed_memory(threshold=1 << 20):
-    """Make glibc give large freed blocks back to the system at once (tiled inference calls it).
+def _glibc():
+    """glibc through ctypes, or None (musl, macOS, Windows: their allocators behave otherwise)."""
+    if not _LIBC:
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _LIBC.append(libc if hasattr(libc, "gnu_get_libc_version") else None)
+        except OSError:
+            _LIBC.append(None)
+    return _LIBC[0]
 
-    By default glibc raises its mmap threshold each time a large block is freed, so later blocks of
-    that size come from the heap and stay mapped after they are freed: a loop over tiles then holds
-    its earlier tiles' buffers, and the process's memory (and address space) grows past the live
-    tensors by ~60% (measured on the EDSR encoder, docs/tiling.md). A fixed threshold maps every
-    block of `threshold` bytes or more on its own and unmaps it when freed, so what the process holds
-    is what is alive: a memory budget is then a bound on the process, not only on the tensors.
-    Process-wide and idempotent; a no-op where the C library is not glibc (returns False there)."""
-    global _returning_freed
-    if _returning_freed:
-        return True
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        mallopt = getattr(libc, "mallopt", None)
-        gnu = getattr(libc, "gnu_get_libc_version", None)
-    except OSError:
-        return False
-    if mallopt is None or gnu is None:  # musl, macOS, Windows: their allocators behave otherwise
-        return False
-    _returning_freed = bool(mallopt(_M_MMAP_THRESHOLD, int(threshold)))
-    return _returning_freed
+
+def release_freed_memory():
+    """Give what glibc keeps of freed blocks back to the system (malloc_trim; a no-op elsewhere)."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def format_bytes(n):

@@ -34,11 +34,11 @@ from tqdm import tqdm
 
 from liif.errors import ConfigError
 from liif.coords import make_coord
-from liif.memory import BudgetTooSmall, format_bytes, resolve_budget, return_freed_memory
+from liif.memory import BudgetTooSmall, format_bytes, release_freed_memory, resolve_budget
 
 MIN_TILE = 16          # the smallest core side the planner uses (smaller only when the image is)
 MIN_CHUNK = 1024       # the fewest queries per decoder call the planner uses
-SLACK = 1.15           # allocator rounding and framework workspace, on top of the estimate (measured within 5%)
+SLACK = 1.4            # what the allocator keeps of freed blocks across tiles, framework workspace
 
 
 @dataclass
@@ -81,7 +81,10 @@ def query_floats(net):
         return 4 * 9 * c + 2 * 256
     if net._fast_decodable():
         width = net.imnet.layers[0].weight.shape[0]
-        return 3 * width + 32  # one corner's layer input and output, the ensemble's predictions
+        # measured with glibc's malloc (docs/tiling.md): ~10.5 x the width per query at the chunk's
+        # peak (a corner's gathered rows, their sum with the coordinate terms, the layers' outputs,
+        # and the blocks the allocator keeps from the corners before it)
+        return 11 * width + 32
     return 2 * (9 * c + 4) + 3 * 256  # the reference path's decoder input
 
 
@@ -217,8 +220,6 @@ class Encoding:
         self.max_memory, self.bsize, self.tile, self.cache, self.progress = max_memory, bsize, tile, cache, progress
         self._features = {}  # (tile row, tile col, margin) -> (feature crop, window)
         self._plans = {}
-        if str(model.device) == "cpu":
-            return_freed_memory()  # freed tile buffers go back to the system: the budget bounds the process
 
     @classmethod
     def of_image(cls, model, image, **options):
@@ -270,6 +271,7 @@ class Encoding:
         if not self.cache:
             self._features.clear()
             net.use_feat(None)  # let the previous tile's features go before encoding the next
+            release_freed_memory()
         (a, b), (c, d) = p.rows[i], p.cols[j]
         fa, fb = max(0, a - p.margin), min(self.height, b + p.margin)  # the features kept
         fc, fd = max(0, c - p.margin), min(self.width, d + p.margin)
@@ -283,6 +285,9 @@ class Encoding:
                 feat = feat[:, :, (fa - ia) * s:(fb - ia) * s, (fc - ic) * s:(fd - ic) * s].clone()
             window = (self.height * s, self.width * s, fa * s, fc * s)
         net.use_feat(B.materialize(feat), window, **table)
+        del feat
+        if not self.cache:
+            release_freed_memory()  # the encoder's freed maps, before the decoder's differently sized blocks
         self._keep(key)
         return key
 

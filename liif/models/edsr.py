@@ -43,11 +43,12 @@ class EDSR:
         # the receptive field's radius in input pixels (tiled inference, liif/tiled.py): each 3x3 conv
         # on the path widens it by one pixel: the head, 2 per residual block, the body's last conv
         self.halo = 1 + 2 * n_resblocks + 1
-        # floats per input pixel alive at the forward's peak, an estimate (tiled inference sizes its tiles
-        # by it): in a residual block, the head's output (the global skip), the block's input, the two
-        # convs' and the ReLU's outputs as they replace each other, the scaled branch and the sum.
-        # Measured with PyTorch on the CPU (docs/tiling.md): 5.05 * n_feats for both EDSRs
-        self.activation_floats = 6 * n_feats
+        # floats per input pixel the forward's peak holds, an estimate (tiled inference sizes its tiles by
+        # it): in a residual block, the head's output (the global skip), the block's input, the convs' and
+        # the ReLU's outputs, the scaled branch and the sum, ~5 maps alive, and the freed ones that the
+        # allocator keeps for reuse. Measured with PyTorch on the CPU, glibc's malloc (docs/tiling.md):
+        # 7.9 x n_feats for EDSR-baseline, 7.7 x for EDSR
+        self.activation_floats = 8 * n_feats
         if no_upsampling:
             self.out_dim = n_feats
             self.out_scale = 1  # output pixels per input pixel, along each axis

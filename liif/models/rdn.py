@@ -52,11 +52,12 @@ class RDN:
         # on the path widens it by (k - 1) / 2: SFENet1, SFENet2, the C convs of each of the D blocks
         # (the dense links skip some, the longest path goes through all), GFF's k x k (1x1s add nothing)
         self.halo = pad * (2 + D * C + 1)
-        # floats per input pixel alive at the forward's peak, an estimate (tiled inference sizes its tiles
-        # by it): at the global fusion, every block's output (D * G0), their concatenation (D * G0) and
-        # the copy of it the CPU convolution makes in its own layout (D * G0), plus the fusion's output and
-        # f_1. Measured with PyTorch on the CPU (docs/tiling.md): 3243 for config B, this gives 3264
-        self.activation_floats = 3 * D * G0 + 3 * G0
+        # floats per input pixel the forward's peak holds, an estimate (tiled inference sizes its tiles by
+        # it): at the global fusion, every block's output (D x G0), their concatenation (D x G0), the copy
+        # the CPU convolution makes of it in its own layout (D x G0), and what the allocator keeps of the
+        # blocks' freed dense concatenations. Measured with PyTorch on the CPU, glibc's malloc
+        # (docs/tiling.md): 3898 for config B, this gives 4096
+        self.activation_floats = 4 * D * G0
         if no_upsampling:
             self.out_dim = G0
             self.out_scale = 1  # output pixels per input pixel, along each axis
