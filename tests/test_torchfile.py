@@ -75,19 +75,19 @@ def test_torch_written_file_is_read_without_torch(tmp_path, zipped):
     path = str(tmp_path / "t.pth")
     tobj = _to_torch(obj)
     base = torch.arange(10, dtype=torch.float32)
-    tobj["shared"] = [base[2:5], base.view(2, 5).t()]  # views into one storage, with an offset and strides
+    tobj["views"] = [base[2:5], base.view(2, 5).t()]  # views into one storage, with an offset and strides
     net = torch.nn.Sequential(torch.nn.Linear(3, 2))
     tobj["sd"] = net.state_dict()        # an OrderedDict with `_metadata` (pickled as its state)
     tobj["param"] = net[0].weight         # a Parameter (torch._utils._rebuild_parameter)
     tobj["size"] = torch.Size([2, 3])
     torch.save(tobj, path, _use_new_zipfile_serialization=zipped)
     got = torchfile.load(path)
-    obj["shared"] = [base[2:5].numpy(), base.view(2, 5).t().numpy()]
+    obj["views"] = [base[2:5].numpy(), base.view(2, 5).t().numpy()]
     obj["sd"] = {k: v.numpy() for k, v in net.state_dict().items()}
     obj["param"] = net[0].weight.detach().numpy()
     obj["size"] = (2, 3)
     _assert_same(obj, got)
-    assert all(a.flags.writeable and a.flags.c_contiguous for a in got["shared"])
+    assert all(a.flags.writeable and a.flags.c_contiguous for a in got["views"])
 
 
 def test_arrays_written_into_a_file_object_too(tmp_path):
