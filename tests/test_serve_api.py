@@ -323,3 +323,13 @@ def test_a_tiled_encoding_renders_the_same_and_decodes_without_reencoding(checkp
     assert calls == {"gen_feat": 0, "unfold3x3": 0}
     encoding = tiled_viewer.cache.get(("m0", "i0"), None, None)[0]
     assert encoding.plan().n_tiles == 6 and len(encoding._features) == 6
+
+
+def test_a_render_that_fails_after_its_stream_began_ends_with_an_error_line(checkpoints):
+    """A memory budget too small for the image is only known once the render runs (the stream has
+    begun, its status sent): the stream ends with the one-line error the pane shows, naming the minimum."""
+    msgs = render(client(make_viewer(checkpoints, max_memory="1KB")))
+    assert msgs[-1]["type"] == "error" and "too small" in msgs[-1]["error"] and "use max_memory=" in msgs[-1]["error"]
+    assert not any(m["type"] == "done" for m in msgs)
+    # the bicubic pane does not use the model, and the server is still up
+    assert render(client(make_viewer(checkpoints, max_memory="1KB")), pane="bicubic")[-1]["type"] == "done"

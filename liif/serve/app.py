@@ -14,12 +14,15 @@ Staying responsive: at most `max_renders` renders run at once (each band waits f
 the panes take turns); a view carries the page's `session` and a `view` number, and every band
 first checks that no newer view of the same pane has arrived: a superseded render stops and says
 {"type": "superseded"}. Encoder features are cached per (checkpoint, image) (features.py).
-Every malformed request gets a 4xx with {"error": "..."}; nothing the browser sends is a path.
+Every malformed request gets a 4xx with {"error": "..."}; nothing the browser sends is a path. A render
+that fails once its stream has begun (a memory budget too small for the image, a bug) ends with
+{"type": "error", "error": "..."}, the line the pane shows (a bug's traceback goes to the server's log).
 """
 import asyncio
 import base64
 import io
 import json
+import logging
 import math
 import os
 import re
@@ -38,10 +41,13 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from liif.cli import UserError
+from liif.errors import LiifError
 from liif.metrics import psnr
 from liif.serve import geometry, sources
 from liif.serve.features import FeatureCache, decode
 from liif.serve.resample import resize_crop
+
+log = logging.getLogger(__name__)
 
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 MIN_SCALE, MAX_SCALE = 1.0, 64.0
@@ -172,6 +178,12 @@ class Viewer:
         except Superseded:
             self.stats["superseded"] += 1
             yield _line({"type": "superseded", "view": req["view"]})
+        except LiifError as e:  # e.g. infer.max_memory too small for this image: the pane shows the line
+            yield _line({"type": "error", "view": req["view"], "error": str(e)})
+        except Exception as e:  # a bug: its traceback in the server's log, one line in the pane (the stream has begun)
+            log.exception("render failed")
+            yield _line({"type": "error", "view": req["view"],
+                         "error": f"internal error ({type(e).__name__}: {e}); the server's log has the traceback"})
         finally:
             self.active -= 1
 

@@ -127,6 +127,7 @@ async function renderPane(pane, view) {
     if (!res.ok) throw new Error((await res.json().catch(() => ({}))).error || res.statusText);
     for await (const msg of lines(res.body)) {
       if (view !== V.view || msg.type === "superseded") return;
+      if (msg.type === "error") throw new Error(msg.error);  // the server's one line (e.g. a budget too small)
       if (msg.type === "tile") {
         const img = new Image();
         img.src = "data:image/png;base64," + msg.png;
