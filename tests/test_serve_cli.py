@@ -62,18 +62,23 @@ def test_serves_a_sweep_on_localhost_and_stops_on_ctrl_c(sweep, tmp_path):
 
 
 def read_url(proc, timeout):
-    """The URL of the line the viewer prints when it is ready."""
+    """The URL of the line the viewer prints when it is ready. Reads the pipe's bytes itself:
+    `select` on a buffered reader misses lines already in the reader's buffer (the URL line often
+    arrives in one read with the log lines before it)."""
     selector = selectors.DefaultSelector()
     selector.register(proc.stdout, selectors.EVENT_READ)
     deadline = time.time() + timeout
+    pending = b""
     while time.time() < deadline:
         if selector.select(timeout=1):
-            line = proc.stdout.readline()
-            if not line and proc.poll() is not None:
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            if not chunk and proc.poll() is not None:
                 break
-            if line.startswith("LIIF viewer: "):
-                return line.split()[2]
-    raise AssertionError(f"no URL printed in {timeout} s; exit status {proc.poll()}")
+            pending += chunk
+            for line in pending.decode(errors="replace").splitlines():
+                if line.startswith("LIIF viewer: "):
+                    return line.split()[2]
+    raise AssertionError(f"no URL printed in {timeout} s; exit status {proc.poll()}; output: {pending[-2000:]!r}")
 
 
 def test_bad_command_lines_are_one_line_errors(sweep, tmp_path):
