@@ -8,17 +8,17 @@ Layout (what the original `train_liif.py` writes, and what it can load back):
      'liif':      {...}}   # ours only: framework, version, training state; ignored by the original
 
 Tensors are held as NumPy arrays in memory; the file is torch's format, read and written by
-`liif.torchfile` for both frameworks (NumPy only, and nothing in the file can run code), so
+`liif.io.torchfile` for both frameworks (NumPy only, and nothing in the file can run code), so
 `torch.load(path, weights_only=True)` works on it. Writes are atomic: a temporary file in the
 same folder, then a rename, so an interruption never leaves a half-written checkpoint behind
-(see liif/durable.py).
+(see liif/io/durable.py).
 """
 import os
 import tempfile
 
 import numpy as np
 
-from liif import durable, torchfile
+from liif.io import durable, torchfile
 from liif.errors import CheckpointError  # noqa: F401  (also checkpoint.CheckpointError)
 
 
@@ -64,9 +64,9 @@ def write(obj, path):
         try:
             torchfile.save(obj, tmp)
         except OSError as e:  # a full disk, a read-only file system: one line, not zipfile's traceback
-            from liif.outputs import OutputError, describe_os_error
+            from liif.io.outputs import OutputError, describe_os_error
             raise OutputError(describe_os_error(e, path)) from None
-        from liif.outputs import file_mode
+        from liif.io.outputs import file_mode
         os.chmod(tmp, file_mode())  # mkstemp's 0600 -> what the umask allows, as a plain open()
         durable.replace(tmp, path)  # fsync, rename, fsync the folder
     finally:

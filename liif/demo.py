@@ -3,7 +3,7 @@
 Upscales any RGB, RGBA or grey image to any size (aspect ratio included) in bounded
 memory: the input in tiles within `infer.max_memory` (liif/tiled.py), queries decoded in
 chunks of `eval_bsize`. Everything is checked before the model runs: the output path
-(liif.outputs: never the input itself, a folder or a special file; the format from its
+(liif.io.outputs: never the input itself, a folder or a special file; the format from its
 extension), the input (a regular file) and the memory the output needs. Ctrl-C or SIGTERM
 stop it with one line and no temporary file left behind.
 """
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 def main(config, choices=None):
     """`python run.py task=demo ...`: `config` is a liif.config.RunConfig."""
     from liif.memory import check_fits, upscale_bytes
-    from liif.outputs import check_image_size, check_output_path
+    from liif.io.outputs import check_image_size, check_output_path
     from liif.rundir import Interrupted, interruptible
     for key in ("checkpoint", "input", "size", "output"):
         if getattr(config, key) is None:
@@ -77,7 +77,7 @@ def read_input(path):
 
 def write_png(image, path):
     """Write `image` atomically in the format of `path`'s extension (the name is historical)."""
-    from liif.outputs import write_image
+    from liif.io.outputs import write_image
     write_image(image, path)
 
 

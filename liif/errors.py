@@ -54,7 +54,7 @@ class CheckpointError(LiifError, ValueError):
 
 class OutputError(LiifError):
     """A result file that cannot be written where asked (a folder, the input itself, a special file ...)
-    or that the machine refuses to write (a full disk, a read-only file system); see liif/outputs.py."""
+    or that the machine refuses to write (a full disk, a read-only file system); see liif/io/outputs.py."""
 
 
 class RunDirError(LiifError, RuntimeError):

@@ -24,7 +24,7 @@ import os
 import shutil
 import tempfile
 
-from liif import durable
+from liif.io import durable
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from liif.errors import RunDirError
 
 
 def write_text_atomic(path, text):
-    """temp + fsync + rename, with the umask's mode; a full disk is one OutputError line (liif.outputs)."""
-    from liif.outputs import write_atomic
+    """temp + fsync + rename, with the umask's mode; a full disk is one OutputError line (liif.io.outputs)."""
+    from liif.io.outputs import write_atomic
     write_atomic(path, lambda f: f.write(text.encode()))
 
 

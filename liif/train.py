@@ -26,13 +26,14 @@ from dataclasses import asdict
 import numpy as np
 from tqdm import tqdm
 
-from liif import backends, checkpoint, durable, recovery, registry, rundir, tblog
+from liif import backends, checkpoint, recovery, registry, rundir, tblog
+from liif.io import durable
 from liif.config import FrameworkConfig, TrainConfig
 from liif.data import make_train_sets
 from liif.errors import CheckpointError, ConfigError, TrainingDiverged
 from liif.step import train_step
 from liif.init import initial_state
-from liif.outputs import OutputError
+from liif.io.outputs import OutputError
 from liif.progress import Estimate, duration
 from liif.record import RunRecord, TestResult, TrainSummary
 from liif.schedule import learning_rate

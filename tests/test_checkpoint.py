@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import liif
-from liif import backends, checkpoint, torchfile
+from liif import backends, checkpoint
+from liif.io import torchfile
 
 
 def test_saved_checkpoint_reloads_bitwise(tmp_path, fixtures_dir):

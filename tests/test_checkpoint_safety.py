@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 import liif
-from liif import checkpoint, torchfile
+from liif import checkpoint
+from liif.io import torchfile
 
 torch = pytest.importorskip("torch")
 

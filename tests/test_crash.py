@@ -1,5 +1,5 @@
 """Crash consistency: a training SIGKILLed at every write it makes (the crash points of
-liif/durable.py), then resumed with resume=true, ends exactly as the uninterrupted run: the same
+liif/io/durable.py), then resumed with resume=true, ends exactly as the uninterrupted run: the same
 losses bit for bit, the same checkpoints, the same files, and no debris. docs/reliability.md
 lists the matrix.
 

@@ -17,7 +17,8 @@ import pytest
 from PIL import Image
 
 from conftest import FIXTURES, ROOT, compose, run_cli_inprocess, run_task_with_overrides
-from liif import memory, outputs
+from liif import memory
+from liif.io import outputs
 from liif.errors import LiifError as UserError
 
 def _ckpt(name="edsr-baseline-liif"):
@@ -267,7 +268,8 @@ def test_a_write_failure_on_a_full_device_keeps_the_previous_file(tmp_path):
 
 
 def test_a_checkpoint_on_a_full_disk_is_one_line_and_keeps_the_previous_one(tmp_path, monkeypatch):
-    from liif import checkpoint, torchfile
+    from liif import checkpoint
+    from liif.io import torchfile
     obj = checkpoint.envelope({"name": "x"}, {"w": np.zeros(1000, np.float32)})
     real_save = torchfile.save
     monkeypatch.setattr(torchfile, "save", lambda o, file: real_save(o, open("/dev/full", "wb")))  # the kernel's ENOSPC
@@ -285,7 +287,7 @@ TINY = ["model.args.encoder_spec.args.n_resblocks=1", "model.args.encoder_spec.a
 
 @pytest.mark.slow
 def test_a_full_disk_during_training_is_one_line_and_resume_gives_the_uninterrupted_run(tmp_path, monkeypatch, capfd):
-    from liif import torchfile
+    from liif.io import torchfile
     sample = f"paths.sample_dir={tmp_path / 'sample'}"
     base = compose("task=train", sample, *TINY)
     status, err = run_task_with_overrides(base, f"output_dir={tmp_path / 'full'}")

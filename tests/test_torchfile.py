@@ -1,10 +1,10 @@
-"""torch's checkpoint format read and written with NumPy only (liif.torchfile), against torch itself:
+"""torch's checkpoint format read and written with NumPy only (liif.io.torchfile), against torch itself:
 what we write torch.load(weights_only=True) reads back, and what torch.save writes (zip and legacy,
 views into shared storages, a model's state_dict with its metadata) we read back."""
 import numpy as np
 import pytest
 
-from liif import torchfile
+from liif.io import torchfile
 
 torch = pytest.importorskip("torch")
 

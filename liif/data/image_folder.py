@@ -107,7 +107,7 @@ def list_images(root, on_bad_file="error"):
 
 def _save_npy_atomic(path, arr):
     """The array, then the stamp of its source (written second: a stamp always describes a whole .npy)."""
-    from liif.outputs import write_atomic
+    from liif.io.outputs import write_atomic
     write_atomic(path, lambda f: np.save(f, arr))
 
 

@@ -15,7 +15,7 @@ import os
 import stat
 import tempfile
 
-from liif import durable
+from liif.io import durable
 from liif.errors import OutputError  # noqa: F401  (raised here; importable from here too)
 
 IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF",
@@ -92,7 +92,7 @@ def write_atomic(path, write, binary=True):
         with os.fdopen(fd, "wb" if binary else "w") as f:
             write(f)
         os.chmod(tmp, file_mode())
-        durable.replace(tmp, path)  # fsync, rename, fsync the folder (and the crash points of liif/durable.py)
+        durable.replace(tmp, path)  # fsync, rename, fsync the folder (and the crash points of liif/io/durable.py)
     except OSError as e:
         raise OutputError(describe_os_error(e, path)) from None
     finally:  # also on KeyboardInterrupt and the project's Interrupted
