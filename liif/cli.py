@@ -50,7 +50,7 @@ def register_configs():
     `model` config groups of liif/presets.py."""
     from hydra.core.config_store import ConfigStore
 
-    from liif import labels
+    from liif.run import labels
     from liif.config import RunConfig
     from liif.presets import register_with_hydra
     labels.register()  # the run-name resolver conf/config.yaml uses
@@ -153,7 +153,7 @@ def run_task(cfg):
         user_error, oom = isinstance(e, LiifError), is_out_of_memory(e)
         if not multirun and out_dir:
             # a command that failed before its run started leaves no folder of Hydra's files only
-            from liif.rundir import remove_hydra_only_folder
+            from liif.run.rundir import remove_hydra_only_folder
             remove_hydra_only_folder(out_dir)
         if JITTOR_INTERNAL in str(e) and not user_error:
             print(JITTOR_HINT, file=sys.stderr)

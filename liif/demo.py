@@ -24,7 +24,7 @@ def main(config, choices=None):
     """`python run.py task=demo ...`: `config` is a liif.config.RunConfig."""
     from liif.memory import check_fits, upscale_bytes
     from liif.io.outputs import check_image_size, check_output_path
-    from liif.rundir import Interrupted, interruptible
+    from liif.run.rundir import Interrupted, interruptible
     for key in ("checkpoint", "input", "size", "output"):
         if getattr(config, key) is None:
             raise ConfigError(f"task=demo needs {key}=...: python run.py task=demo checkpoint=CKPT input=IMG size=[H,W] output=OUT.png")
@@ -50,7 +50,7 @@ def main(config, choices=None):
 def upscale_with_progress(model, image, size, bsize, tiling):
     """model.upscale with a progress bar over the output pixels and, once a few chunks of `bsize`
     queries are timed, an estimate of the whole."""
-    from liif.progress import Estimate
+    from liif.run.progress import Estimate
     total = size[0] * size[1]
     estimate = Estimate("demo", -(-total // bsize), "chunk", note=f"; a chunk is up to eval_bsize={bsize} pixels")
     with tqdm(total=total, desc="upscaling", unit="px", unit_scale=True, leave=False, disable=None) as bar:

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from liif import metrics
 from liif.errors import CheckpointError, ConfigError
-from liif.record import RunRecord, TestResult
+from liif.run.record import RunRecord, TestResult
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 def main(config, choices=None):
     """`python run.py task=test checkpoint=...`: `config` is a liif.config.RunConfig."""
     from liif.api import infer_options, load_model, tiling_options
-    from liif.labels import model_label
-    from liif.rundir import Interrupted, RunLifecycle, interruptible
+    from liif.run.labels import model_label
+    from liif.run.rundir import Interrupted, RunLifecycle, interruptible
     if config.checkpoint is None:
         raise ConfigError("task=test needs checkpoint=PATH (a checkpoint of the original code or of ours)")
     out_dir = str(config.output_dir)
@@ -55,10 +55,10 @@ def main(config, choices=None):
 def evaluate(model, test_sets, eval_bsize=30000, out_dir=None, scales=None, on_bad_file="error", tiling=None):
     """Test `model` (a liif.api.Model) on each of `test_sets` (liif.config.TestSetConfig: the
     `dataset.test` entries) at each of its scales, or at `scales` when given. Returns one record
-    (a dict of liif.record.TestResult's fields) per (set, scale); with `out_dir`, the first image
+    (a dict of liif.run.record.TestResult's fields) per (set, scale); with `out_dir`, the first image
     of each goes to `out_dir/samples/`. `tiling`: `Model.query`'s max_memory/tile (liif/tiled.py)."""
     from liif.data import layouts
-    from liif.progress import Estimate
+    from liif.run.progress import Estimate
     runs = []  # every (set, scale) is opened first: a missing folder fails now, and the total is known
     for entry in test_sets:
         for scale in (scales if scales is not None else entry.scales):
@@ -96,7 +96,7 @@ def evaluate_set(model, dataset, eval_type, bsize=30000, desc="test", sample_dir
     """Mean PSNR/SSIM (and bicubic's PSNR) over `dataset`. `tiling`: `Model.query`'s max_memory and
     tile options (default: auto). With `sample_dir`, its first image is saved there as the model's
     output (`<desc>.png`) and as a comparison with the input, bicubic and the ground truth
-    (`<desc>_compare.png`, liif/compare.py). `estimate` (liif.progress.Estimate) counts the images."""
+    (`<desc>_compare.png`, liif/compare.py). `estimate` (liif.run.progress.Estimate) counts the images."""
     psnrs, ssims, bicubics = [], [], []
     started = time.time()
     for i in tqdm(range(len(dataset)), desc=desc, leave=False, disable=None):

@@ -17,7 +17,7 @@ import sys
 
 from hydra.experimental.callback import Callback
 
-from liif import labels  # noqa: F401  (registers the run-name resolver in launcher processes too)
+from liif.run import labels  # noqa: F401  (registers the run-name resolver in launcher processes too)
 
 log = logging.getLogger(__name__)
 

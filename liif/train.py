@@ -26,7 +26,8 @@ from dataclasses import asdict
 import numpy as np
 from tqdm import tqdm
 
-from liif import backends, checkpoint, recovery, registry, rundir, tblog
+from liif import backends, checkpoint, registry
+from liif.run import recovery, rundir, tblog
 from liif.io import durable
 from liif.config import FrameworkConfig, TrainConfig
 from liif.data import make_train_sets
@@ -34,8 +35,8 @@ from liif.errors import CheckpointError, ConfigError, TrainingDiverged
 from liif.step import train_step
 from liif.init import initial_state
 from liif.io.outputs import OutputError
-from liif.progress import Estimate, duration
-from liif.record import RunRecord, TestResult, TrainSummary
+from liif.run.progress import Estimate, duration
+from liif.run.record import RunRecord, TestResult, TrainSummary
 from liif.schedule import learning_rate
 
 log = logging.getLogger(__name__)
@@ -236,7 +237,7 @@ class Trainer:
         return n_local * self.world / n_global
 
     def end_epoch(self, lr, n_steps, seconds):
-        """The epoch's row, then rank 0 writes in the order liif/recovery.py relies on: TensorBoard,
+        """The epoch's row, then rank 0 writes in the order liif/run/recovery.py relies on: TensorBoard,
         `epoch-last.pth` (the commit), then what derives from it (epoch-N, epoch-best, history.csv)."""
         t, epoch = self.t, self.epoch
         row = {"epoch": epoch, "loss": self.loss_sum / max(n_steps, 1), "lr": lr, "val_psnr": None,

@@ -72,11 +72,11 @@ def test_train_test_and_demo_state_an_estimate_and_the_results_show_the_method(t
 
 
 def test_estimate_times_units_after_the_warm_up_and_says_it_once(monkeypatch, caplog):
-    from liif import progress
+    from liif.run import progress
     clock = iter([10.0, 13.0, 16.0])  # the timed span: 2 units in 3 s, then 1 more in 3 s
     monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
     estimate = progress.Estimate("training", 100, "step", skip=1, measure=2)
-    with caplog.at_level(logging.INFO, logger="liif.progress"):
+    with caplog.at_level(logging.INFO, logger="liif.run.progress"):
         assert estimate.update() is None  # the warm-up step (compiles, caches): starts the clock
         assert estimate.update() is None
         assert estimate.update() == pytest.approx(97 * 1.5)  # 97 steps left at 1.5 s

@@ -229,7 +229,7 @@ def umask():
 def test_results_get_the_mode_the_umask_gives(tmp_path, umask, mask, mode):
     from liif import checkpoint
     from liif.data.image_folder import ImageFolder
-    from liif.rundir import write_json
+    from liif.run.rundir import write_json
     umask(mask)
     write_json(str(tmp_path / "metrics.json"), {"status": "ok"})
     outputs.write_image(np.zeros((4, 4, 3), np.uint8), str(tmp_path / "o.png"))
@@ -315,7 +315,7 @@ def test_a_full_disk_during_training_is_one_line_and_resume_gives_the_uninterrup
 
 
 def test_tensorboard_failures_stop_the_logging_with_one_warning_never_a_traceback(tmp_path, monkeypatch, caplog):
-    from liif.tblog import open_writer
+    from liif.run.tblog import open_writer
     (tmp_path / "tb").write_text("a file where the folder should be")
     assert open_writer(str(tmp_path / "tb")) is None
     writer = open_writer(str(tmp_path / "ok"))
@@ -414,7 +414,7 @@ def test_testing_a_metasr_checkpoint_labels_the_run_with_the_checkpoints_model(t
 def test_every_model_preset_is_named_back_from_its_spec(preset):
     """What the label of a checkpoint's run relies on: the spec of preset P is named P."""
     from omegaconf import OmegaConf
-    from liif.labels import model_label, preset_name
+    from liif.run.labels import model_label, preset_name
     spec = OmegaConf.to_container(compose(f"model={preset}").model, resolve=True)
     assert preset_name(spec) == preset
     assert model_label("edsr_baseline_liif", spec, compose().model) == preset  # what test/demo report
@@ -422,7 +422,7 @@ def test_every_model_preset_is_named_back_from_its_spec(preset):
 
 @pytest.mark.parametrize("name", ["liif", "liif-c", "liif-u", "liif-e", "liif-d", "metasr"])
 def test_the_original_checkpoints_are_labelled_as_their_presets(name):
-    from liif.labels import checkpoint_spec, preset_name
+    from liif.run.labels import checkpoint_spec, preset_name
     spec = checkpoint_spec(_ckpt(f"edsr-baseline-{name}"))
     assert preset_name(spec) == {"liif": "edsr_baseline_liif", "metasr": "edsr_baseline_metasr"}.get(
         name, "edsr_baseline_" + name.replace("-", "_"))
@@ -577,7 +577,7 @@ def test_report_on_a_folder_without_runs_writes_nothing(tmp_path):
                               "wall-str", "seed-list", "framework-dict", "scale-list", "dataset-dict", "row-list",
                               "table-dict", "loss-str"])
 def test_a_malformed_metrics_json_never_breaks_the_report(tmp_path, metrics):
-    """A field of the wrong JSON type is dropped (liif.record), nested fields included; the run stays listed."""
+    """A field of the wrong JSON type is dropped (liif.run.record), nested fields included; the run stays listed."""
     from liif.report import write
     for name, m in (("0_bad", metrics), ("1_good", {"status": "ok", "model": "m", "records": [{"psnr": 20.0, "scale": 2}]})):
         (tmp_path / name).mkdir()

@@ -1,4 +1,4 @@
-"""The run lifecycle (liif.rundir.RunLifecycle) and the metrics.json record (liif.record.RunRecord):
+"""The run lifecycle (liif.run.rundir.RunLifecycle) and the metrics.json record (liif.run.record.RunRecord):
 every way a run can end leaves metrics.json saying how, and no lock."""
 import json
 import signal
@@ -6,8 +6,8 @@ import signal
 import pytest
 
 from liif.errors import RunDirError
-from liif.record import RunRecord, TestResult, TrainSummary
-from liif.rundir import LOCK, Interrupted, RunLifecycle
+from liif.run.record import RunRecord, TestResult, TrainSummary
+from liif.run.rundir import LOCK, Interrupted, RunLifecycle
 
 
 def ended(tmp_path):

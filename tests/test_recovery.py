@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from liif import recovery
+from liif.run import recovery
 from liif.io import durable
 from liif.errors import CheckpointError
 from liif.train import resume_path

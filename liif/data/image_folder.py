@@ -166,7 +166,7 @@ class ImageFolder:
             for f, b in zip(self.files, self._bins):
                 # rewritten unless provably the image's (the original never refreshed it)
                 if not _cache_is_valid(b, f):
-                    from liif.rundir import write_json
+                    from liif.run.rundir import write_json
                     _save_npy_atomic(b, read_image(f))
                     write_json(b + ".stamp", _source_stamp(f))
 

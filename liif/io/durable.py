@@ -3,7 +3,7 @@
 Every result file is written to a temporary `.tmp-*` file in its own folder, which is then
 fsynced, renamed over the target and followed by an fsync of the folder: after a crash the
 target is either the old file or the new one, never a torn one, and only the `.tmp-*` file
-can be left behind (recovery removes it: liif/recovery.py).
+can be left behind (recovery removes it: liif/run/recovery.py).
 
 Fault injection: `LIIF_CRASH_AT=<point>[:<n>]` makes the process SIGKILL itself the n-th
 time (default: the first) it reaches the named point, as a power cut or the OOM killer

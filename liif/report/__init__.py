@@ -29,7 +29,7 @@ from liif.report.tables import (CSV_FIELDS, TableView, _sort_key, framework_pair
                                 render_markdown, run_csv_rows)
 
 __all__ = ["write", "collect", "read_run", "job_dirs", "Run", "TableView", "framework_pairs", "mean_std", "main", "cli"]
-from liif.rundir import write_text_atomic
+from liif.run.rundir import write_text_atomic
 
 
 def write(sweep_dirs, out_dir=None, plots=True):

@@ -1,14 +1,14 @@
 """Reading sweeps: the job folders of one or more sweeps, each as a `Run` (its metrics.json,
-read as a `liif.record.RunRecord`, or why there is none, and its Hydra overrides)."""
+read as a `liif.run.record.RunRecord`, or why there is none, and its Hydra overrides)."""
 import json
 import os
 
 from liif.errors import BadInput
-from liif.record import RunRecord
+from liif.run.record import RunRecord
 
 
 class Run:
-    """One job folder: its record (`liif.record.RunRecord`; None when there is no readable
+    """One job folder: its record (`liif.run.record.RunRecord`; None when there is no readable
     metrics.json, then `reason` says why) and its Hydra overrides."""
 
     def __init__(self, path, record=None, reason=None, overrides=None, status=None):

@@ -3,7 +3,7 @@
 tensorboardX's SummaryWriter hands events to a background thread, and its flush() does not
 wait for that thread: events "flushed" before a checkpoint could still be lost by a kill, and
 resume, which does not run those steps again, would leave a gap. Here an event is in the file
-when the call returns, and flush() fsyncs it, so the write order of liif/recovery.py holds.
+when the call returns, and flush() fsyncs it, so the write order of liif/run/recovery.py holds.
 
 A resumed run hides the events of the steps it runs again: its file starts with a session
 start at `purge_step` (TensorBoard then drops the earlier events at steps >= purge_step).

@@ -89,7 +89,7 @@ def claim(out_dir, resuming=False):
 def _holds_results(out_dir):
     """Checkpoints, or a run that finished or was interrupted (a run that failed before
     producing anything may be run again in place)."""
-    from liif.recovery import holds_checkpoints  # a killed write's temp file is not a checkpoint
+    from liif.run.recovery import holds_checkpoints  # a killed write's temp file is not a checkpoint
     if holds_checkpoints(os.path.join(out_dir, "checkpoints")):
         return True
     try:
@@ -144,7 +144,7 @@ class RunLifecycle:
 
     On entry: the directory is created and claimed (`claim`: refused if another run holds it)
     and `config.yaml` written. On exit, on every path: `metrics.json` (`run.record`, a
-    `liif.record.RunRecord`) with status "ok", "interrupted" (an `Interrupted` or
+    `liif.run.record.RunRecord`) with status "ok", "interrupted" (an `Interrupted` or
     KeyboardInterrupt escaped, or `run.interrupted(signum)` was called) or "failed" with the
     error, then the lock released. Exceptions are never swallowed. `owner=False` (the other
     ranks of a multi-process run) claims and writes nothing."""

@@ -75,7 +75,7 @@ def derive_from_last(out_dir, history, epoch_save):
 
 def rewrite_history(out_dir, history):
     """`history.csv` as the rows of `history` (removed when there are none yet)."""
-    from liif.rundir import history_text, write_text_atomic
+    from liif.run.rundir import history_text, write_text_atomic
     path = os.path.join(out_dir, "history.csv")
     text = history_text(history)
     if text is None:

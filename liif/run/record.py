@@ -1,6 +1,6 @@
 """`metrics.json`, the record every run writes last (on failure too) and the report reads back.
 
-One typed description shared by the writer (`liif.rundir.RunLifecycle`) and the reader
+One typed description shared by the writer (`liif.run.rundir.RunLifecycle`) and the reader
 (`liif.report`): `RunRecord.to_dict()` is what is written, `RunRecord.from_dict()` reads any
 metrics.json back, older ones included (a missing field takes its default; a field of the
 wrong type is dropped rather than trusted), and keeps fields it does not know in `extra`.

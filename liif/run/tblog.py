@@ -2,7 +2,7 @@
 
 A full disk, or a `tb` that is a file in a copied run folder, made TensorBoard's writer raise a
 traceback before or after the real error. Here every call to the run's event log
-(liif/eventlog.py) goes through a guard: the first failure logs one warning and turns TensorBoard
+(liif/run/eventlog.py) goes through a guard: the first failure logs one warning and turns TensorBoard
 logging off; training goes on (or stops for its own reason, e.g. a checkpoint that cannot be written).
 """
 import logging
@@ -40,7 +40,7 @@ class SafeWriter:
 
 def open_writer(folder, purge_step=1):
     """A SafeWriter on the event log in `folder`, or None (no tensorboardX, or the folder unusable)."""
-    from liif import eventlog
+    from liif.run import eventlog
     try:
         writer = eventlog.open_log(folder, purge_step=purge_step)
     except OSError as e:
