@@ -1,6 +1,6 @@
 """The single entry point: `python run.py [task=train|test|demo] [group=option ...] [key=value ...]`.
 
-Configs live in conf/ (see README); the model presets in liif/presets.py. Before Hydra parses
+Configs live in conf/ (see README); the model presets in liif/models/presets.py. Before Hydra parses
 the command line:
 - `python run.py -m experiment=ablation_*` works as typed: Hydra only understands
   `experiment=glob(ablation_*)`, so bare patterns for config groups are rewritten to that;
@@ -16,7 +16,7 @@ import hydra
 from liif.cli import register_configs
 
 CONF_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "conf")
-register_configs()  # the config schema (liif/config.py) and the `model` groups (liif/presets.py) in Hydra's ConfigStore
+register_configs()  # the config schema (liif/config.py) and the `model` groups (liif/models/presets.py) in Hydra's ConfigStore
 
 
 def expand_group_globs(argv):

@@ -69,7 +69,7 @@ case "$out" in *JT_OK*) say "$out";; *) echo "import jittor failed" >&2; exit 1;
 say "warming LIIF ops"
 (cd "$ROOT" && "$PYTHON" -c "
 import numpy as np
-from liif import registry
+from liif.models import registry
 from liif.backends import jittor as B
 spec = {'name': 'liif', 'args': {'encoder_spec': {'name': 'edsr-baseline', 'args': {'n_resblocks': 1, 'n_feats': 8, 'no_upsampling': True}},
         'imnet_spec': {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [16]}}}}
@@ -91,7 +91,7 @@ print('query', model.query(batch['inp'], batch['coord'], batch['cell'], bsize=3)
 say "warming Jittor's MPI ops (mpirun -np 2)"
 out="$(cd "$ROOT" && mpirun --allow-run-as-root --oversubscribe -np 2 "$PYTHON" -c "
 import numpy as np
-from liif import registry
+from liif.models import registry
 from liif.backends import jittor as B
 rank, world = B.distributed_init()
 spec = {'name': 'liif', 'args': {'encoder_spec': {'name': 'edsr-baseline', 'args': {'n_resblocks': 1, 'n_feats': 8, 'no_upsampling': True}},

@@ -53,7 +53,8 @@ def train_and_test(framework, threads, overrides, steps, init_sd, out_dir):
 
 
 def initial_weights(overrides):
-    from liif import backends, registry
+    from liif import backends
+    from liif.models import registry
     cfg = compose(*DEFAULTS, *overrides, "output_dir=unused")
     B = backends.get("torch")
     B.seed(cfg.seed)

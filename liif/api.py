@@ -16,9 +16,10 @@ import json
 
 import numpy as np
 
-from liif import backends, checkpoint, presets, registry
+from liif import backends
+from liif.models import checkpoint, presets, registry
 from liif.errors import BadInput, CheckpointError, ConfigError, UnknownName
-from liif.init import initial_state
+from liif.models.init import initial_state
 from liif.memory import check_fits
 from liif.tiled import Encoding
 
@@ -91,7 +92,7 @@ def _on_device(net, B, spec, dev, precision, channels_last, compile):
 
 
 def list_models():
-    """The names `create_model` knows: the paper's models (`liif/presets.py`), also the options of
+    """The names `create_model` knows: the paper's models (`liif/models/presets.py`), also the options of
     `python run.py model=<name>`."""
     return presets.names()
 

@@ -136,7 +136,7 @@ def check_keys(argv, conf_dir):
 
 def known_keys(conf_dir):
     """Config groups (`model`, `model/encoder` ...) and every key of the first two levels that a
-    file in conf/ or a node in Hydra's ConfigStore (the model presets, liif/presets.py) can set,
+    file in conf/ or a node in Hydra's ConfigStore (the model presets, liif/models/presets.py) can set,
     placed by its package (`# @package ...`, else its group)."""
     known = _config_store_keys()
     for folder, dirs, files in os.walk(conf_dir):
@@ -163,7 +163,7 @@ def _config_store_keys():
     from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
 
-    from liif.presets import register_with_hydra
+    from liif.models.presets import register_with_hydra
     register_with_hydra()  # as run.py does (storing again replaces, so twice is harmless)
     known = set()
 

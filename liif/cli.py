@@ -47,12 +47,12 @@ def out_of_memory_message(error):
 def register_configs():
     """Store `liif.config.RunConfig` as `liif_schema`, the schema conf/config.yaml starts from (Hydra
     then checks every key and type of every config file and override while composing), and the
-    `model` config groups of liif/presets.py."""
+    `model` config groups of liif/models/presets.py."""
     from hydra.core.config_store import ConfigStore
 
     from liif.run import labels
     from liif.config import RunConfig
-    from liif.presets import register_with_hydra
+    from liif.models.presets import register_with_hydra
     labels.register()  # the run-name resolver conf/config.yaml uses
     ConfigStore.instance().store(name="liif_schema", node=RunConfig)
     register_with_hydra()

@@ -113,7 +113,7 @@ class FrameworkConfig:
 
 @dataclass
 class ModelConfig:
-    """A model preset (liif/presets.py, the `model` group): the original `{name, args}` spec (nested `*_spec`)."""
+    """A model preset (liif/models/presets.py, the `model` group): the original `{name, args}` spec (nested `*_spec`)."""
     name: str = MISSING
     args: Dict[str, Any] = field(default_factory=dict)
 

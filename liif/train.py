@@ -26,14 +26,15 @@ from dataclasses import asdict
 import numpy as np
 from tqdm import tqdm
 
-from liif import backends, checkpoint, registry
+from liif import backends
+from liif.models import checkpoint, registry
 from liif.run import recovery, rundir, tblog
 from liif.io import durable
 from liif.config import FrameworkConfig, TrainConfig
 from liif.data import make_train_sets
 from liif.errors import CheckpointError, ConfigError, TrainingDiverged
 from liif.step import train_step
-from liif.init import initial_state
+from liif.models.init import initial_state
 from liif.io.outputs import OutputError
 from liif.run.progress import Estimate, duration
 from liif.run.record import RunRecord, TestResult, TrainSummary

@@ -15,7 +15,7 @@ def tiny_checkpoint(path, seed=0, epoch=7, framework="torch"):
     """A LIIF checkpoint with random weights (our envelope), written where a run would keep it."""
     import torch
 
-    from liif import checkpoint
+    from liif.models import checkpoint
     from liif.api import build_model
     from liif.backends import torch as B
 

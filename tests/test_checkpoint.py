@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import liif
-from liif import backends, checkpoint
+from liif import backends
+from liif.models import checkpoint
 from liif.io import torchfile
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import liif
-from liif import checkpoint
+from liif.models import checkpoint
 from liif.io import torchfile
 
 torch = pytest.importorskip("torch")

@@ -4,9 +4,10 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, compose
-from liif import backends, presets, registry
+from liif import backends
+from liif.models import presets, registry
 
-MODEL_PRESETS = presets.names()  # Hydra's `model` group (liif/presets.py)
+MODEL_PRESETS = presets.names()  # Hydra's `model` group (liif/models/presets.py)
 PAPER_PRESETS = ["edsr_baseline_liif", "edsr_baseline_metasr", "rdn_liif", "rdn_metasr", "edsr_baseline_liif_c",
                  "edsr_baseline_liif_u", "edsr_baseline_liif_e", "edsr_baseline_liif_d"]
 # parameter counts of the original code (tests/fixtures/official_liif/manifest.json)

@@ -7,9 +7,10 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import ROOT, compose, run_cli
-from liif.presets import register_with_hydra
+from liif.models.presets import register_with_hydra
 import liif.models  # noqa: F401  (registers the model names)
-from liif import backends, paper, registry
+from liif import backends, paper
+from liif.models import registry
 
 CONF = ROOT / "conf"
 register_with_hydra()  # the model presets (compose_as_cli and the other direct compositions below)
@@ -173,7 +174,7 @@ def test_profiles_compose_alone_and_with_frameworks(profile):
 
 
 def test_every_encoder_and_liif_decoder_has_a_smoke_size():
-    from liif.presets import ENCODERS
+    from liif.models.presets import ENCODERS
     for enc in ENCODERS:
         assert (CONF / "profile" / "encoder" / f"smoke_{enc}.yaml").is_file(), enc
 

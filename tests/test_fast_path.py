@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import liif
-from liif import registry
+from liif.models import registry
 from liif.api import Model
 from liif.backends import torch as T
 from liif.coords import make_coord

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
 
-from liif import backends, registry
+from liif import backends
+from liif.models import registry
 from liif.api import Model, parse_size
 from liif.coords import make_cell, make_coord, to_pixel_samples
 from liif.data.image_folder import ImageError, read_image

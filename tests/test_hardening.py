@@ -227,7 +227,7 @@ def umask():
 
 @pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
 def test_results_get_the_mode_the_umask_gives(tmp_path, umask, mask, mode):
-    from liif import checkpoint
+    from liif.models import checkpoint
     from liif.data.image_folder import ImageFolder
     from liif.run.rundir import write_json
     umask(mask)
@@ -268,7 +268,7 @@ def test_a_write_failure_on_a_full_device_keeps_the_previous_file(tmp_path):
 
 
 def test_a_checkpoint_on_a_full_disk_is_one_line_and_keeps_the_previous_one(tmp_path, monkeypatch):
-    from liif import checkpoint
+    from liif.models import checkpoint
     from liif.io import torchfile
     obj = checkpoint.envelope({"name": "x"}, {"w": np.zeros(1000, np.float32)})
     real_save = torchfile.save
@@ -410,7 +410,7 @@ def test_testing_a_metasr_checkpoint_labels_the_run_with_the_checkpoints_model(t
     assert metrics["model"] == "edsr_baseline_metasr" and metrics["run_name"] == "edsr_baseline_metasr"
 
 
-@pytest.mark.parametrize("preset", __import__("liif.presets").presets.names())
+@pytest.mark.parametrize("preset", __import__("liif.models.presets").presets.names())
 def test_every_model_preset_is_named_back_from_its_spec(preset):
     """What the label of a checkpoint's run relies on: the spec of preset P is named P."""
     from omegaconf import OmegaConf

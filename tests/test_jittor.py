@@ -22,7 +22,7 @@ jt = pytest.importorskip("jittor")
 torch = pytest.importorskip("torch")
 
 import liif  # noqa: E402
-from liif import checkpoint, registry  # noqa: E402
+from liif.models import checkpoint, registry  # noqa: E402
 from liif.api import Model  # noqa: E402
 from liif.backends import jittor as J  # noqa: E402
 from liif.backends import torch as T  # noqa: E402
@@ -388,7 +388,7 @@ import sys, json
 sys.modules["torch"] = None  # any `import torch` now fails
 import numpy as np
 import liif
-from liif import checkpoint
+from liif.models import checkpoint
 out = {{}}
 for path in ({ckpt!r}, {legacy!r}):
     sd = checkpoint.read(path)["model"]["sd"]

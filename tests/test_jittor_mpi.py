@@ -57,7 +57,7 @@ def _files(run_dir):
 
 
 def _weights(run_dir):
-    from liif import checkpoint
+    from liif.models import checkpoint
     return checkpoint.read(str(run_dir / "checkpoints" / "epoch-last.pth"))["model"]["sd"]
 
 

@@ -1,4 +1,4 @@
-"""liif.list_models / create_model: the presets of liif/presets.py, the very ones `python run.py
+"""liif.list_models / create_model: the presets of liif/models/presets.py, the very ones `python run.py
 model=<name>` composes (one source, no second copy in conf/), and inference without Hydra & co."""
 import importlib.util
 import json
@@ -12,7 +12,8 @@ from omegaconf import OmegaConf
 
 import liif
 from conftest import ROOT, compose
-from liif import backends, checkpoint, presets
+from liif import backends
+from liif.models import checkpoint, presets
 from liif.errors import BadInput, UnknownName
 
 FRAMEWORKS = ["torch", pytest.param("jittor", marks=[pytest.mark.jittor, pytest.mark.skipif(

@@ -12,7 +12,7 @@ import torch
 
 import liif
 from conftest import run_cli, typed
-from liif import registry
+from liif.models import registry
 from liif.api import Model
 from liif.backends import torch as T
 from liif.coords import make_coord

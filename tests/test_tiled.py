@@ -13,7 +13,8 @@ import pytest
 import torch
 
 import liif
-from liif import registry, tiled
+from liif import tiled
+from liif.models import registry
 from liif.api import Model
 from liif.backends import torch as T
 from liif.coords import make_coord

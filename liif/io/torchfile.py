@@ -3,7 +3,7 @@
     obj = torchfile.load(path)     # a torch.save file (zip, or the legacy pre-1.6 format): tensors as numpy
     torchfile.save(obj, file)      # the zip format; torch.load(path, weights_only=True) reads it back
 
-Both frameworks read and write checkpoints through this module (`liif.checkpoint`).
+Both frameworks read and write checkpoints through this module (`liif.models.checkpoint`).
 
 Safety: a checkpoint is untrusted input, and a pickle is a program. Every pickle in the file (the
 zip's data.pkl; the legacy format's magic number, protocol, system info, object and storage keys)

@@ -7,7 +7,7 @@ upsamples by `scale` (2, 3 or a power of 2) to RGB, for the fixed-scale baseline
 import math
 
 from liif.errors import ConfigError
-from liif.registry import register
+from liif.models.registry import register
 
 RGB_MEAN = (0.4488, 0.4371, 0.4040)
 
@@ -27,7 +27,7 @@ class ResBlock:
 class EDSR:
     def __init__(self, n_resblocks, n_feats, res_scale, scale, no_upsampling, rgb_range):
         super().__init__()
-        from liif.registry import bind
+        from liif.models.registry import bind
         B = self.B
         nn = B.nn
         # The original builds MeanShift 1x1 convs but its forward never calls them (the

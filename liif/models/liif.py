@@ -24,7 +24,7 @@ Two formulations of `query_rgb` compute the same function:
 import numpy as np
 
 from liif.coords import make_coord_window
-from liif.registry import make, register
+from liif.models.registry import make, register
 
 
 @register("liif")

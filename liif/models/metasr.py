@@ -7,7 +7,7 @@ latent code. No ensemble, no area weighting.
 import numpy as np
 
 from liif.coords import make_coord_window
-from liif.registry import make, register
+from liif.models.registry import make, register
 
 
 @register("metasr")

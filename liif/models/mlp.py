@@ -1,5 +1,5 @@
 """The MLP decoder of LIIF (`mlp`): Linear-ReLU stack, no norm, no dropout."""
-from liif.registry import register
+from liif.models.registry import register
 
 
 @register("mlp")

@@ -4,7 +4,7 @@ Registered name `rdn`. Config A = (D=20, C=6, G=32), B = (D=16, C=8, G=64).
 With `no_upsampling` it returns the G0-channel feature map.
 """
 from liif.errors import ConfigError
-from liif.registry import bind, register
+from liif.models.registry import bind, register
 
 
 class RDBConv:

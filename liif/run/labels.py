@@ -60,7 +60,7 @@ def checkpoint_spec(path):
     key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
     if key not in _specs:
         try:
-            from liif import checkpoint
+            from liif.models import checkpoint
             ckpt = checkpoint.read(path)  # NumPy only, through the restricted unpickler
             _specs[key] = {"name": ckpt["model"]["name"], "args": ckpt["model"].get("args") or {}}
         except Exception:  # noqa: BLE001 - any failure means "no label from it"; the task reports the error

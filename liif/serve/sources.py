@@ -58,7 +58,7 @@ def label(path, ckpt):
 
 
 def load_checkpoints(paths, framework="torch", device="auto", options=None):
-    from liif import checkpoint
+    from liif.models import checkpoint
     from liif.api import load_model
 
     loaded = []

@@ -46,7 +46,7 @@ def read(path):
 def model_spec(ckpt, path):
     """The checkpoint's model spec {'name', 'args'}, checked against the registered constructors'
     signatures before anything is built (an unknown or mistyped argument is named)."""
-    from liif import registry
+    from liif.models import registry
     spec = {"name": ckpt["model"]["name"], "args": ckpt["model"]["args"]}
     problem = registry.spec_problem(spec)
     if problem:
