@@ -80,7 +80,7 @@ batch = {'inp': rng.standard_normal((1, 3, 6, 5), dtype=np.float32), 'coord': rn
 opt = B.adam(net, 1e-4)
 from liif.step import train_step
 print('loss', train_step(B, net, opt, batch))
-from liif.api import Model  # chunked decoding into a preallocated output (query, upscale)
+from liif.inference.api import Model  # chunked decoding into a preallocated output (query, upscale)
 model = Model(net, B, spec, 'cpu')
 print('query', model.query(batch['inp'], batch['coord'], batch['cell'], bsize=3).shape,
       'upscale', model.upscale(rng.integers(0, 256, (6, 5, 3), dtype=np.uint8), (13, 11), bsize=50).shape)

@@ -198,12 +198,12 @@ class PathsConfig:
 
 @dataclass
 class InferConfig:
-    """conf/config.yaml `infer`: tiled inference at test and demo time (liif/tiled.py, docs/tiling.md)."""
+    """conf/config.yaml `infer`: tiled inference at test and demo time (liif/inference/tiled.py, docs/tiling.md)."""
     max_memory: Any = "auto"       # auto (half the free memory) or a size such as 2GB, 512MB
     tile: Optional[int] = None     # force square tiles of this many input pixels (null: the largest that fit)
 
     def __post_init__(self):
-        from liif.memory import parse_bytes
+        from liif.inference.memory import parse_bytes
         positive_ints(self, "infer.", "tile")
         if not (isinstance(self.max_memory, str) and self.max_memory.strip().lower() == "auto"):
             try:
@@ -244,7 +244,7 @@ class RunConfig:
     resume: Any = False               # false, true (this run directory), or a run directory / checkpoint
     scales: Optional[List[int]] = None
     input: Optional[str] = None
-    size: Any = None                  # demo: [height, width] (checked by liif.api.parse_size)
+    size: Any = None                  # demo: [height, width] (checked by liif.inference.api.parse_size)
     output: Optional[str] = None
     dir: Any = None                   # report: a folder or a list of folders
     eval_bsize: int = 30000

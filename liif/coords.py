@@ -22,7 +22,7 @@ def make_coord(shape, ranges=None, flatten=True):
 
 def make_coord_window(shape, top, left, height, width):
     """`make_coord(shape, flatten=False)[top:top + height, left:left + width]`, bit for bit, without
-    making the whole grid: the centres of one window (a tile, liif/tiled.py) of a `shape` grid."""
+    making the whole grid: the centres of one window (a tile, liif/inference/tiled.py) of a `shape` grid."""
     seqs = []
     for n, start, size in zip(shape, (top, left), (height, width)):
         r = 2 / (2 * n)

@@ -4,7 +4,7 @@ For each test set of the dataset config and each scale: x2-x4 read the set's LR 
 when they exist (the paired wrapper), other scales (and sets without LR files) downsample
 the HR with Pillow bicubic after cropping it to a multiple of the scale, exactly as the
 original test configs. Each image is encoded and decoded in tiles within `infer.max_memory`
-(liif/tiled.py; the untiled result), in chunks of `eval_bsize` queries, clamped
+(liif/inference/tiled.py; the untiled result), in chunks of `eval_bsize` queries, clamped
 to [0, 1] and compared unquantised, one image at a time (the original's batch size 1).
 Bicubic upsampling of the same LR is measured beside the model as the floor to beat.
 """
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 def main(config, choices=None):
     """`python run.py task=test checkpoint=...`: `config` is a liif.config.RunConfig."""
-    from liif.api import infer_options, load_model, tiling_options
+    from liif.inference.api import infer_options, load_model, tiling_options
     from liif.run.labels import model_label
     from liif.run.rundir import Interrupted, RunLifecycle, interruptible
     if config.checkpoint is None:
@@ -53,10 +53,10 @@ def main(config, choices=None):
 
 
 def evaluate(model, test_sets, eval_bsize=30000, out_dir=None, scales=None, on_bad_file="error", tiling=None):
-    """Test `model` (a liif.api.Model) on each of `test_sets` (liif.config.TestSetConfig: the
+    """Test `model` (a liif.inference.api.Model) on each of `test_sets` (liif.config.TestSetConfig: the
     `dataset.test` entries) at each of its scales, or at `scales` when given. Returns one record
     (a dict of liif.run.record.TestResult's fields) per (set, scale); with `out_dir`, the first image
-    of each goes to `out_dir/samples/`. `tiling`: `Model.query`'s max_memory/tile (liif/tiled.py)."""
+    of each goes to `out_dir/samples/`. `tiling`: `Model.query`'s max_memory/tile (liif/inference/tiled.py)."""
     from liif.data import layouts
     from liif.run.progress import Estimate
     runs = []  # every (set, scale) is opened first: a missing folder fails now, and the total is known
@@ -152,7 +152,7 @@ def bicubic_upsample(inp, shape):
 
 
 def save_sample(sr, path):
-    from liif.demo import write_png
+    from liif.inference.demo import write_png
     write_png(np.round(sr[0].transpose(1, 2, 0) * 255).astype(np.uint8), path)
 
 

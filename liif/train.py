@@ -101,7 +101,7 @@ class Trainer:
 
         trainer = Trainer(spec, train_set, "runs/a", train=TrainConfig(epochs=2), val_set=val_set, device="cpu")
         trainer.fit()
-        model = trainer.as_model()          # a liif.api.Model, for evaluate() or upscale()
+        model = trainer.as_model()          # a liif.inference.api.Model, for evaluate() or upscale()
 
     resume: None, True (this `out_dir`'s last checkpoint), or a run directory or checkpoint path to
     continue; checkpoint: weights to start from. `Trainer.from_config(run_config)` builds it all
@@ -298,7 +298,7 @@ class Trainer:
         self.writer.flush()
 
     def as_model(self):
-        from liif.api import Model
+        from liif.inference.api import Model
         return Model(self.net, self.B, self.spec, self.device, self.infer_precision)
 
     # ---- checkpoints -----------------------------------------------------------------

@@ -16,7 +16,7 @@ def tiny_checkpoint(path, seed=0, epoch=7, framework="torch"):
     import torch
 
     from liif.models import checkpoint
-    from liif.api import build_model
+    from liif.inference.api import build_model
     from liif.backends import torch as B
 
     torch.manual_seed(seed)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import liif
-from liif.api import parse_size, to_rgb
+from liif.inference.api import parse_size, to_rgb
 from liif.coords import make_coord
 
 

@@ -14,7 +14,7 @@ import torch
 
 import liif
 from liif.models import registry
-from liif.api import Model
+from liif.inference.api import Model
 from liif.backends import torch as T
 from liif.coords import make_coord
 from liif.models.liif import LIIF
@@ -25,7 +25,7 @@ LIIF_VARIANTS = ["edsr-baseline-liif", "edsr-baseline-liif-c", "edsr-baseline-li
 
 
 def reference(model):
-    """`model` (a liif.api.Model) switched to the reference formulation (an instance attribute)."""
+    """`model` (a liif.inference.api.Model) switched to the reference formulation (an instance attribute)."""
     model.net.query_rgb = model.net.query_rgb_reference
     return model
 

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from conftest import FIXTURES, ROOT, compose, run_cli_inprocess, run_task_with_overrides
-from liif import memory
+from liif.inference import memory
 from liif.io import outputs
 from liif.errors import LiifError as UserError
 
@@ -173,8 +173,8 @@ def test_an_output_larger_than_its_format_allows_is_refused_before_the_work(demo
 
 
 def test_an_absurd_output_size_is_checked_against_memory_before_anything_is_allocated(demo_cfg, work, monkeypatch):
-    import liif.demo
-    monkeypatch.setattr(liif.demo, "load_model", lambda *a, **k: pytest.fail("the model was loaded before the check"))
+    import liif.inference.demo
+    monkeypatch.setattr(liif.inference.demo, "load_model", lambda *a, **k: pytest.fail("the model was loaded before the check"))
     status, err = run_task_with_overrides(demo_cfg, f"input={work / 'in.png'}", "size=[10000000,10000000]",
                                           f"output={work / 'o.png'}")
     assert_one_line_error(status, err, "needs about 818.5 TB of memory")  # 3 copies of 1e14 pixels x 3 bytes = 9e14 B
@@ -390,7 +390,7 @@ def test_non_finite_weights_fail_the_test_run(test_images, nan_ckpt, tmp_path):
 
 
 def test_non_finite_predictions_fail_the_test_run(test_images, tmp_path, monkeypatch):
-    from liif.api import Model
+    from liif.inference.api import Model
     monkeypatch.setattr(Model, "query", lambda self, inp, coord, cell, bsize=1, **tiling: np.full(coord.shape[:2] + (3,), np.nan))
     status, err = run_task_with_overrides(make_test_cfg(test_images), f"checkpoint={_ckpt()}", f"output_dir={tmp_path}")
     assert_one_line_error(status, err, "the model predicts non-finite values (nan or inf) for image 1")
@@ -461,7 +461,7 @@ def test_exif_orientation_is_applied_when_reading(tmp_path, orientation):
 
 def test_a_phone_photo_comes_out_upright_and_unstretched(demo_cfg, tmp_path, monkeypatch):
     """A portrait JPEG stored landscape with orientation 6: the model is given the portrait."""
-    from liif.api import Model
+    from liif.inference.api import Model
     stored = np.zeros((20, 40, 3), np.uint8)
     stored[:, :20] = 255  # the left half white: the top half once turned upright
     im = Image.fromarray(stored)
@@ -623,7 +623,7 @@ def test_report_out_under_a_file_is_one_line(tmp_path):
 # ---- signals, pipes -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_a_signal_during_the_demo_is_one_line_and_leaves_no_file(demo_cfg, work, monkeypatch, sig):
-    from liif.api import Model
+    from liif.inference.api import Model
     monkeypatch.setattr(Model, "upscale", lambda *a, **k: os.kill(os.getpid(), sig) or pytest.fail("not stopped"))
     status, err = run_task_with_overrides(demo_cfg, f"input={work / 'in.png'}", f"output={work / 'o.png'}")
     assert status == 128 + sig

@@ -23,7 +23,7 @@ torch = pytest.importorskip("torch")
 
 import liif  # noqa: E402
 from liif.models import checkpoint, registry  # noqa: E402
-from liif.api import Model  # noqa: E402
+from liif.inference.api import Model  # noqa: E402
 from liif.backends import jittor as J  # noqa: E402
 from liif.backends import torch as T  # noqa: E402
 from liif.coords import make_coord  # noqa: E402

@@ -1,9 +1,9 @@
-"""Memory budgets for inference (`max_memory`, liif/memory.py); the up-front fit check is tested
+"""Memory budgets for inference (`max_memory`, liif/inference/memory.py); the up-front fit check is tested
 in test_hardening.py."""
 import pytest
 
 from liif.cli import UserError
-from liif.memory import BudgetTooSmall, format_bytes, parse_bytes, resolve_budget
+from liif.inference.memory import BudgetTooSmall, format_bytes, parse_bytes, resolve_budget
 
 
 @pytest.mark.parametrize("text, expected", [("2GB", 2 << 30), ("512MB", 512 << 20), ("1.5GiB", 3 << 29),

@@ -296,7 +296,7 @@ def test_the_page_and_nothing_else_is_served(checkpoints):
 
 def test_a_tiled_encoding_renders_the_same_and_decodes_without_reencoding(checkpoints, monkeypatch):
     """With tiles (infer.tile: 12 input pixels, 2 x 3 of them), the viewer's encoding is the inference
-    engine's (liif/tiled.py): the same pixels as one tile, and after the first render no tile is
+    engine's (liif/inference/tiled.py): the same pixels as one tile, and after the first render no tile is
     encoded again nor its latent table rebuilt."""
     from liif.backends import torch as T
     net = checkpoints[0].model.net

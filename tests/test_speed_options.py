@@ -13,7 +13,7 @@ import torch
 import liif
 from conftest import run_cli, typed
 from liif.models import registry
-from liif.api import Model
+from liif.inference.api import Model
 from liif.backends import torch as T
 from liif.coords import make_coord
 from liif.data.loader import prefetch

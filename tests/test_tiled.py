@@ -1,4 +1,4 @@
-"""Tiled inference (liif/tiled.py) gives the untiled output, on every model, at borders, seams,
+"""Tiled inference (liif/inference/tiled.py) gives the untiled output, on every model, at borders, seams,
 non-square inputs, inputs smaller than a tile and every scale; budgets and their errors.
 
 "Untiled" here is the pre-tiling computation written out (`untiled_query`: the encoder on the
@@ -13,12 +13,12 @@ import pytest
 import torch
 
 import liif
-from liif import tiled
+from liif.inference import tiled
 from liif.models import registry
-from liif.api import Model
+from liif.inference.api import Model
 from liif.backends import torch as T
 from liif.coords import make_coord
-from liif.memory import BudgetTooSmall, NotEnoughMemory
+from liif.inference.memory import BudgetTooSmall, NotEnoughMemory
 
 JITTOR = pytest.mark.skipif(importlib.util.find_spec("jittor") is None, reason="jittor is not installed")
 MLP = {"name": "mlp", "args": {"out_dim": 3, "hidden_list": [16, 16]}}
@@ -166,7 +166,7 @@ def test_original_checkpoints_tiled(variant, fixtures_dir):
     """Every case of the original code's outputs (ties, off-grid and outside queries included), with
     the 48x48 input in 16x16-pixel tiles (each tile's input is most of the image: the halo is 34),
     encoded once (`cache=True`) for all cases."""
-    from liif.tiled import Encoding
+    from liif.inference.tiled import Encoding
     inputs = np.load(fixtures_dir / "inputs.npz")
     out = np.load(fixtures_dir / f"out_{variant}.npz")
     model = liif.load_model(str(fixtures_dir / f"ckpt_{variant}.pth"), device="cpu")

@@ -13,7 +13,7 @@
   unfold3x3(feat)             (B,C,h,w) -> (B,9C,h,w), torch's F.unfold channel order, zero pad
   grid_sample_nearest(x, coord, window=None)   x (B,C,h,w), coord (B,Q,2) as (row, col) -> (B,Q,C),
                               torch's nearest grid_sample, align_corners=False, zero padding;
-                              window (H, W, top, left): x is that part of an H x W map (liif/tiled.py)
+                              window (H, W, top, left): x is that part of an H x W map (liif/inference/tiled.py)
   no_grad()                   context manager
   free_device_memory(dev)     bytes free on a GPU device, None on the CPU (the tiled engine's budget)
   frozen(module)              mark a module's parameters as not trainable

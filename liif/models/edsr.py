@@ -40,7 +40,7 @@ class EDSR:
         self.body = nn.Sequential(*[block(n_feats, res_scale) for _ in range(n_resblocks)],
                                   nn.Conv2d(n_feats, n_feats, 3, padding=1))
         self.no_upsampling = no_upsampling
-        # the receptive field's radius in input pixels (tiled inference, liif/tiled.py): each 3x3 conv
+        # the receptive field's radius in input pixels (tiled inference, liif/inference/tiled.py): each 3x3 conv
         # on the path widens it by one pixel: the head, 2 per residual block, the body's last conv
         self.halo = 1 + 2 * n_resblocks + 1
         # floats per input pixel the forward's peak holds, an estimate (tiled inference sizes its tiles by

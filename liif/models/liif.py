@@ -49,7 +49,7 @@ class LIIF:
 
     def use_feat(self, feat, window=None, table_block=None):
         """Decode from `feat` from now on. `window` = (H, W, top, left): `feat` is the part at (top, left)
-        of an H x W feature map (a tile's, liif/tiled.py); queries keep the whole map's coordinates,
+        of an H x W feature map (a tile's, liif/inference/tiled.py); queries keep the whole map's coordinates,
         so every nearest lookup, relative coordinate and cell size is the whole map's. `table_block`:
         unfolded floats per block of the latent table's build (default TABLE_BLOCK; a memory budget)."""
         self._table = None

@@ -48,7 +48,7 @@ class RDN:
         self.RDBs = nn.ModuleList([rdb(G0, G, C, RDNkSize) for _ in range(D)])
         self.GFF = nn.Sequential(nn.Conv2d(D * G0, G0, 1), nn.Conv2d(G0, G0, RDNkSize, padding=pad))  # global fusion
         self.no_upsampling = no_upsampling
-        # the receptive field's radius in input pixels (tiled inference, liif/tiled.py): each k x k conv
+        # the receptive field's radius in input pixels (tiled inference, liif/inference/tiled.py): each k x k conv
         # on the path widens it by (k - 1) / 2: SFENet1, SFENet2, the C convs of each of the D blocks
         # (the dense links skip some, the longest path goes through all), GFF's k x k (1x1s add nothing)
         self.halo = pad * (2 + D * C + 1)

@@ -80,7 +80,7 @@ class Viewer:
         self.max_viewport, self.max_upload_bytes, self.max_upload_pixels = max_viewport, max_upload_bytes, max_upload_pixels
         self.max_uploads, self.max_active = max_uploads, max_active
         self.coarse_factor, self.tile_rows, self.bsize = coarse_factor, tile_rows, bsize
-        self.max_memory, self.tile = max_memory, tile  # the inference engine's budget and forced tile (liif/tiled.py)
+        self.max_memory, self.tile = max_memory, tile  # the inference engine's budget and forced tile (liif/inference/tiled.py)
         self.cache = FeatureCache(cache_bytes)
         self.slots = asyncio.Semaphore(max_renders)
         self.latest = OrderedDict()  # (session, pane) -> the newest view number seen

@@ -2,7 +2,7 @@
 
 `Model.query` runs the encoder on every call; the viewer renders many viewports of one image, so
 it encodes each image once per checkpoint through the inference engine (`Model.encode(...,
-cache=True)`, liif/tiled.py: tiles within the memory budget, each tile's features and latent
+cache=True)`, liif/inference/tiled.py: tiles within the memory budget, each tile's features and latent
 table kept) and decodes each viewport from that `Encoding`: the same queries, through the same
 engine as `Model.query`, rounded to uint8 as `Model.upscale` rounds.
 """

@@ -59,7 +59,7 @@ def label(path, ckpt):
 
 def load_checkpoints(paths, framework="torch", device="auto", options=None):
     from liif.models import checkpoint
-    from liif.api import load_model
+    from liif.inference.api import load_model
 
     loaded = []
     for i, path in enumerate(paths):

@@ -53,7 +53,7 @@ def main(cfg, choices=None):
         import uvicorn
     except ImportError:
         raise UserError('task=serve needs the serve extra: pip install -e ".[serve]"') from None
-    from liif.api import infer_options
+    from liif.inference.api import infer_options
     from liif.serve.app import Viewer, create_app
     from liif.serve.sources import load_checkpoints, load_pictures
 

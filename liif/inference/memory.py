@@ -6,7 +6,7 @@ first and end in the allocator's MemoryError, or in the kernel's OOM killer with
 the cgroup's limit; elsewhere: free physical pages) and raises a one-line `NotEnoughMemory`.
 Estimates are deliberately rough: the point is to refuse what cannot fit, not to predict peaks.
 
-Inference budgets (`max_memory`, liif/tiled.py): `parse_bytes("2GB")`, `resolve_budget("auto")`.
+Inference budgets (`max_memory`, liif/inference/tiled.py): `parse_bytes("2GB")`, `resolve_budget("auto")`.
 Sizes are binary: 1 KB = 1024 bytes, 1 GB = 1024**3 bytes ("GiB" is accepted as well). `auto` is
 half of the memory available now, so that other programs keep the other half.
 """

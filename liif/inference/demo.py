@@ -1,7 +1,7 @@
 """`python run.py task=demo checkpoint=CKPT input=IMG size=[H,W] output=OUT.png`.
 
 Upscales any RGB, RGBA or grey image to any size (aspect ratio included) in bounded
-memory: the input in tiles within `infer.max_memory` (liif/tiled.py), queries decoded in
+memory: the input in tiles within `infer.max_memory` (liif/inference/tiled.py), queries decoded in
 chunks of `eval_bsize`. Everything is checked before the model runs: the output path
 (liif.io.outputs: never the input itself, a folder or a special file; the format from its
 extension), the input (a regular file) and the memory the output needs. Ctrl-C or SIGTERM
@@ -14,7 +14,7 @@ import sys
 
 from tqdm import tqdm
 
-from liif.api import infer_options, load_model, parse_size, tiling_options
+from liif.inference.api import infer_options, load_model, parse_size, tiling_options
 from liif.errors import BadInput, ConfigError
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 def main(config, choices=None):
     """`python run.py task=demo ...`: `config` is a liif.config.RunConfig."""
-    from liif.memory import check_fits, upscale_bytes
+    from liif.inference.memory import check_fits, upscale_bytes
     from liif.io.outputs import check_image_size, check_output_path
     from liif.run.rundir import Interrupted, interruptible
     for key in ("checkpoint", "input", "size", "output"):

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from liif.errors import ConfigError
 from liif.coords import make_coord
-from liif.memory import BudgetTooSmall, format_bytes, release_freed_memory, resolve_budget
+from liif.inference.memory import BudgetTooSmall, format_bytes, release_freed_memory, resolve_budget
 
 MIN_TILE = 16          # the smallest core side the planner uses (smaller only when the image is)
 MIN_CHUNK = 1024       # the fewest queries per decoder call the planner uses
@@ -416,7 +416,7 @@ class Encoding:
                         buf[at:at + coord.shape[1]] = B.to_uint8(pred.float() * 0.5 + 0.5)
                         buf = B.materialize(buf)
                         done += coord.shape[1]
-                        if callable(self.progress):  # the demo's estimate (liif/demo.py)
+                        if callable(self.progress):  # the demo's estimate (liif/inference/demo.py)
                             self.progress(done, height * width)
                 out[y0:y1, c0:c1] = B.to_numpy(buf).reshape(y1 - y0, block_w, 3)
             if self.cache:

@@ -20,8 +20,8 @@ from liif import backends
 from liif.models import checkpoint, presets, registry
 from liif.errors import BadInput, CheckpointError, ConfigError, UnknownName
 from liif.models.init import initial_state
-from liif.memory import check_fits
-from liif.tiled import Encoding
+from liif.inference.memory import check_fits
+from liif.inference.tiled import Encoding
 
 
 class Model:
@@ -37,7 +37,7 @@ class Model:
 
         Returns (B,Q,3) float32 in the normalised space, like the original `batched_predict`, on
         any input size: each image is encoded and decoded in tiles that fit `max_memory` (bytes,
-        "2GB", or "auto": half the free memory; liif/tiled.py), one tile when it fits whole, with
+        "2GB", or "auto": half the free memory; liif/inference/tiled.py), one tile when it fits whole, with
         the output of the untiled computation. The decoder runs on chunks of `bsize` queries.
         `tile`: force square tiles of that many input pixels a side (tests, benchmarks).
         """
@@ -65,7 +65,7 @@ class Model:
                            progress=progress).render((height, width))
 
     def encode(self, image, max_memory="auto", bsize=30000, tile=None, cache=False, progress=True):
-        """A uint8 image (as `upscale` takes it) prepared for decoding: a `liif.tiled.Encoding`, whose
+        """A uint8 image (as `upscale` takes it) prepared for decoding: a `liif.inference.tiled.Encoding`, whose
         `query(coord, cell)` predicts at any coordinates and `render(size)` upscales. Tiles are
         encoded when first needed; `cache=True` keeps their features for later queries (a viewer:
         encode once per image, query any viewport), `nbytes` says how much that holds."""
