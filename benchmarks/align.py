@@ -37,7 +37,7 @@ def compose(*overrides):
 
 
 def train_and_test(framework, threads, overrides, steps, init_sd, out_dir):
-    from liif.evaluate import evaluate
+    from liif.evaluation.evaluate import evaluate
     from liif.train import Trainer
     steps_per_epoch = min(steps, 100)
     cfg = compose(*DEFAULTS, f"framework={framework}", f"framework.threads={threads}", f"train.max_steps_per_epoch={steps_per_epoch}",

@@ -16,7 +16,7 @@ cost the same time as trained ones), each case in a fresh model with the options
 2. Inference: `Model.upscale` (encoder + decoder in chunks of 30000 queries, uint8 out) of a
    339x510 image to x4, 1356x2040 (a DIV2K validation image's size; --small: 85x128 to 340x512),
    one warm-up, then `--repeats` rounds, median; the largest uint8 difference from fp32.
-3. PSNR cost of bf16 inference: the test protocol (`liif.evaluate.predict_image`, RGB PSNR with the
+3. PSNR cost of bf16 inference: the test protocol (`liif.evaluation.evaluate.predict_image`, RGB PSNR with the
    DIV2K shave, mean over images) on the embedded sample set's 3 validation photos at x2, x4 and x12,
    fp32 and bf16 against the ground truth, and bf16 against fp32, with `--checkpoint` (a trained
    model; without it the random weights, which say little). Empty case lists skip a part.
@@ -98,10 +98,10 @@ def psnr_cost(device, checkpoint, scales, sample_dir):
     """Mean PSNR over the images (the test protocol) of fp32 and bf16 predictions against the ground
     truth, and of the bf16 prediction against the fp32 one (how far bf16 moves the output)."""
     import liif
-    from liif import metrics
+    from liif.evaluation import metrics
     from liif.data.layouts import test_set
     from liif.data.sample import ensure_sample_set
-    from liif.evaluate import bicubic_upsample, predict_image
+    from liif.evaluation.evaluate import bicubic_upsample, predict_image
     ensure_sample_set(sample_dir)
     models = {p: liif.load_model(checkpoint, framework="torch", device=device, precision=p) if checkpoint
               else build(p, device) for p in ("fp32", "bf16")}

@@ -5,7 +5,7 @@
 Training: EDSR-baseline-LIIF with the paper's batch (16 patches of 48x48, 2304 sampled
 pixels, scales U(1,4)) on the embedded sample set, through `liif.train.Trainer` (data
 pipeline included), after 2 warm-up steps. Evaluation: the sample set's 3 validation
-photos (240x240 and 240x360) at x2 and x4 through `liif.evaluate.evaluate_set`
+photos (240x240 and 240x360) at x2 and x4 through `liif.evaluation.evaluate.evaluate_set`
 (PSNR, SSIM and the bicubic floor included; queries/s counts output pixels decoded). Prints a Markdown table and writes JSON.
 """
 import argparse
@@ -43,7 +43,7 @@ def main():
     args = parser.parse_args()
 
     from liif.data.layouts import test_set
-    from liif.evaluate import evaluate_set
+    from liif.evaluation.evaluate import evaluate_set
     from liif.train import Trainer
 
     out = tempfile.mkdtemp(prefix="liif-bench-")

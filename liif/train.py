@@ -47,7 +47,7 @@ LONG_ON_CPU_S = 15 * 60  # a CPU training estimated longer than this gets the pr
 
 def main(config, choices=None):
     """`python run.py task=train ...`: `config` is a liif.config.RunConfig; `choices` Hydra's group choices."""
-    from liif.evaluate import evaluate, print_run_files, print_table
+    from liif.evaluation.evaluate import evaluate, print_run_files, print_table
     B = backends.get(config.framework.name)
     rank, _ = B.distributed_init()  # (0, 1) unless launched by torchrun (torch) or mpirun (jittor)
     if rank != 0:  # the other ranks neither claim nor write the run directory
@@ -277,7 +277,7 @@ class Trainer:
         """The original's training-time validation: RGB PSNR on the sampled pixels of
         fixed random patches (the draws of epoch 0, so every validation sees the same)."""
         from liif.data.loader import iterate_batches
-        from liif.metrics import psnr
+        from liif.evaluation.metrics import psnr
         model, total, count = self.as_model(), 0.0, 0
         for batch in iterate_batches(self.val_set, self.t.val_batch_size, seed=self.seed, epoch=0):
             pred = model.query((batch["inp"] - 0.5) / 0.5, batch["coord"], batch["cell"], bsize=self.eval_bsize)

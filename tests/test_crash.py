@@ -74,7 +74,7 @@ def _train(overrides, crash_at):
 @pytest.fixture(scope="module")
 def train():
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["liif.train", "liif.evaluate", "liif.backends.torch", "conftest"])
+    ctx.set_forkserver_preload(["liif.train", "liif.evaluation.evaluate", "liif.backends.torch", "conftest"])
 
     def run(overrides, crash_at=None):
         child = ctx.Process(target=_train, args=(overrides, crash_at))

@@ -90,7 +90,7 @@ def test_sigterm_during_a_test_run_is_recorded(myset, tmp_path, fixtures_dir, mo
     import os
     import signal
     import time
-    import liif.evaluate
+    import liif.evaluation.evaluate
     from conftest import typed
 
     def sigterm(*args, **kwargs):
@@ -103,11 +103,11 @@ def test_sigterm_during_a_test_run_is_recorded(myset, tmp_path, fixtures_dir, mo
 
     previous = signal.signal(signal.SIGTERM, unhandled)
     try:
-        monkeypatch.setattr(liif.evaluate, "evaluate", sigterm)
+        monkeypatch.setattr(liif.evaluation.evaluate, "evaluate", sigterm)
         cfg = typed("task=test", f"checkpoint={fixtures_dir / 'ckpt_edsr-baseline-liif.pth'}", "dataset=benchmark",
                       "dataset.name=MySet", f"paths.data_dir={myset}", f"output_dir={tmp_path}", "device=cpu")
         with pytest.raises(SystemExit) as stopped:
-            liif.evaluate.main(cfg)
+            liif.evaluation.evaluate.main(cfg)
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert stopped.value.code == 128 + signal.SIGTERM

@@ -640,7 +640,7 @@ def test_a_folder_where_metrics_json_goes_is_one_line(test_images, tmp_path):
 
 def test_a_closed_pipe_on_stdout_ends_the_table_quietly():
     """`python run.py task=test ... | head -1`: the reader goes away while the table is printed."""
-    code = ("from liif.evaluate import print_table\n"
+    code = ("from liif.evaluation.evaluate import print_table\n"
             "rec = dict(dataset='x', scale=2, eval_type='none', psnr=1.0, psnr_bicubic=1.0, ssim=1.0, n_images=1)\n"
             "print_table([rec] * 20000)\n")
     p = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from liif.metrics import parse_eval_type, psnr, ssim
+from liif.evaluation.metrics import parse_eval_type, psnr, ssim
 from liif.schedule import learning_rate
 
 

@@ -361,7 +361,7 @@ def test_jittor_windowed_lookup_equals_torch():
 def test_whole_image_evaluation_is_tiled_exactly():
     """task=test's predict_image with the `infer` options: tiles give the untiled prediction."""
     from liif.coords import to_pixel_samples
-    from liif.evaluate import predict_image
+    from liif.evaluation.evaluate import predict_image
     model = build(liif_spec())
     hr = image(36, 28).astype(np.float32).transpose(2, 0, 1) / 255
     coord, gt = to_pixel_samples(hr)

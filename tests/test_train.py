@@ -86,7 +86,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(sample_dir
 def test_a_tiny_model_learns_to_beat_bicubic_at_x2(sample_dir, tmp_path):
     """A real learning check: overfit one training photo at x2 and beat bicubic on it."""
     from liif.data.layouts import test_set
-    from liif.evaluate import evaluate_set
+    from liif.evaluation.evaluate import evaluate_set
     cfg = typed(f"paths.sample_dir={sample_dir}", f"output_dir={tmp_path}", "scale=x2_only",
                   "dataset.train.first_k=1", "dataset.train.repeat=400", "dataset.val=null",
                   "model.args.encoder_spec.args.n_resblocks=2", "model.args.encoder_spec.args.n_feats=32",
@@ -134,9 +134,9 @@ def test_float64_training_matches_float32_at_first_and_resumes_in_float64(sample
 
 
 def test_sigterm_during_the_final_test_is_recorded_and_resume_finishes_it(sample_dir, tmp_path, monkeypatch):
-    import liif.evaluate
+    import liif.evaluation.evaluate
     from liif.train import main
-    real_evaluate = liif.evaluate.evaluate
+    real_evaluate = liif.evaluation.evaluate.evaluate
 
     def sigterm_then_evaluate(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGTERM)
@@ -148,13 +148,13 @@ def test_sigterm_during_the_final_test_is_recorded_and_resume_finishes_it(sample
 
     previous = signal.signal(signal.SIGTERM, unhandled)
     try:
-        monkeypatch.setattr(liif.evaluate, "evaluate", sigterm_then_evaluate)
+        monkeypatch.setattr(liif.evaluation.evaluate, "evaluate", sigterm_then_evaluate)
         with pytest.raises(SystemExit) as stopped:
             main(tiny_cfg(sample_dir, tmp_path, "train.epochs=1"))
         assert stopped.value.code == 128 + signal.SIGTERM
         metrics = json.loads((tmp_path / "metrics.json").read_text())
         assert metrics["status"] == "interrupted" and metrics["records"] == [] and metrics["train"]["epochs_done"] == 1
-        monkeypatch.setattr(liif.evaluate, "evaluate", real_evaluate)
+        monkeypatch.setattr(liif.evaluation.evaluate, "evaluate", real_evaluate)
         records = main(tiny_cfg(sample_dir, tmp_path, "train.epochs=1", "resume=true"))  # only the test is left to run
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -20,7 +20,7 @@ class TestResult:
 
     dataset: Optional[str] = None
     scale: Any = None               # an int (a float only for a non-integer scale)
-    eval_type: Optional[str] = None  # none, div2k-<s> or benchmark-<s> (liif.metrics)
+    eval_type: Optional[str] = None  # none, div2k-<s> or benchmark-<s> (liif.evaluation.metrics)
     psnr: Optional[float] = None
     ssim: Optional[float] = None
     psnr_bicubic: Optional[float] = None

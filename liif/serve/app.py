@@ -42,7 +42,7 @@ from starlette.staticfiles import StaticFiles
 
 from liif.cli import UserError
 from liif.errors import LiifError
-from liif.metrics import psnr
+from liif.evaluation.metrics import psnr
 from liif.serve import geometry, sources
 from liif.serve.features import FeatureCache, decode
 from liif.serve.resample import resize_crop

@@ -13,7 +13,7 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
-from liif import metrics
+from liif.evaluation import metrics
 
 CROP = 192      # the largest crop side shown (pixels of the ground truth)
 GAP = 4         # pixels between tiles

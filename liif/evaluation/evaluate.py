@@ -18,7 +18,7 @@ from dataclasses import asdict
 import numpy as np
 from tqdm import tqdm
 
-from liif import metrics
+from liif.evaluation import metrics
 from liif.errors import CheckpointError, ConfigError
 from liif.run.record import RunRecord, TestResult
 
@@ -96,7 +96,7 @@ def evaluate_set(model, dataset, eval_type, bsize=30000, desc="test", sample_dir
     """Mean PSNR/SSIM (and bicubic's PSNR) over `dataset`. `tiling`: `Model.query`'s max_memory and
     tile options (default: auto). With `sample_dir`, its first image is saved there as the model's
     output (`<desc>.png`) and as a comparison with the input, bicubic and the ground truth
-    (`<desc>_compare.png`, liif/compare.py). `estimate` (liif.run.progress.Estimate) counts the images."""
+    (`<desc>_compare.png`, liif/evaluation/compare.py). `estimate` (liif.run.progress.Estimate) counts the images."""
     psnrs, ssims, bicubics = [], [], []
     started = time.time()
     for i in tqdm(range(len(dataset)), desc=desc, leave=False, disable=None):
@@ -110,7 +110,7 @@ def evaluate_set(model, dataset, eval_type, bsize=30000, desc="test", sample_dir
         ssims.append(metrics.ssim(sr, hr, eval_type))
         bicubics.append(metrics.psnr(bicubic, hr, eval_type))
         if sample_dir and i == 0:
-            from liif.compare import write_comparison
+            from liif.evaluation.compare import write_comparison
             name = sample_name(desc)
             save_sample(sr, os.path.join(sample_dir, name))
             write_comparison(os.path.join(sample_dir, name[:-len(".png")] + "_compare.png"), sample["inp"], bicubic, sr,
