@@ -78,7 +78,7 @@ rng = np.random.default_rng(0)
 batch = {'inp': rng.standard_normal((1, 3, 6, 5), dtype=np.float32), 'coord': rng.uniform(-1, 1, (1, 7, 2)).astype(np.float32),
          'cell': np.full((1, 7, 2), 0.1, np.float32), 'gt': rng.standard_normal((1, 7, 3), dtype=np.float32)}
 opt = B.adam(net, 1e-4)
-from liif.step import train_step
+from liif.training.step import train_step
 print('loss', train_step(B, net, opt, batch))
 from liif.inference.api import Model  # chunked decoding into a preallocated output (query, upscale)
 model = Model(net, B, spec, 'cpu')
@@ -100,7 +100,7 @@ net = B.wrap_distributed(registry.make(spec, B))
 rng = np.random.default_rng(rank)
 batch = {'inp': rng.standard_normal((1, 3, 6, 5), dtype=np.float32), 'coord': rng.uniform(-1, 1, (1, 7, 2)).astype(np.float32),
          'cell': np.full((1, 7, 2), 0.1, np.float32), 'gt': rng.standard_normal((1, 7, 3), dtype=np.float32)}
-from liif.step import train_step
+from liif.training.step import train_step
 loss = B.all_reduce_mean(train_step(B, net, B.adam(net, 1e-4), batch))
 B.barrier()
 if rank == 0:

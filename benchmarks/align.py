@@ -4,7 +4,7 @@
 
 Builds the run config (default: EDSR-baseline-LIIF on the embedded sample set, batch 4 of
 24x24 patches so that 500 steps per framework fit in minutes on a CPU), takes the initial
-weights from the PyTorch model, trains with the real `liif.train.Trainer` on each framework
+weights from the PyTorch model, trains with the real `liif.training.trainer.Trainer` on each framework
 for `--steps` steps, then tests both with the real evaluation loop at x2-x30. A third run,
 PyTorch with 1 thread instead of 2, measures the float32 noise floor: the same code whose
 only change is the summation order. `--dtype float64` trains all three in double precision
@@ -38,7 +38,7 @@ def compose(*overrides):
 
 def train_and_test(framework, threads, overrides, steps, init_sd, out_dir):
     from liif.evaluation.evaluate import evaluate
-    from liif.train import Trainer
+    from liif.training.trainer import Trainer
     steps_per_epoch = min(steps, 100)
     cfg = compose(*DEFAULTS, f"framework={framework}", f"framework.threads={threads}", f"train.max_steps_per_epoch={steps_per_epoch}",
                   f"train.epochs={-(-steps // steps_per_epoch)}", f"output_dir={out_dir}", *overrides)

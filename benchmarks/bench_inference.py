@@ -11,7 +11,7 @@ one fresh subprocess per case), with EDSR-baseline-LIIF built with `torch.manual
    and reference paths alternate (one warm-up each, then `repeats` rounds); medians.
 2. Peak memory: `ru_maxrss` of a fresh process that builds the model and upscales x4 or x30
    (1920x1920), fast and reference.
-3. Training step: `liif.step.train_step` (forward, L1, backward, Adam) on a batch of
+3. Training step: `liif.training.step.train_step` (forward, L1, backward, Adam) on a batch of
    16 48x48 inputs with 2304 queries each (scales U(1, 4)), fast and reference alternating.
 4. Achieved FLOP/s of each against the machine's float32 matmul rate (4096x4096 @ 4096x4096).
 
@@ -140,7 +140,7 @@ def training_batch(rng, n=16, side=48, q=2304):
 
 def bench_training(model, repeats):
     from liif.backends import torch as T
-    from liif.step import train_step
+    from liif.training.step import train_step
     net = model.net
     net.train()
     opt = T.adam(net, 1e-4)

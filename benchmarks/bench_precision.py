@@ -8,7 +8,7 @@ EDSR-baseline-LIIF on the PyTorch backend, built with `torch.manual_seed(0)` (ra
 cost the same time as trained ones), each case in a fresh model with the options of
 `liif.build_model` (`framework.precision`/`infer_precision`, `channels_last`, `compile`):
 
-1. Training: `liif.step.train_step` on PyTorch (forward, L1, backward, Adam) on one batch, the
+1. Training: `liif.training.step.train_step` on PyTorch (forward, L1, backward, Adam) on one batch, the
    paper's 16 patches of 48x48 with 2304 queries each, scales U(1, 4) (--small: 4 of 24x24 with
    576), put on the device once (pinned memory on CUDA); `--warmup` steps (the compile case's
    first step compiles), then `--steps` timed steps. The first step's loss is shown: every case
@@ -69,7 +69,7 @@ def build(case, device):
 
 def bench_training(case, device, batch, steps, warmup):
     from liif.backends import torch as T
-    from liif.step import train_step
+    from liif.training.step import train_step
     model = build(case, device)
     net = model.net.train()
     opt = T.adam(net, 1e-4)

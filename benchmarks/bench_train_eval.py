@@ -3,7 +3,7 @@
     python benchmarks/bench_train_eval.py [--framework torch] [--threads 2] [--steps 10]
 
 Training: EDSR-baseline-LIIF with the paper's batch (16 patches of 48x48, 2304 sampled
-pixels, scales U(1,4)) on the embedded sample set, through `liif.train.Trainer` (data
+pixels, scales U(1,4)) on the embedded sample set, through `liif.training.trainer.Trainer` (data
 pipeline included), after 2 warm-up steps. Evaluation: the sample set's 3 validation
 photos (240x240 and 240x360) at x2 and x4 through `liif.evaluation.evaluate.evaluate_set`
 (PSNR, SSIM and the bicubic floor included; queries/s counts output pixels decoded). Prints a Markdown table and writes JSON.
@@ -44,15 +44,15 @@ def main():
 
     from liif.data.layouts import test_set
     from liif.evaluation.evaluate import evaluate_set
-    from liif.train import Trainer
+    from liif.training.trainer import Trainer
 
     out = tempfile.mkdtemp(prefix="liif-bench-")
     cfg = compose(f"framework={args.framework}", f"framework.threads={args.threads}", f"device={args.device}",
                   "train=paper", "train.num_workers=0", f"train.max_steps_per_epoch={args.steps + 2}", "train.epochs=1",
                   "dataset.val=null", f"output_dir={out}")
     trainer = Trainer.from_config(cfg, out)
-    import liif.train
-    step = liif.train.train_step
+    import liif.training.trainer
+    step = liif.training.trainer.train_step
     times = []
 
     def timed_step(*a):
@@ -61,7 +61,7 @@ def main():
         times.append(time.perf_counter() - t0)
         return loss
 
-    liif.train.train_step = timed_step  # what the trainer calls for each step
+    liif.training.trainer.train_step = timed_step  # what the trainer calls for each step
     epoch_start = time.perf_counter()
     trainer.fit()
     wall = time.perf_counter() - epoch_start

@@ -21,7 +21,7 @@ log = logging.getLogger("liif")
 
 CONF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
 
-TASKS = {"train": "liif.train", "test": "liif.evaluation.evaluate", "demo": "liif.inference.demo", "report": "liif.report",
+TASKS = {"train": "liif.training.trainer", "test": "liif.evaluation.evaluate", "demo": "liif.inference.demo", "report": "liif.report",
          "serve": "liif.serve.task"}
 
 # how Jittor ends the message of an internal failure (a failed check inside its C++ core)

@@ -1,6 +1,6 @@
 """Typed configs: one dataclass per config node, and every range check in one place.
 
-These are plain dataclasses (no Hydra, no OmegaConf): the library (`liif.train.Trainer`,
+These are plain dataclasses (no Hydra, no OmegaConf): the library (`liif.training.trainer.Trainer`,
 `liif.evaluation.evaluate.evaluate` ...) takes them, and a script builds them by hand:
 
     TrainConfig(epochs=2, batch_size=4, lr=1e-3)       # ConfigError at once if a value is out of range

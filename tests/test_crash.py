@@ -61,7 +61,7 @@ def _train(overrides, crash_at):
     else:
         os.environ.pop("LIIF_CRASH_AT", None)
     try:
-        from liif.train import main
+        from liif.training.trainer import main
         main(typed(*overrides))
     except SystemExit as e:
         os._exit(e.code if isinstance(e.code, int) else 1)
@@ -74,7 +74,7 @@ def _train(overrides, crash_at):
 @pytest.fixture(scope="module")
 def train():
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["liif.train", "liif.evaluation.evaluate", "liif.backends.torch", "conftest"])
+    ctx.set_forkserver_preload(["liif.training.trainer", "liif.evaluation.evaluate", "liif.backends.torch", "conftest"])
 
     def run(overrides, crash_at=None):
         child = ctx.Process(target=_train, args=(overrides, crash_at))

@@ -18,7 +18,7 @@ from liif.inference.api import Model
 from liif.backends import torch as T
 from liif.coords import make_coord
 from liif.models.liif import LIIF
-from liif.step import train_step
+from liif.training.step import train_step
 
 LIIF_VARIANTS = ["edsr-baseline-liif", "edsr-baseline-liif-c", "edsr-baseline-liif-u", "edsr-baseline-liif-e",
                  "edsr-baseline-liif-d"]

@@ -87,8 +87,8 @@ def test_estimate_times_units_after_the_warm_up_and_says_it_once(monkeypatch, ca
 
 
 def test_a_long_cpu_training_suggests_the_smoke_profile(caplog):
-    from liif.train import LONG_ON_CPU_S, Trainer
-    with caplog.at_level(logging.WARNING, logger="liif.train"):
+    from liif.training.trainer import LONG_ON_CPU_S, Trainer
+    with caplog.at_level(logging.WARNING, logger="liif.training.trainer"):
         for device, seconds in (("cpu", LONG_ON_CPU_S - 1), ("cuda", 10 * LONG_ON_CPU_S), ("cpu", None)):
             Trainer.suggest_smoke_profile(types.SimpleNamespace(device=device), seconds)
         assert not caplog.records

@@ -27,7 +27,7 @@ from liif.inference.api import Model  # noqa: E402
 from liif.backends import jittor as J  # noqa: E402
 from liif.backends import torch as T  # noqa: E402
 from liif.coords import make_coord  # noqa: E402
-from liif.step import train_step  # noqa: E402
+from liif.training.step import train_step  # noqa: E402
 
 pytestmark = pytest.mark.jittor
 

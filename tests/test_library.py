@@ -27,7 +27,7 @@ import json, sys
 from liif.config import DatasetConfig, ScaleConfig, SplitConfig, TestSetConfig, TrainConfig, FrameworkConfig
 from liif.data import make_train_sets
 from liif.evaluation.evaluate import evaluate
-from liif.train import Trainer
+from liif.training.trainer import Trainer
 
 folder, out_dir, spec, settings = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
 train = TrainConfig(**settings)
@@ -87,7 +87,7 @@ def test_typed_configs_check_their_ranges_once_built(make, key):
 
 
 def test_the_library_does_not_import_hydra():
-    code = ("import sys, liif, liif.train, liif.evaluation.evaluate, liif.inference.demo, liif.report, liif.config, liif.run.rundir, liif.data; "
+    code = ("import sys, liif, liif.training.trainer, liif.evaluation.evaluate, liif.inference.demo, liif.report, liif.config, liif.run.rundir, liif.data; "
             "assert not [m for m in sys.modules if m.split('.')[0] in ('hydra', 'omegaconf')], 'Hydra imported'")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from liif.evaluation.metrics import parse_eval_type, psnr, ssim
-from liif.schedule import learning_rate
+from liif.training.schedule import learning_rate
 
 
 def test_psnr_reproduces_the_original_values(fixtures_dir):

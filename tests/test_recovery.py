@@ -10,7 +10,7 @@ import pytest
 from liif.run import recovery
 from liif.io import durable
 from liif.errors import CheckpointError
-from liif.train import resume_path
+from liif.training.trainer import resume_path
 
 ROWS = [{"epoch": 1, "loss": 0.5, "lr": 1e-3, "val_psnr": 12.0, "seconds": 1.0},
         {"epoch": 2, "loss": 0.4, "lr": 1e-3, "val_psnr": 13.0, "seconds": 1.0},

@@ -17,8 +17,8 @@ from liif.inference.api import Model
 from liif.backends import torch as T
 from liif.coords import make_coord
 from liif.data.loader import prefetch
-from liif.train import Trainer
-from liif.step import train_step
+from liif.training.trainer import Trainer
+from liif.training.step import train_step
 
 
 def tiny_spec(name="liif", **flags):

@@ -8,9 +8,9 @@ import time
 import numpy as np
 import pytest
 
-import liif.train
+import liif.training.trainer
 from conftest import typed
-from liif.train import Trainer
+from liif.training.trainer import Trainer
 
 TINY = ["model.args.encoder_spec.args.n_resblocks=2", "model.args.encoder_spec.args.n_feats=16",
         "model.args.imnet_spec.args.hidden_list=[32,32]", "train.batch_size=2", "train.inp_size=16",
@@ -34,7 +34,7 @@ def test_resume_after_interruption_gives_the_same_losses(sample_dir, tmp_path, o
     assert len(full.step_losses) == 12
 
     first = Trainer.from_config(tiny_cfg(sample_dir, tmp_path / "cut", *options), str(tmp_path / "cut"))
-    original_step = liif.train.train_step
+    original_step = liif.training.trainer.train_step
 
     def step_then_interrupt(*args):  # SIGTERM arrives during step 6 (mid-epoch 2)
         loss = original_step(*args)
@@ -43,7 +43,7 @@ def test_resume_after_interruption_gives_the_same_losses(sample_dir, tmp_path, o
         return loss
 
     with monkeypatch.context() as patch:
-        patch.setattr(liif.train, "train_step", step_then_interrupt)
+        patch.setattr(liif.training.trainer, "train_step", step_then_interrupt)
         assert first.fit() == signal.SIGTERM
     assert len(first.step_losses) == 6
 
@@ -68,13 +68,13 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(sample_dir
     from liif.models import checkpoint
     from liif.cli import UserError
     trainer = Trainer.from_config(tiny_cfg(sample_dir, tmp_path), str(tmp_path))
-    real = liif.train.train_step
+    real = liif.training.trainer.train_step
 
     def nan_in_epoch_2(*args):
         loss = real(*args)
         return float("nan") if len(trainer.step_losses) == 5 else loss
 
-    monkeypatch.setattr(liif.train, "train_step", nan_in_epoch_2)
+    monkeypatch.setattr(liif.training.trainer, "train_step", nan_in_epoch_2)
     with pytest.raises(UserError, match="the loss became nan at epoch 2, step 2"):
         trainer.fit()
     kept = checkpoint.read(str(tmp_path / "checkpoints" / "epoch-last.pth"))
@@ -135,7 +135,7 @@ def test_float64_training_matches_float32_at_first_and_resumes_in_float64(sample
 
 def test_sigterm_during_the_final_test_is_recorded_and_resume_finishes_it(sample_dir, tmp_path, monkeypatch):
     import liif.evaluation.evaluate
-    from liif.train import main
+    from liif.training.trainer import main
     real_evaluate = liif.evaluation.evaluate.evaluate
 
     def sigterm_then_evaluate(*args, **kwargs):

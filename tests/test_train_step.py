@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 import liif
-from liif.train import normalise
-from liif.step import train_step
+from liif.training.trainer import normalise
+from liif.training.step import train_step
 
 
 @pytest.mark.parametrize("framework", ["torch", "jittor"])

@@ -27,13 +27,13 @@
   optimize(model, channels_last=False, compile=False) -> model   speed options in place, same state_dict
                               (torch only; the other backend raises on non-defaults)
   adam(model, lr)             Adam with torch's update formula over model.parameters()
-  set_lr(optimizer, lr)       the schedule itself is framework-neutral (liif.schedule)
+  set_lr(optimizer, lr)       the schedule itself is framework-neutral (liif.training.schedule)
   batch_to_device(batch, like, pin_memory=False)   a dict of numpy arrays made ready for a training step
                               (torch: tensors on like's device, via pinned memory on CUDA if asked)
   device_of(t)                the device string of a tensor (for autocast)
   scalar(x, like)             a Python float as an operand for `like` (jittor: float64 for float64 Vars)
   zero_grad(opt) / backward(loss, opt) / step(opt)   the gradient step's primitives; the loss and the
-                              order of the step are framework-neutral (`liif.step.train_step`)
+                              order of the step are framework-neutral (`liif.training.step.train_step`)
   optimizer_state_numpy(opt) / load_optimizer_state_numpy(opt, sd)   torch's state_dict layout
   seed(n)                     seed the framework's own RNG
   set_threads(n)              CPU threads (None/0: leave the framework's default)

@@ -1,4 +1,4 @@
-"""The tensor surface that framework-neutral code (models, `liif.inference.api`, `liif.step`) may use.
+"""The tensor surface that framework-neutral code (models, `liif.inference.api`, `liif.training.step`) may use.
 
 A backend's tensors (torch.Tensor, jittor.Var) offer at least these attributes and methods, with
 torch's meaning; anything else a model needs goes through the backend module (`B.cat`,

@@ -214,7 +214,7 @@ def set_lr(optimizer, lr):
 
 
 def batch_to_device(batch, like=None, pin_memory=False):
-    """The batch as float32 numpy: jittor copies it to the device when the step runs (`liif.step`
+    """The batch as float32 numpy: jittor copies it to the device when the step runs (`liif.training.step`
     makes the Vars), and making Vars
     off the main thread (prefetching) is not known to be safe. pin_memory is a PyTorch option."""
     return {k: np.asarray(v, dtype=np.float32) for k, v in batch.items()}

@@ -149,7 +149,7 @@ def set_lr(optimizer, lr):
 
 
 def batch_to_device(batch, like, pin_memory=False):
-    """A batch (dict of numpy arrays) as tensors on `like`'s device, ready for `liif.step.train_step`. With
+    """A batch (dict of numpy arrays) as tensors on `like`'s device, ready for `liif.training.step.train_step`. With
     pin_memory and a CUDA device the arrays go through page-locked memory: the copy is then a DMA
     that runs while the GPU computes (from pageable memory CUDA first copies it on the host)."""
     if not (pin_memory and like.is_cuda):

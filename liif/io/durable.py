@@ -11,7 +11,7 @@ would, with no handler, `finally` or flush running. The points:
   - `<stem>.tmp`: the temporary file of `<stem>.<ext>` is complete and fsynced, not yet
     renamed (e.g. `epoch-last.tmp`, `epoch-2.tmp`, `history.tmp`, `metrics.tmp`);
   - `<stem>`: just after the rename (e.g. `epoch-last`, `epoch-best`, `history`);
-  - the ones the training loop names itself (liif/train.py): `start`, `step`, `tensorboard`.
+  - the ones the training loop names itself (liif/training/trainer.py): `start`, `step`, `tensorboard`.
 tests/test_crash.py kills a training at each of them and checks what resume makes of it.
 """
 import os

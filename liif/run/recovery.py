@@ -1,6 +1,6 @@
 """A training's run directory after a crash: what it may hold, and how a start puts it right.
 
-The write order of one epoch's end (liif/train.py, Trainer.end_epoch), rank 0:
+The write order of one epoch's end (liif/training/trainer.py, Trainer.end_epoch), rank 0:
   1. TensorBoard: the epoch's scalars, then a flush (every event up to this step is on disk);
   2. `checkpoints/epoch-last.pth` (temp, fsync, rename): THE COMMIT. It holds the weights, the
      optimizer, the position, and the history rows of every epoch up to this one;

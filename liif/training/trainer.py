@@ -33,12 +33,12 @@ from liif.io import durable
 from liif.config import FrameworkConfig, TrainConfig
 from liif.data import make_train_sets
 from liif.errors import CheckpointError, ConfigError, TrainingDiverged
-from liif.step import train_step
+from liif.training.step import train_step
 from liif.models.init import initial_state
 from liif.io.outputs import OutputError
 from liif.run.progress import Estimate, duration
 from liif.run.record import RunRecord, TestResult, TrainSummary
-from liif.schedule import learning_rate
+from liif.training.schedule import learning_rate
 
 log = logging.getLogger(__name__)
 
