@@ -5,15 +5,15 @@ the command line:
 - `python run.py -m experiment=ablation_*` works as typed: Hydra only understands
   `experiment=glob(ablation_*)`, so bare patterns for config groups are rewritten to that;
 - `python run.py resume=<run dir>` becomes that run's own overrides plus
-  `hydra.run.dir=<run dir> resume=true` (liif/argv.py), so it continues in place;
-- a misspelt key (`modle=...`) is an error naming the nearest valid one (liif/argv.py).
+  `hydra.run.dir=<run dir> resume=true` (liif/cli/argv.py), so it continues in place;
+- a misspelt key (`modle=...`) is an error naming the nearest valid one (liif/cli/argv.py).
 """
 import os
 import sys
 
 import hydra
 
-from liif.cli import register_configs
+from liif.cli.main import register_configs
 
 CONF_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "conf")
 register_configs()  # the config schema (liif/config.py) and the `model` groups (liif/models/presets.py) in Hydra's ConfigStore
@@ -33,12 +33,12 @@ def expand_group_globs(argv):
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg):
-    from liif.cli import run_task
+    from liif.cli.main import run_task
     return run_task(cfg)
 
 
 if __name__ == "__main__":
-    from liif.argv import ArgvError, check_keys, resume_in_place
+    from liif.cli.argv import ArgvError, check_keys, resume_in_place
     try:
         args = resume_in_place(expand_group_globs(sys.argv[1:]))
         check_keys(args, CONF_DIR)

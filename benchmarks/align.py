@@ -32,7 +32,7 @@ RUNS = {"torch": ("torch", 2), "jittor": ("jittor", 2), "torch_1thread": ("torch
 
 def compose(*overrides):
     """The run config of `python run.py OVERRIDES`, typed (a liif.config.RunConfig)."""
-    from liif.cli import compose as cli_compose, typed_config
+    from liif.cli.main import compose as cli_compose, typed_config
     return typed_config(cli_compose(["run_name=align", *overrides]))
 
 

@@ -22,7 +22,7 @@ sys.path.insert(0, ROOT)
 
 def compose(*overrides):
     """The run config of `python run.py OVERRIDES`, typed (a liif.config.RunConfig)."""
-    from liif.cli import compose as cli_compose, typed_config
+    from liif.cli.main import compose as cli_compose, typed_config
     return typed_config(cli_compose(["run_name=bench", *overrides]))
 
 

@@ -5,10 +5,10 @@ These are plain dataclasses (no Hydra, no OmegaConf): the library (`liif.trainin
 
     TrainConfig(epochs=2, batch_size=4, lr=1e-3)       # ConfigError at once if a value is out of range
 
-`python run.py` uses the same classes as Hydra structured configs (`liif.cli.register_configs`
+`python run.py` uses the same classes as Hydra structured configs (`liif.cli.main.register_configs`
 stores `RunConfig` as the schema of conf/config.yaml): Hydra rejects a wrong type
 (`train.batch_size=abc`) or an unknown key by name while composing (a key forced in with `+`,
-which Hydra lets through, is refused by `liif.cli.typed_config` against these classes), and the CLI
+which Hydra lets through, is refused by `liif.cli.main.typed_config` against these classes), and the CLI
 turns the composed config into these objects, whose `__post_init__` checks the ranges, before any work.
 
 A new key goes into the dataclass of its node (with its default) and into the YAML that sets it.

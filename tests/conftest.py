@@ -45,13 +45,13 @@ def pytest_runtest_makereport(item, call):
 
 def compose(*overrides):
     """The composed run config (a DictConfig), as run.py would see it (output_dir made concrete)."""
-    from liif.cli import compose as cli_compose
+    from liif.cli.main import compose as cli_compose
     return cli_compose(["output_dir=unused", "run_name=test", *overrides])
 
 
 def typed(*overrides):
     """The composed config as the library takes it: a liif.config.RunConfig, as run.py passes it to a task."""
-    from liif.cli import typed_config
+    from liif.cli.main import typed_config
     return typed_config(compose(*overrides))
 
 
@@ -61,7 +61,7 @@ def once_more_on_jittor_internal_error(run):
     reproducibly, the first time it compiled a kernel (`Check failed: member.size() <= var_num` in
     op_compiler.cc, once in CI in a 2-rank MPI resume). It is Jittor's failure, not the behaviour under
     test; the second run is what the test judges, and a warning in pytest's summary records the first."""
-    from liif.cli import JITTOR_INTERNAL
+    from liif.cli.main import JITTOR_INTERNAL
 
     def run_again_if_needed(*args, **kwargs):
         r = run(*args, **kwargs)
@@ -165,14 +165,14 @@ def run_cli_inprocess(*args):
 
 
 def run_task_with_overrides(base_cfg, *overrides):
-    """liif.cli.run_task on `base_cfg` (composed once) with command-line `overrides` applied as Hydra
+    """liif.cli.main.run_task on `base_cfg` (composed once) with command-line `overrides` applied as Hydra
     parses them (`size=[1,2]` a list, `eval_bsize=abc` a string): the CLI's path after composition,
     fast enough for a fuzzer. Returns (exit status, stderr)."""
     import contextlib
     import io
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf import OmegaConf
-    from liif.cli import run_task
+    from liif.cli.main import run_task
     from omegaconf.errors import ValidationError
     cfg = base_cfg.copy()
     for o in OverridesParser.create().parse_overrides(list(overrides)):

@@ -1,4 +1,4 @@
-"""The command line before Hydra (liif/argv.py): `resume=<run dir>` alone continues that run in
+"""The command line before Hydra (liif/cli/argv.py): `resume=<run dir>` alone continues that run in
 its own folder, with the overrides it was started with; unsafe changes are refused with the
 reason; a misspelt key names the nearest valid one instead of Hydra's `+key=` advice."""
 import json
@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, run_cli, sigterm_after_first_checkpoint, typed
-from liif.argv import ArgvError, check_keys, resume_in_place
+from liif.cli.argv import ArgvError, check_keys, resume_in_place
 
 CONF = str(ROOT / "conf")
 

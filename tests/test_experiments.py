@@ -26,7 +26,7 @@ BENCHMARKS = ["Set5", "Set14", "B100", "Urban100"]
 
 def compose_as_cli(*overrides):
     """Like conftest.compose, but keeps the experiment's own run_name (compose() forces 'test')."""
-    from liif.cli import compose as cli_compose
+    from liif.cli.main import compose as cli_compose
     return cli_compose(["output_dir=unused", *overrides])
 
 
@@ -157,7 +157,7 @@ def test_table4_is_config_only_and_cannot_silently_train_the_wrong_recipe():
 @pytest.mark.parametrize("table", TABLES)
 def test_table_config_sweeps_exactly_its_experiments(table):
     from hydra.types import RunMode
-    from liif.cli import compose as cli_compose
+    from liif.cli.main import compose as cli_compose
     cfg = cli_compose(["output_dir=unused", f"table={table}"], return_hydra_config=True)
     assert cfg.hydra.mode == RunMode.MULTIRUN
     listed = cfg.hydra.sweeper.params.experiment.split(",")
@@ -190,9 +190,9 @@ def test_report_task_and_dir_key_compose():
 
 
 def test_report_callback_is_registered():
-    from liif.cli import compose as cli_compose
+    from liif.cli.main import compose as cli_compose
     cfg = cli_compose(["output_dir=unused"], return_hydra_config=True)
-    assert cfg.hydra.callbacks.report._target_ == "liif.hydra_callbacks.ReportCallback"
+    assert cfg.hydra.callbacks.report._target_ == "liif.cli.hydra_callbacks.ReportCallback"
 
 
 @pytest.mark.parametrize("launcher,expected", [

@@ -2,7 +2,7 @@
 in test_hardening.py."""
 import pytest
 
-from liif.cli import UserError
+from liif.cli.main import UserError
 from liif.inference.memory import BudgetTooSmall, format_bytes, parse_bytes, resolve_budget
 
 

@@ -184,7 +184,7 @@ def test_sigterm_mid_epoch_then_resume_gives_the_same_losses(tmp_path, folder):
 
 
 def test_a_jittor_internal_failure_says_what_to_do():
-    from liif.cli import one_line
+    from liif.cli.main import one_line
     internal = RuntimeError("[f op_compiler.cc:832] Check failed: member.size() <= var_num  Something wrong... "
                             "Could you please report this issue?")
     assert "run the same command again, with resume=true" in one_line(internal)

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import ROOT, run_cli
 from liif import paper, report
-from liif.hydra_callbacks import ReportCallback
+from liif.cli.hydra_callbacks import ReportCallback
 
 
 def metrics(row, table=3, framework="torch", seed=0, status="ok", psnr=None, run_name="ablation_liif"):

@@ -105,7 +105,7 @@ def test_what_a_bad_command_line_says(sweep, tmp_path, args, words):
     """The same checks in process (run_task turns these UserErrors into the one line shown above)."""
     from conftest import typed
 
-    from liif.cli import UserError
+    from liif.cli.main import UserError
     from liif.serve.task import main
 
     (tmp_path / "garbage.pth").write_bytes(b"not a checkpoint")
@@ -121,7 +121,7 @@ def test_a_taken_port_is_a_user_error(sweep):
 
     from conftest import typed
 
-    from liif.cli import UserError
+    from liif.cli.main import UserError
     from liif.serve.task import main
 
     with socket.create_server(("127.0.0.1", 0)) as taken:

@@ -66,7 +66,7 @@ def test_same_seed_same_run_other_seed_other_run(sample_dir, tmp_path):
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(sample_dir, tmp_path, monkeypatch):
     from liif.models import checkpoint
-    from liif.cli import UserError
+    from liif.cli.main import UserError
     trainer = Trainer.from_config(tiny_cfg(sample_dir, tmp_path), str(tmp_path))
     real = liif.training.trainer.train_step
 

@@ -9,7 +9,7 @@ structure: encoder + decoder + ablation suffixes (`edsr_baseline_metasr`, `rdn_l
 
 The run folder is named before any task code runs, so `conf/config.yaml` names it through the
 OmegaConf resolver `liif_model_label`, registered when this module is imported (by run.py and by
-liif.hydra_callbacks, which Hydra imports in every process that starts jobs, launchers included).
+liif.cli.hydra_callbacks, which Hydra imports in every process that starts jobs, launchers included).
 """
 import os
 import sys

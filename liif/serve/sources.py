@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from liif.cli import UserError
+from liif.cli.main import UserError
 
 
 @dataclass

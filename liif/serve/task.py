@@ -9,7 +9,7 @@ import socket
 
 from omegaconf import ListConfig
 
-from liif.cli import UserError
+from liif.cli.main import UserError
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@
 - after each job of a multirun, report.md and report.csv only (cheap), so a report exists
   even when a job fails with a bug (a traceback): Hydra then skips `on_multirun_end`;
 - when the multirun ends, the full report with the plots; when jobs failed with a user error
-  (one line each, liif.cli), what their messages share (e.g. the expected data layout) once,
+  (one line each, liif.cli.main), what their messages share (e.g. the expected data layout) once,
   a profile=smoke hint when data was missing, and exit status 2.
 It reads only the jobs' metrics.json files, so it works with every launcher (basic, joblib,
 submitit), and it never raises: a broken report must not turn a finished sweep into a failure.

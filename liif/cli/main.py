@@ -7,7 +7,7 @@
 `debug=true` shows the traceback in every case. In a multirun a user error (or running out of
 memory) prints one line for its job and the sweep goes on; at the sweep's end the details the
 failures share (e.g. the expected data layout) are printed once and the exit status is 2
-(liif.hydra_callbacks). A bug is raised, so Hydra records the failed job with its traceback.
+(liif.cli.hydra_callbacks). A bug is raised, so Hydra records the failed job with its traceback.
 """
 import difflib
 import importlib
@@ -19,7 +19,7 @@ from liif.errors import MEMORY_SETTINGS, ConfigError, LiifError, UserError, is_o
 
 log = logging.getLogger("liif")
 
-CONF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
+CONF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "conf")
 
 TASKS = {"train": "liif.training.trainer", "test": "liif.evaluation.evaluate", "demo": "liif.inference.demo", "report": "liif.report",
          "serve": "liif.serve.task"}

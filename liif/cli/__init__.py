@@ -1,0 +1,1 @@
+"""The command line (the edge): argv checks and rewrites before Hydra, config schema registration and task dispatch with the error policy (main), and Hydra callbacks. The only package that knows Hydra."""
