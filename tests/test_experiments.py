@@ -9,7 +9,8 @@ from omegaconf import OmegaConf
 from conftest import ROOT, compose, run_cli
 from liif.models.presets import register_with_hydra
 import liif.models  # noqa: F401  (registers the model names)
-from liif import backends, paper
+from liif import backends
+from liif.report import paper
 from liif.models import registry
 
 CONF = ROOT / "conf"

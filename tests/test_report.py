@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from conftest import ROOT, run_cli
-from liif import paper, report
+from liif import report
+from liif.report import paper
 from liif.cli.hydra_callbacks import ReportCallback
 
 
@@ -105,7 +106,7 @@ def test_the_report_cites_the_paper_not_files_outside_the_repository(sweep):
     report.write(sweep, plots=False)
     md = (sweep / "report.md").read_text()
     assert "arxiv.org/abs/2012.09161" in md and "notes" not in md
-    assert "liif/paper_results.yaml" in md and (ROOT / "liif" / "paper_results.yaml").is_file()
+    assert "liif/report/paper_results.yaml" in md and (ROOT / "liif" / "report" / "paper_results.yaml").is_file()
 
 
 def test_a_multi_line_error_is_one_list_line_and_its_detail_once(tmp_path):

@@ -3,7 +3,7 @@ and torch against jittor. Each is optional: one that fails is logged and skipped
 import logging
 import os
 
-from liif import paper
+from liif.report import paper
 from liif.report.tables import _sort_key, framework_pairs, mean_std
 
 log = logging.getLogger(__name__)

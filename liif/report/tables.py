@@ -3,7 +3,7 @@ import math
 import os
 import time
 
-from liif import paper
+from liif.report import paper
 from liif.report.collect import _scale
 
 CSV_FIELDS = ["run_dir", "status", "reason", "table", "row", "framework", "seed", "run_name", "model", "dataset",
