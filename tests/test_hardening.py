@@ -2,6 +2,7 @@
 mostly in process: `run_task_with_overrides` is the CLI's path after Hydra's composition, so each
 case costs a model load, not an interpreter start. Every refusal is checked for the contract:
 exit 2, exactly one line on stderr, no traceback, nothing changed in the workspace."""
+import importlib
 import errno
 import hashlib
 import json
@@ -410,7 +411,7 @@ def test_testing_a_metasr_checkpoint_labels_the_run_with_the_checkpoints_model(t
     assert metrics["model"] == "edsr_baseline_metasr" and metrics["run_name"] == "edsr_baseline_metasr"
 
 
-@pytest.mark.parametrize("preset", __import__("liif.models.presets").presets.names())
+@pytest.mark.parametrize("preset", importlib.import_module("liif.models.presets").names())
 def test_every_model_preset_is_named_back_from_its_spec(preset):
     """What the label of a checkpoint's run relies on: the spec of preset P is named P."""
     from omegaconf import OmegaConf
