@@ -177,17 +177,15 @@ class Trainer:
                 lr = learning_rate(self.epoch, t.lr, t.milestones, t.gamma)
                 B.set_lr(self.opt, lr)
                 started = time.time()
+                # resumed mid-epoch: the epoch starts at its first step not yet done, with the batches
+                # an uninterrupted run gets there (the loader makes none of the steps already done)
                 batches = iterate_batches(self.train_set, t.batch_size, shuffle=True, seed=self.seed,
-                                          epoch=self.epoch, num_workers=t.num_workers,
-                                          rank=self.rank, world_size=self.world)
+                                          epoch=self.epoch, num_workers=t.num_workers, rank=self.rank,
+                                          world_size=self.world, start_batch=self.step_in_epoch, stop_batch=n_steps)
                 batches = prefetch(batches, prepare) if t.prefetch else map(prepare, batches)
                 bar = tqdm(total=n_steps, initial=self.step_in_epoch, desc=f"epoch {self.epoch}/{t.epochs}",
                            leave=False, disable=None if self.rank == 0 else True)
-                for step, batch in enumerate(batches):
-                    if step >= n_steps:
-                        break
-                    if step < self.step_in_epoch:  # resumed mid-epoch: these steps are done
-                        continue
+                for step, batch in enumerate(batches, start=self.step_in_epoch):
                     share = self.share_of_global_batch(step, len(batch["inp"]))
                     loss = train_step(B, self.train_net, self.opt, batch, self.precision, share)
                     if self.world > 1:
