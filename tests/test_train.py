@@ -203,3 +203,28 @@ def test_sigterm_during_the_final_test_is_recorded_and_resume_finishes_it(sample
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["status"] == "ok" and metrics["records"] == records and len(records) > 0
     assert metrics["train"]["steps"] == 4  # no step was trained twice
+
+
+def test_the_final_test_of_task_train_tiles_within_infer_max_memory_and_tile(sample_dir, tmp_path, monkeypatch):
+    """`infer.max_memory` and `infer.tile` reach the test that ends `task=train`, as they reach task=test."""
+    import liif.inference.tiled
+    from liif.evaluation.evaluate import evaluate
+    from liif.inference.api import load_model
+    from liif.training.trainer import main
+    plans, real_plan = [], liif.inference.tiled.plan
+
+    def recording_plan(*args, **kwargs):
+        plans.append(real_plan(*args, **kwargs))
+        return plans[-1]
+
+    monkeypatch.setattr(liif.inference.tiled, "plan", recording_plan)
+    cfg = tiny_cfg(sample_dir, tmp_path, "train.epochs=1", "train.max_steps_per_epoch=1", "dataset.val=null",
+                   "scales=[2]", "infer.max_memory=64MB", "infer.tile=60")
+    tiled = main(cfg)
+    # the test photos are 240x240 and 240x360: at x2 their LR (120x120, 120x180) cut into tiles of 60
+    assert {(p.budget, len(p.rows), len(p.cols)) for p in plans} == {(64 << 20, 2, 2), (64 << 20, 2, 3)}
+    plans.clear()
+    model = load_model(str(tmp_path / "checkpoints" / "epoch-last.pth"), device="cpu")
+    untiled = evaluate(model, cfg.dataset.test, cfg.eval_bsize, scales=[2])
+    assert {len(p.rows) * len(p.cols) for p in plans} == {1}
+    assert [r["psnr"] for r in tiled] == pytest.approx([r["psnr"] for r in untiled], abs=1e-4)

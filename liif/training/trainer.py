@@ -47,7 +47,7 @@ LONG_ON_CPU_S = 15 * 60  # a CPU training estimated longer than this gets the pr
 
 def main(config, choices=None):
     """`python run.py task=train ...`: `config` is a liif.config.RunConfig; `choices` Hydra's group choices."""
-    from liif.evaluation.evaluate import evaluate, print_run_files, print_table
+    from liif.evaluation.evaluate import evaluate_as_configured, print_run_files, print_table
     B = backends.get(config.framework.name)
     rank, _ = B.distributed_init()  # (0, 1) unless launched by torchrun (torch) or mpirun (jittor)
     if rank != 0:  # the other ranks neither claim nor write the run directory
@@ -67,8 +67,7 @@ def main(config, choices=None):
                 stopped_by = trainer.fit()
                 if stopped_by is None and rank == 0:
                     with rundir.interruptible():
-                        records = evaluate(trainer.as_model(), config.dataset.test, config.eval_bsize, out_dir,
-                                           scales=config.scales, on_bad_file=config.on_bad_file)
+                        records = evaluate_as_configured(trainer.as_model(), config, out_dir)
                         trainer.log_samples(os.path.join(out_dir, "samples"))
                     run.record.records = [TestResult(**r) for r in records]
             except rundir.Interrupted as e:  # during the final test: the training itself is saved
