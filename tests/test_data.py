@@ -231,6 +231,34 @@ def test_loader_batches_shuffle_and_workers_agree():
     assert len(dropped) == len_batches(7, 3, drop_last=True) == 2
 
 
+class CountingImages(list):
+    """A list of images that records which the loader reads."""
+
+    def __init__(self, images):
+        super().__init__(images)
+        self.reads = []
+
+    def __getitem__(self, i):
+        self.reads.append(i)
+        return super().__getitem__(i)
+
+
+@pytest.mark.parametrize("rank, world", [(0, 1), (1, 2)])
+def test_loader_makes_only_the_batches_asked_for(rank, world):
+    images = CountingImages(rgb(40, 40, k) for k in range(11))
+    wrapper = train_wrapper(images)
+    kw = dict(batch_size=4, shuffle=True, seed=5, epoch=2, rank=rank, world_size=world)
+    full = list(iterate_batches(wrapper, **kw))
+    assert len(full) == 3  # 11 items in batches of 4, 4, 3; over two ranks 2+2, 2+2, 2+1
+    for start, stop, n_read in [(2, None, (3, 1)), (1, 2, (4, 2)), (0, 1, (4, 2)), (3, None, (0, 0))]:
+        images.reads.clear()
+        part = list(iterate_batches(wrapper, start_batch=start, stop_batch=stop, **kw))
+        assert len(images.reads) == n_read[world - 1]  # the items of the batches yielded, no other
+        assert len(part) == len(full[start:stop])
+        for got, expected in zip(part, full[start:stop]):
+            assert_same(got, expected)
+
+
 def test_loader_epochs_differ():
     wrapper = train_wrapper([rgb(40, 40, k) for k in range(4)])
     e0 = next(iterate_batches(wrapper, 4, epoch=0))

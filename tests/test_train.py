@@ -55,6 +55,48 @@ def test_resume_after_interruption_gives_the_same_losses(sample_dir, tmp_path, o
     assert [r["lr"] for r in resumed.history] == [4e-4, 4e-4, 2e-4]  # decayed once, not twice
 
 
+def test_a_mid_epoch_resume_makes_only_the_batches_it_trains_on(sample_dir, tmp_path, monkeypatch):
+    """The batches are those of an uninterrupted run, and the steps already done cost no item."""
+    cfg = lambda out, *extra: tiny_cfg(sample_dir, out, "train.epochs=1", *extra)  # noqa: E731
+    seen = []
+
+    def record_batch(B, net, opt, batch, *args):  # the data is under test here, not the step
+        seen.append({k: B.to_numpy(v) for k, v in batch.items()})
+        return 0.0
+
+    monkeypatch.setattr(liif.training.trainer, "train_step", record_batch)
+    assert Trainer.from_config(cfg(tmp_path / "full"), str(tmp_path / "full")).fit() is None
+    full, seen[:] = list(seen), []
+
+    first = Trainer.from_config(cfg(tmp_path / "cut"), str(tmp_path / "cut"))
+
+    def record_then_interrupt(*args):  # SIGTERM during step 2 of 4
+        record_batch(*args)
+        if len(seen) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return 0.0
+
+    with monkeypatch.context() as patch:
+        patch.setattr(liif.training.trainer, "train_step", record_then_interrupt)
+        assert first.fit() == signal.SIGTERM
+    resumed = Trainer.from_config(cfg(tmp_path / "cut", "resume=true"), str(tmp_path / "cut"))
+    assert (resumed.epoch, resumed.step_in_epoch) == (1, 2)
+    made, wrapper_class = [], type(resumed.train_set)
+    make_item = wrapper_class.__getitem__
+
+    def counting_item(wrapper, i):
+        if wrapper is resumed.train_set:
+            made.append(i)
+        return make_item(wrapper, i)
+
+    monkeypatch.setattr(wrapper_class, "__getitem__", counting_item)
+    assert resumed.fit() is None
+    assert len(made) == 2 * 2  # steps 3 and 4 of 4, batches of 2: not the steps done before the cut, not step 5
+    assert len(seen) == len(full) == 4
+    for got, expected in zip(seen, full):
+        assert got.keys() == expected.keys() and all(np.array_equal(got[k], expected[k]) for k in got)
+
+
 def test_same_seed_same_run_other_seed_other_run(sample_dir, tmp_path):
     runs = [Trainer.from_config(tiny_cfg(sample_dir, tmp_path / str(i), f"seed={seed}", "train.epochs=1"), str(tmp_path / str(i)))
             for i, seed in enumerate([3, 3, 4])]
@@ -161,3 +203,28 @@ def test_sigterm_during_the_final_test_is_recorded_and_resume_finishes_it(sample
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["status"] == "ok" and metrics["records"] == records and len(records) > 0
     assert metrics["train"]["steps"] == 4  # no step was trained twice
+
+
+def test_the_final_test_of_task_train_tiles_within_infer_max_memory_and_tile(sample_dir, tmp_path, monkeypatch):
+    """`infer.max_memory` and `infer.tile` reach the test that ends `task=train`, as they reach task=test."""
+    import liif.inference.tiled
+    from liif.evaluation.evaluate import evaluate
+    from liif.inference.api import load_model
+    from liif.training.trainer import main
+    plans, real_plan = [], liif.inference.tiled.plan
+
+    def recording_plan(*args, **kwargs):
+        plans.append(real_plan(*args, **kwargs))
+        return plans[-1]
+
+    monkeypatch.setattr(liif.inference.tiled, "plan", recording_plan)
+    cfg = tiny_cfg(sample_dir, tmp_path, "train.epochs=1", "train.max_steps_per_epoch=1", "dataset.val=null",
+                   "scales=[2]", "infer.max_memory=64MB", "infer.tile=60")
+    tiled = main(cfg)
+    # the test photos are 240x240 and 240x360: at x2 their LR (120x120, 120x180) cut into tiles of 60
+    assert {(p.budget, len(p.rows), len(p.cols)) for p in plans} == {(64 << 20, 2, 2), (64 << 20, 2, 3)}
+    plans.clear()
+    model = load_model(str(tmp_path / "checkpoints" / "epoch-last.pth"), device="cpu")
+    untiled = evaluate(model, cfg.dataset.test, cfg.eval_bsize, scales=[2])
+    assert {len(p.rows) * len(p.cols) for p in plans} == {1}
+    assert [r["psnr"] for r in tiled] == pytest.approx([r["psnr"] for r in untiled], abs=1e-4)

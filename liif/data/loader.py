@@ -2,7 +2,8 @@
 
 Batches depend only on (dataset, batch_size, shuffle, seed, epoch, drop_last): the shuffle
 order comes from its own generator and every item draws its randomness from
-(seed, epoch, index) inside the wrapper, so `num_workers` changes the speed, never the data.
+(seed, epoch, index) inside the wrapper, so `num_workers` changes the speed, never the data,
+and an epoch can start at any batch without making the items of the batches before it.
 """
 import multiprocessing
 import signal
@@ -52,8 +53,13 @@ def collate(items):
 
 
 def iterate_batches(dataset, batch_size, shuffle=False, seed=0, epoch=0, drop_last=False, num_workers=0,
-                    rank=0, world_size=1):
+                    rank=0, world_size=1, start_batch=0, stop_batch=None):
     """Yield the batches of one epoch as dicts of stacked numpy arrays.
+
+    Batches [start_batch, stop_batch) of the epoch (stop_batch None: to its end), e.g. a resume
+    in the middle of an epoch, or an epoch cut short by `train.max_steps_per_epoch`. The other
+    batches are not made at all, and the ones yielded equal those of a full epoch, since an
+    item depends on (seed, epoch, index) and not on the items made before it.
 
     `dataset.set_epoch(epoch)` is called first when it exists. With num_workers > 0 the
     items are made by a pool of forked processes (the dataset is inherited, not pickled)
@@ -76,6 +82,8 @@ def iterate_batches(dataset, batch_size, shuffle=False, seed=0, epoch=0, drop_la
         sizes = [len(batch) for batch in batches]
     else:
         sizes = [min(batch_size, len(order) - b * batch_size) for b in range(n_batches)]
+    order = order[sum(sizes[:start_batch]):sum(sizes[:stop_batch])]
+    sizes = sizes[start_batch:stop_batch]
 
     if num_workers > 0:
         pool = multiprocessing.get_context("fork").Pool(num_workers, _init_worker, (dataset,))

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 def main(config, choices=None):
     """`python run.py task=test checkpoint=...`: `config` is a liif.config.RunConfig."""
-    from liif.inference.api import infer_options, load_model, tiling_options
+    from liif.inference.api import infer_options, load_model
     from liif.run.labels import model_label
     from liif.run.rundir import Interrupted, RunLifecycle, interruptible
     if config.checkpoint is None:
@@ -41,8 +41,7 @@ def main(config, choices=None):
             # the checkpoint's model, not the config's default: the report files the run in the right row
             run.record.model = model_label(run.record.model, model.spec, config.model)
             with interruptible():
-                records = evaluate(model, config.dataset.test, config.eval_bsize, out_dir, scales=config.scales,
-                                   on_bad_file=config.on_bad_file, tiling=tiling_options(config.infer))
+                records = evaluate_as_configured(model, config, out_dir)
             run.record.records = [TestResult(**r) for r in records]
     except Interrupted as e:
         print(f"{e}; metrics.json says so; run the test again to finish it", file=sys.stderr)
@@ -50,6 +49,15 @@ def main(config, choices=None):
     print_table(records)
     print_run_files(out_dir)
     return records
+
+
+def evaluate_as_configured(model, config, out_dir):
+    """The test pass of a run, `task=test`'s and the one that ends `task=train`: `model` on
+    `config`'s (a liif.config.RunConfig) test sets and scales, with its query batch, bad-file
+    policy and `infer` tiling (max_memory, tile). Returns `evaluate`'s records."""
+    from liif.inference.api import tiling_options
+    return evaluate(model, config.dataset.test, config.eval_bsize, out_dir, scales=config.scales,
+                    on_bad_file=config.on_bad_file, tiling=tiling_options(config.infer))
 
 
 def evaluate(model, test_sets, eval_bsize=30000, out_dir=None, scales=None, on_bad_file="error", tiling=None):

@@ -47,7 +47,7 @@ LONG_ON_CPU_S = 15 * 60  # a CPU training estimated longer than this gets the pr
 
 def main(config, choices=None):
     """`python run.py task=train ...`: `config` is a liif.config.RunConfig; `choices` Hydra's group choices."""
-    from liif.evaluation.evaluate import evaluate, print_run_files, print_table
+    from liif.evaluation.evaluate import evaluate_as_configured, print_run_files, print_table
     B = backends.get(config.framework.name)
     rank, _ = B.distributed_init()  # (0, 1) unless launched by torchrun (torch) or mpirun (jittor)
     if rank != 0:  # the other ranks neither claim nor write the run directory
@@ -67,8 +67,7 @@ def main(config, choices=None):
                 stopped_by = trainer.fit()
                 if stopped_by is None and rank == 0:
                     with rundir.interruptible():
-                        records = evaluate(trainer.as_model(), config.dataset.test, config.eval_bsize, out_dir,
-                                           scales=config.scales, on_bad_file=config.on_bad_file)
+                        records = evaluate_as_configured(trainer.as_model(), config, out_dir)
                         trainer.log_samples(os.path.join(out_dir, "samples"))
                     run.record.records = [TestResult(**r) for r in records]
             except rundir.Interrupted as e:  # during the final test: the training itself is saved
@@ -177,17 +176,15 @@ class Trainer:
                 lr = learning_rate(self.epoch, t.lr, t.milestones, t.gamma)
                 B.set_lr(self.opt, lr)
                 started = time.time()
+                # resumed mid-epoch: the epoch starts at its first step not yet done, with the batches
+                # an uninterrupted run gets there (the loader makes none of the steps already done)
                 batches = iterate_batches(self.train_set, t.batch_size, shuffle=True, seed=self.seed,
-                                          epoch=self.epoch, num_workers=t.num_workers,
-                                          rank=self.rank, world_size=self.world)
+                                          epoch=self.epoch, num_workers=t.num_workers, rank=self.rank,
+                                          world_size=self.world, start_batch=self.step_in_epoch, stop_batch=n_steps)
                 batches = prefetch(batches, prepare) if t.prefetch else map(prepare, batches)
                 bar = tqdm(total=n_steps, initial=self.step_in_epoch, desc=f"epoch {self.epoch}/{t.epochs}",
                            leave=False, disable=None if self.rank == 0 else True)
-                for step, batch in enumerate(batches):
-                    if step >= n_steps:
-                        break
-                    if step < self.step_in_epoch:  # resumed mid-epoch: these steps are done
-                        continue
+                for step, batch in enumerate(batches, start=self.step_in_epoch):
                     share = self.share_of_global_batch(step, len(batch["inp"]))
                     loss = train_step(B, self.train_net, self.opt, batch, self.precision, share)
                     if self.world > 1:
