@@ -15,6 +15,7 @@ with warnings.catch_warnings():  # starlette >= 1.10 would rather have httpx2; h
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient  # noqa: E402
 
+from liif.errors import BadInput, ImageError, InputTooLarge  # noqa: E402
 from liif.serve import sources  # noqa: E402
 from liif.serve.app import Viewer, create_app  # noqa: E402
 from serve_helpers import assemble, expected_view, messages, photo, png_bytes, tiny_checkpoint  # noqa: E402
@@ -278,6 +279,34 @@ def test_bad_uploads_get_a_clear_4xx(checkpoints, body, status, words):
     r = c.post("/api/upload", content=body)
     assert r.status_code == status and words in r.json()["error"], r.text
     assert set(viewer.pictures) == {"i0", "i1"} and c.get("/api/info").status_code == 200
+
+
+@pytest.mark.parametrize("error, status", [
+    (InputTooLarge("the picture is huge"), 413),         # says nothing of a limit
+    (ImageError("at most one frame is allowed"), 400),    # says "at most", and is no size limit
+    (BadInput("the image is over the limit"), 400),
+])
+def test_an_upload_refusal_takes_its_status_from_the_error_type_not_its_wording(checkpoints, monkeypatch, error, status):
+    def refuse(data, max_pixels):
+        raise error
+    monkeypatch.setattr(sources, "decode_upload", refuse)
+    r = client(make_viewer(checkpoints)).post("/api/upload", content=png_bytes(photo(8, 8)))
+    assert r.status_code == status and r.json() == {"error": str(error)}
+
+
+def test_a_bug_while_answering_a_request_is_a_500_and_reaches_the_server(checkpoints, monkeypatch):
+    """Not one of the project's errors, whatever its message: a bug, never a 4xx. Starlette raises it
+    again after answering, so the server logs its traceback (as the test client shows by raising it)."""
+    def broken(data, max_pixels):
+        raise RuntimeError("the image is at most 3 pixels")
+    monkeypatch.setattr(sources, "decode_upload", broken)
+    viewer = make_viewer(checkpoints)
+    quiet = TestClient(create_app(viewer), base_url="http://127.0.0.1", raise_server_exceptions=False)
+    r = quiet.post("/api/upload", content=png_bytes(photo(8, 8)))
+    assert r.status_code == 500 and "internal error (RuntimeError: the image is at most 3 pixels)" in r.json()["error"]
+    with pytest.raises(RuntimeError, match="at most 3 pixels"):
+        client(viewer).post("/api/upload", content=png_bytes(photo(8, 8)))
+    assert set(viewer.pictures) == {"i0", "i1"} and quiet.get("/api/info").status_code == 200
 
 
 def test_the_page_and_nothing_else_is_served(checkpoints):
