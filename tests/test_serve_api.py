@@ -2,6 +2,7 @@
 superseded views, the limits, and a 4xx with a clear message for every malformed request."""
 import asyncio
 import threading
+import types
 import warnings
 
 import numpy as np
@@ -132,6 +133,25 @@ def test_the_cache_keeps_to_its_budget(checkpoints):
     assert ("m0", "i1") in viewer.cache and ("m0", "i0") not in viewer.cache
     render(c, view=3, image="i0")
     assert viewer.cache.encodes == 3
+
+
+def test_the_cache_drops_the_least_recently_used_beyond_its_bytes():
+    from liif.serve.features import FeatureCache
+
+    class Sized:  # a model whose encoding of `image` holds `image` bytes
+        def encode(self, image, **options):
+            return types.SimpleNamespace(prepare=lambda: types.SimpleNamespace(nbytes=image))
+
+    cache = FeatureCache(100)
+    for key, nbytes in (("a", 40), ("b", 40)):
+        cache.get(key, Sized(), nbytes)
+    assert cache.get("a", None, None)[1]  # a hit: "a" is now the most recently used
+    cache.get("c", Sized(), 40)           # 120 bytes: the least recently used ("b") goes
+    assert "a" in cache and "c" in cache and "b" not in cache
+    cache.get("d", Sized(), 60)           # 140 bytes: "a" goes, and 100 fit
+    assert ["d" in cache, "a" in cache, "c" in cache] == [True, False, True]
+    cache.get("e", Sized(), 150)          # over the whole budget: kept, alone
+    assert "e" in cache and "d" not in cache and cache.encodes == 5
 
 
 async def _render_async(app, **params):
