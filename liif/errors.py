@@ -25,6 +25,10 @@ class BadInput(LiifError, ValueError):
     """A bad argument or input file that is not a dataset, image or checkpoint (an output size ...)."""
 
 
+class InputTooLarge(BadInput):
+    """An input over a size limit (an uploaded image with more pixels than the viewer takes)."""
+
+
 class UnknownName(LiifError, KeyError):
     """A name that no registry knows (a model, a dataset wrapper); the message lists the known ones."""
 

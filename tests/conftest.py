@@ -61,11 +61,11 @@ def once_more_on_jittor_internal_error(run):
     reproducibly, the first time it compiled a kernel (`Check failed: member.size() <= var_num` in
     op_compiler.cc, once in CI in a 2-rank MPI resume). It is Jittor's failure, not the behaviour under
     test; the second run is what the test judges, and a warning in pytest's summary records the first."""
-    from liif.cli.main import JITTOR_INTERNAL
+    from liif.backends.jittor_setup import INTERNAL_FAILURE
 
     def run_again_if_needed(*args, **kwargs):
         r = run(*args, **kwargs)
-        if r.returncode != 0 and JITTOR_INTERNAL in r.stderr:
+        if r.returncode != 0 and INTERNAL_FAILURE in r.stderr:
             warnings.warn(f"Jittor failed internally; running once more: {r.args}\n{r.stderr[-2000:]}")
             r = run(*args, **kwargs)
         return r

@@ -62,6 +62,18 @@ def test_each_method_means_what_torch_means(framework):
     close(t.permute(1, 0, 2).contiguous().view(-1), a.transpose(1, 0, 2).reshape(-1))
 
 
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_only_jittor_has_internal_failures(framework):
+    """is_internal_failure: Jittor's failed checks in its C++ core (the CLI then says to run again);
+    nothing else, and nothing of torch's."""
+    B = backends.get(framework)
+    check_failed = RuntimeError("[f op_compiler.cc:832] Check failed: member.size() <= var_num  Something wrong... "
+                                "Could you please report this issue?")
+    assert B.is_internal_failure(check_failed) == (framework == "jittor")
+    assert backends.is_internal_failure(framework, check_failed) == (framework == "jittor")
+    assert not B.is_internal_failure(RuntimeError("CUDA out of memory")) and not B.is_internal_failure(KeyError("x"))
+
+
 NOT_TENSORS = {  # local names in framework-neutral code that are not tensors (imported modules are skipped too)
     "B", "backend", "self", "nn", "layers", "preds", "areas", "blocks", "outs", "image", "spec", "args", "ckpt",
     "model", "framework_cfg", "param", "first", "layer", "encoding",

@@ -1,9 +1,15 @@
 """The run lifecycle (liif.run.rundir.RunLifecycle) and the metrics.json record (liif.run.record.RunRecord):
 every way a run can end leaves metrics.json saying how, and no lock."""
 import json
+import os
+import re
 import signal
+import subprocess
+import sys
 
 import pytest
+
+from conftest import ROOT
 
 from liif.errors import RunDirError
 from liif.run.record import RunRecord, TestResult, TrainSummary
@@ -47,13 +53,52 @@ def test_a_training_that_stopped_itself_is_interrupted(tmp_path):
     assert m["status"] == "interrupted" and m["error"] == "interrupted by SIGINT" and m["train"]["epochs_done"] == 1
 
 
+def hold(run_dir, then=""):
+    """A process that claims `run_dir` as a run does (RunLifecycle), runs `then` (Python code), says
+    "claimed" and waits on its stdin; a real process, since what is tested is what the kernel does
+    with its lock when it exits or is killed."""
+    code = ("import sys\nfrom liif.run.record import RunRecord\nfrom liif.run.rundir import RunLifecycle\n"
+            f"RunLifecycle({str(run_dir)!r}, RunRecord(task='train')).__enter__()\n{then}\n"
+            "print('claimed', flush=True)\nsys.stdin.read()\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    said = [proc.stdout.readline() for _ in range(then.count("print(") + 1)]
+    assert said[-1] == "claimed\n", said
+    return proc, said[:-1]
+
+
 def test_a_directory_in_use_is_refused_and_left_alone(tmp_path):
-    import os
-    (tmp_path / LOCK).write_text(str(os.getppid()))  # a live process that is not us
-    with pytest.raises(RunDirError, match="in use by another run"):
-        with RunLifecycle(tmp_path, RunRecord(task="train")):
-            raise AssertionError("must not start")
-    assert (tmp_path / LOCK).read_text() == str(os.getppid()) and not (tmp_path / "metrics.json").exists()
+    holder, _ = hold(tmp_path)
+    try:
+        with pytest.raises(RunDirError, match=rf"^{re.escape(str(tmp_path))} is in use by another run "
+                                              rf"\(pid {holder.pid}\); choose another hydra.run.dir$"):
+            with RunLifecycle(tmp_path, RunRecord(task="train"), resuming=True):
+                raise AssertionError("must not start")
+        assert (tmp_path / LOCK).read_text() == str(holder.pid) and not (tmp_path / "metrics.json").exists()
+    finally:
+        holder.communicate("")  # the holder ends (without releasing): its directory is free
+    with RunLifecycle(tmp_path, RunRecord(task="train")):
+        pass
+    assert ended(tmp_path)["status"] == "ok"
+
+
+def test_the_directory_of_a_killed_run_is_free_at_once(tmp_path):
+    """SIGKILL leaves `.running` behind, but not the lock: the run resumes at once, even before the
+    killed process is reaped (a zombie, whose pid still answers) and though a worker it forked lives on."""
+    run = tmp_path / "run"
+    holder, said = hold(run, then="import os, time\nworker = os.fork()\nif worker == 0:\n    time.sleep(60)\n"
+                                  "    os._exit(0)\nprint(worker, flush=True)")
+    worker = int(said[0])
+    try:
+        holder.kill()
+        os.waitid(os.P_PID, holder.pid, os.WEXITED | os.WNOWAIT)  # dead, not reaped: a zombie
+        assert (run / LOCK).read_text() == str(holder.pid)
+        with RunLifecycle(run, RunRecord(task="train"), resuming=True):
+            assert (run / LOCK).read_text() == str(os.getpid())
+        assert ended(run)["status"] == "ok"
+    finally:
+        holder.wait()
+        os.kill(worker, signal.SIGKILL)
 
 
 def test_a_finished_run_is_not_overwritten_but_a_failed_one_may_be_run_again(tmp_path):

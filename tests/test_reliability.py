@@ -183,12 +183,26 @@ def test_sigterm_mid_epoch_then_resume_gives_the_same_losses(tmp_path, folder):
     assert psnr(cut) == psnr(tmp_path / "full")
 
 
-def test_a_jittor_internal_failure_says_what_to_do():
+def test_a_jittor_internal_failure_says_what_to_do(monkeypatch):
+    """The CLI asks the run's backend whether an error is the framework's internal failure
+    (liif.backends.is_internal_failure); only Jittor's backend says yes, and only once loaded."""
+    import sys
+    import types
+
+    from liif import backends
+    from liif.backends import jittor_setup
     from liif.cli.main import one_line
     internal = RuntimeError("[f op_compiler.cc:832] Check failed: member.size() <= var_num  Something wrong... "
                             "Could you please report this issue?")
-    assert "run the same command again, with resume=true" in one_line(internal)
-    assert one_line(RuntimeError("no such folder: x")) == "no such folder: x"
+    monkeypatch.delitem(sys.modules, "liif.backends.jittor", raising=False)
+    assert not backends.is_internal_failure("jittor", internal)  # a framework never loaded has not failed
+    # the loaded Jittor backend, without importing jittor here (its check is jittor_setup's)
+    monkeypatch.setitem(sys.modules, "liif.backends.jittor",
+                        types.SimpleNamespace(is_internal_failure=jittor_setup.is_internal_failure))
+    assert "an internal failure of jittor" in one_line(internal, "jittor")
+    assert "run the same command again, with resume=true" in one_line(internal, "jittor")
+    assert one_line(internal, "torch") == str(internal)  # torch's backend: never an internal failure
+    assert one_line(RuntimeError("no such folder: x"), "jittor") == "no such folder: x"
     assert one_line(KeyError("missing key 'a'")) == "missing key 'a'"  # not KeyError's quoted repr
 
 

@@ -2,6 +2,7 @@
 superseded views, the limits, and a 4xx with a clear message for every malformed request."""
 import asyncio
 import threading
+import types
 import warnings
 
 import numpy as np
@@ -15,6 +16,7 @@ with warnings.catch_warnings():  # starlette >= 1.10 would rather have httpx2; h
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient  # noqa: E402
 
+from liif.errors import BadInput, ImageError, InputTooLarge  # noqa: E402
 from liif.serve import sources  # noqa: E402
 from liif.serve.app import Viewer, create_app  # noqa: E402
 from serve_helpers import assemble, expected_view, messages, photo, png_bytes, tiny_checkpoint  # noqa: E402
@@ -131,6 +133,25 @@ def test_the_cache_keeps_to_its_budget(checkpoints):
     assert ("m0", "i1") in viewer.cache and ("m0", "i0") not in viewer.cache
     render(c, view=3, image="i0")
     assert viewer.cache.encodes == 3
+
+
+def test_the_cache_drops_the_least_recently_used_beyond_its_bytes():
+    from liif.serve.features import FeatureCache
+
+    class Sized:  # a model whose encoding of `image` holds `image` bytes
+        def encode(self, image, **options):
+            return types.SimpleNamespace(prepare=lambda: types.SimpleNamespace(nbytes=image))
+
+    cache = FeatureCache(100)
+    for key, nbytes in (("a", 40), ("b", 40)):
+        cache.get(key, Sized(), nbytes)
+    assert cache.get("a", None, None)[1]  # a hit: "a" is now the most recently used
+    cache.get("c", Sized(), 40)           # 120 bytes: the least recently used ("b") goes
+    assert "a" in cache and "c" in cache and "b" not in cache
+    cache.get("d", Sized(), 60)           # 140 bytes: "a" goes, and 100 fit
+    assert ["d" in cache, "a" in cache, "c" in cache] == [True, False, True]
+    cache.get("e", Sized(), 150)          # over the whole budget: kept, alone
+    assert "e" in cache and "d" not in cache and cache.encodes == 5
 
 
 async def _render_async(app, **params):
@@ -278,6 +299,34 @@ def test_bad_uploads_get_a_clear_4xx(checkpoints, body, status, words):
     r = c.post("/api/upload", content=body)
     assert r.status_code == status and words in r.json()["error"], r.text
     assert set(viewer.pictures) == {"i0", "i1"} and c.get("/api/info").status_code == 200
+
+
+@pytest.mark.parametrize("error, status", [
+    (InputTooLarge("the picture is huge"), 413),         # says nothing of a limit
+    (ImageError("at most one frame is allowed"), 400),    # says "at most", and is no size limit
+    (BadInput("the image is over the limit"), 400),
+])
+def test_an_upload_refusal_takes_its_status_from_the_error_type_not_its_wording(checkpoints, monkeypatch, error, status):
+    def refuse(data, max_pixels):
+        raise error
+    monkeypatch.setattr(sources, "decode_upload", refuse)
+    r = client(make_viewer(checkpoints)).post("/api/upload", content=png_bytes(photo(8, 8)))
+    assert r.status_code == status and r.json() == {"error": str(error)}
+
+
+def test_a_bug_while_answering_a_request_is_a_500_and_reaches_the_server(checkpoints, monkeypatch):
+    """Not one of the project's errors, whatever its message: a bug, never a 4xx. Starlette raises it
+    again after answering, so the server logs its traceback (as the test client shows by raising it)."""
+    def broken(data, max_pixels):
+        raise RuntimeError("the image is at most 3 pixels")
+    monkeypatch.setattr(sources, "decode_upload", broken)
+    viewer = make_viewer(checkpoints)
+    quiet = TestClient(create_app(viewer), base_url="http://127.0.0.1", raise_server_exceptions=False)
+    r = quiet.post("/api/upload", content=png_bytes(photo(8, 8)))
+    assert r.status_code == 500 and "internal error (RuntimeError: the image is at most 3 pixels)" in r.json()["error"]
+    with pytest.raises(RuntimeError, match="at most 3 pixels"):
+        client(viewer).post("/api/upload", content=png_bytes(photo(8, 8)))
+    assert set(viewer.pictures) == {"i0", "i1"} and quiet.get("/api/info").status_code == 200
 
 
 def test_the_page_and_nothing_else_is_served(checkpoints):

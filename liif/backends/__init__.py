@@ -45,6 +45,8 @@
   all_reduce_mean(x) -> float the mean of a float over the ranks
   barrier()                   wait for every rank
   distributed_close()         leave the process group
+  is_internal_failure(error)  True if `error` is the framework's own internal failure (jittor: a failed
+                              check in its C++ core), which a second run of the same command avoids
 
 Tensors themselves offer the methods listed in `liif.backends.contract.Tensor` (the surface
 framework-neutral code may use); `tests/test_backend_contract.py` checks both backends against it.
@@ -53,6 +55,7 @@ No module-level "current backend": a Hydra multirun may run torch and jittor job
 one process, so the backend is passed explicitly.
 """
 import importlib
+import sys
 
 from liif.errors import ConfigError, FrameworkError
 
@@ -68,3 +71,11 @@ def get(name):
         if e.name != name:
             raise
         raise FrameworkError(f"framework '{name}' is not installed: pip install -e '.[{name}]'") from None
+
+
+def is_internal_failure(name, error):
+    """Whether `error` is framework `name`'s own internal failure (`is_internal_failure` of the
+    contract), asked of its backend if this process loaded it: a framework never loaded has not
+    failed, and is not loaded just to ask."""
+    backend = sys.modules.get(f"liif.backends.{name}")
+    return backend is not None and backend.is_internal_failure(error)

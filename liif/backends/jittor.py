@@ -309,6 +309,9 @@ def distributed_close():
     """Nothing to do: Jittor leaves MPI (MPI_Finalize) when the process exits."""
 
 
+is_internal_failure = _setup.is_internal_failure  # a failed check in Jittor's C++ core (jittor_setup.py)
+
+
 # --- helpers -------------------------------------------------------------------------------
 
 def _var(array, dtype):

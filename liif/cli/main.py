@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 
+from liif import backends
 from liif.errors import MEMORY_SETTINGS, ConfigError, LiifError, UserError, is_out_of_memory  # noqa: F401
 
 log = logging.getLogger("liif")
@@ -24,18 +25,18 @@ CONF_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.
 TASKS = {"train": "liif.training.trainer", "test": "liif.evaluation.evaluate", "demo": "liif.inference.demo", "report": "liif.report",
          "serve": "liif.serve.task"}
 
-# how Jittor ends the message of an internal failure (a failed check inside its C++ core)
-JITTOR_INTERNAL = "Could you please report this issue"
-JITTOR_HINT = ("(an internal failure of Jittor, not of this run's input, seen rarely while Jittor compiles "
-               "kernels (see docs/jittor.md). Checkpoints are written atomically: run the same command "
-               "again, with resume=true for a training run.)")
+# what to do after a framework's internal failure (liif.backends.is_internal_failure says which)
+INTERNAL_FAILURE_HINT = ("(an internal failure of {framework}, not of this run's input (see docs/{framework}.md). "
+                         "Checkpoints are written atomically: run the same command again, with resume=true "
+                         "for a training run.)")
 
 
-def one_line(error):
-    """The message printed for a user error; a Jittor internal failure gets what to do about it."""
+def one_line(error, framework=None):
+    """The message printed for a user error; an internal failure of `framework` (the run's) gets what
+    to do about it."""
     message = str(error.args[0] if isinstance(error, KeyError) and error.args else error)
-    if JITTOR_INTERNAL in message:
-        message += "\n" + JITTOR_HINT
+    if framework and backends.is_internal_failure(framework, error):
+        message += "\n" + INTERNAL_FAILURE_HINT.format(framework=framework)
     return message
 
 
@@ -155,16 +156,24 @@ def run_task(cfg):
             # a command that failed before its run started leaves no folder of Hydra's files only
             from liif.run.rundir import remove_hydra_only_folder
             remove_hydra_only_folder(out_dir)
-        if JITTOR_INTERNAL in str(e) and not user_error:
-            print(JITTOR_HINT, file=sys.stderr)
+        framework = _framework(cfg)
+        if not user_error and framework and backends.is_internal_failure(framework, e):
+            print(INTERNAL_FAILURE_HINT.format(framework=framework), file=sys.stderr)
         if cfg.get("debug") or not (user_error or oom):
             raise
-        message = out_of_memory_message(e) if oom else one_line(e)
+        message = out_of_memory_message(e) if oom else one_line(e, framework)
         if multirun:  # one line per failed job: its metrics.json records the failure
             print(f"error: {out_dir}: {message.splitlines()[0]}", file=sys.stderr)
             return None
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
+
+
+def _framework(cfg):
+    try:
+        return str(cfg.framework.name)
+    except Exception:  # a config too broken to name its framework
+        return None
 
 
 def _output_dir(cfg):

@@ -1,5 +1,8 @@
 """A framework-free DataLoader: batches of stacked numpy arrays, optionally from worker processes.
 
+Hand-written because a framework's loader (torch.utils.data.DataLoader, jittor.dataset) would tie
+the data pipeline to that framework: here both backends train on the same NumPy batches.
+
 Batches depend only on (dataset, batch_size, shuffle, seed, epoch, drop_last): the shuffle
 order comes from its own generator and every item draws its randomness from
 (seed, epoch, index) inside the wrapper, so `num_workers` changes the speed, never the data,

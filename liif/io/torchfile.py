@@ -3,7 +3,10 @@
     obj = torchfile.load(path)     # a torch.save file (zip, or the legacy pre-1.6 format): tensors as numpy
     torchfile.save(obj, file)      # the zip format; torch.load(path, weights_only=True) reads it back
 
-Both frameworks read and write checkpoints through this module (`liif.models.checkpoint`).
+Both frameworks read and write checkpoints through this module (`liif.models.checkpoint`). It is
+hand-written, not a library's: `torch.load` needs torch, which a Jittor install need not
+have, and Jittor's reader of the format (`jittor_utils.load_pytorch`) resolves any name the file's
+pickle asks for, so loading a file may run any code it holds.
 
 Safety: a checkpoint is untrusted input, and a pickle is a program. Every pickle in the file (the
 zip's data.pkl; the legacy format's magic number, protocol, system info, object and storage keys)

@@ -1,6 +1,7 @@
 """What a run directory holds besides Hydra's `.hydra/`: the resolved config with library
 versions, `metrics.json` (the contract the report relies on) and `history.csv`.
 Every file is written atomically, so an interrupted run never leaves a torn one."""
+import fcntl
 import json
 import logging
 import os
@@ -68,22 +69,85 @@ def history_text(rows):
 
 LOCK = ".running"
 
+# The lock files this process holds open. A forked child (a data-loader worker) closes its copies
+# (closing, never unlocking: the lock is shared with the parent), so a lock lives exactly as long
+# as the process that took it, even if orphaned workers linger after it is killed.
+_held_fds = set()
+
+
+def _close_held_locks_in_child():
+    for fd in _held_fds:
+        os.close(fd)
+    _held_fds.clear()
+
+
+os.register_at_fork(after_in_child=_close_held_locks_in_child)
+
+
+class RunLock:
+    """A claimed run directory: its `.running` file, open and locked (flock) until `release()`.
+    The kernel drops the lock when the process ends, however it ends (SIGKILL too), so the
+    directory of a killed run is free at once; the file it leaves is not a lock by itself."""
+
+    def __init__(self, path, fd):
+        self.path, self.fd, self.pid = path, fd, os.getpid()
+        _held_fds.add(fd)
+
+    def release(self):
+        """Remove the file, then unlock: a run waiting on the file sees it gone and makes a new one.
+        Nothing in a forked child, which holds no copy of the lock."""
+        if self.fd is None or os.getpid() != self.pid:
+            return
+        try:
+            os.remove(self.path)
+        except FileNotFoundError:
+            pass
+        finally:
+            _held_fds.discard(self.fd)
+            os.close(self.fd)
+            self.fd = None
+
 
 def claim(out_dir, resuming=False):
-    """Refuse to write into a directory that holds another run: a finished one (unless we
-    resume it) or a live one (its lock names a running pid). The lock is created with
-    O_EXCL, so two processes that race for the same directory cannot both win."""
-    lock = os.path.join(out_dir, LOCK)
-    if os.path.exists(lock):
-        pid = _read_pid(lock)
-        if pid is not None and pid != os.getpid() and _alive(pid):
-            raise RunDirError(f"{out_dir} is in use by another run (pid {pid}); choose another hydra.run.dir")
-        os.remove(lock)  # stale: its process is gone
-    if not resuming and _holds_results(out_dir):
-        raise RunDirError(f"{out_dir} already holds a run; continue it with resume=true, or choose another hydra.run.dir")
-    fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    with os.fdopen(fd, "w") as f:
-        f.write(str(os.getpid()))
+    """Refuse to write into a directory that holds another run: a live one (it holds the lock of
+    `.running`) or a finished one (unless we resume it). Returns the RunLock to release at the end.
+    The lock is the kernel's (flock), so two processes that race for the directory cannot both win."""
+    lock = _lock_file(os.path.join(out_dir, LOCK), out_dir)
+    try:
+        if not resuming and _holds_results(out_dir):
+            raise RunDirError(f"{out_dir} already holds a run; continue it with resume=true, or choose another hydra.run.dir")
+        os.write(lock.fd, str(os.getpid()).encode())  # for the message of a run refused meanwhile
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _lock_file(path, out_dir):
+    """`path` opened and locked; a RunDirError naming the holder if a live process holds it."""
+    while True:
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            pid = f" (pid {holder})" if holder.isdigit() else ""
+            raise RunDirError(f"{out_dir} is in use by another run{pid}; choose another hydra.run.dir") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        if _same_file(fd, path):
+            os.ftruncate(fd, 0)  # a killed run's pid
+            return RunLock(path, fd)
+        os.close(fd)  # its holder released it (removed, then unlocked) as we opened it: lock a new one
+
+
+def _same_file(fd, path):
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 def _holds_results(out_dir):
@@ -97,29 +161,6 @@ def _holds_results(out_dir):
             return json.load(f).get("status") in ("ok", "interrupted")
     except (OSError, ValueError):
         return False
-
-
-def release(out_dir):
-    lock = os.path.join(out_dir, LOCK)
-    if _read_pid(lock) == os.getpid():
-        os.remove(lock)
-
-
-def _read_pid(path):
-    try:
-        return int(open(path).read().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def remove_hydra_only_folder(out_dir):
@@ -154,17 +195,18 @@ class RunLifecycle:
         self.resuming, self.owner = resuming, owner
         self.started = None
         self._interrupted_by = None
+        self._lock = None
 
     def __enter__(self):
         self.started = time.time()
         if self.owner:
             os.makedirs(self.out_dir, exist_ok=True)
-            claim(self.out_dir, resuming=self.resuming)
+            self._lock = claim(self.out_dir, resuming=self.resuming)
             try:
                 if self.config is not None:
                     save_config(self.config, self.out_dir, self.record.framework)
             except BaseException:
-                release(self.out_dir)
+                self._lock.release()
                 raise
         return self
 
@@ -189,7 +231,7 @@ class RunLifecycle:
             try:
                 write_json(os.path.join(self.out_dir, "metrics.json"), record.to_dict())
             finally:
-                release(self.out_dir)
+                self._lock.release()
         return False
 
 

@@ -14,7 +14,10 @@ Staying responsive: at most `max_renders` renders run at once (each band waits f
 the panes take turns); a view carries the page's `session` and a `view` number, and every band
 first checks that no newer view of the same pane has arrived: a superseded render stops and says
 {"type": "superseded"}. Encoder features are cached per (checkpoint, image) (features.py).
-Every malformed request gets a 4xx with {"error": "..."}; nothing the browser sends is a path. A render
+Every malformed request gets a 4xx with {"error": "..."}; nothing the browser sends is a path. The
+status comes from the exception's type, never its message: a RequestError carries the status the
+server chose where it refused the request, the project's errors (liif/errors.py) map through
+ERROR_STATUS, and any other exception is a bug: 500, its traceback in the server's log. A render
 that fails once its stream has begun (a memory budget too small for the image, a bug) ends with
 {"type": "error", "error": "..."}, the line the pane shows (a bug's traceback goes to the server's log).
 """
@@ -41,7 +44,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from liif.cli.main import UserError
-from liif.errors import LiifError
+from liif.errors import InputTooLarge, LiifError
 from liif.evaluation.metrics import psnr
 from liif.serve import geometry, sources
 from liif.serve.features import FeatureCache, decode
@@ -61,6 +64,16 @@ class RequestError(Exception):
     def __init__(self, status, message):
         super().__init__(message)
         self.status, self.message = status, message
+
+
+# The status of each of the project's errors raised while answering a request; the first class the
+# error is an instance of decides (the most specific first).
+ERROR_STATUS = ((InputTooLarge, 413), (LiifError, 400))
+
+
+def error_status(error):
+    """The HTTP status for one of the project's errors (a LiifError)."""
+    return next(status for kind, status in ERROR_STATUS if isinstance(error, kind))
 
 
 class Superseded(Exception):
@@ -101,10 +114,7 @@ class Viewer:
 
     def add_upload(self, name, rgb):
         self.uploads += 1
-        try:
-            picture = sources.make_picture(f"u{self.uploads}", name, rgb, self.factor)
-        except UserError as e:
-            raise RequestError(400, str(e)) from None
+        picture = sources.make_picture(f"u{self.uploads}", name, rgb, self.factor)
         self.pictures[picture.id] = picture
         uploads = [k for k in self.pictures if k.startswith("u")]
         for old in uploads[:max(0, len(uploads) - self.max_uploads)]:  # the oldest uploads go, features too
@@ -289,21 +299,26 @@ def create_app(viewer, allowed_hosts=("127.0.0.1", "localhost")):
             raise RequestError(400, "empty upload: send the image file as the request body")
         name = os.path.basename(request.query_params.get("name", "upload"))[:100]
         name = "".join(ch for ch in name if ch.isprintable()) or "upload"
-        try:
-            rgb = await anyio.to_thread.run_sync(sources.decode_upload, bytes(body), viewer.max_upload_pixels)
-        except sources.BadUpload as e:
-            raise RequestError(413 if "at most" in str(e) else 400, str(e)) from None
+        rgb = await anyio.to_thread.run_sync(sources.decode_upload, bytes(body), viewer.max_upload_pixels)
         return JSONResponse(viewer.add_upload(name, rgb).as_dict())
 
     async def refused(request, exc):
         return JSONResponse({"error": exc.message}, status_code=exc.status)
 
+    async def user_error(request, exc):
+        return JSONResponse({"error": str(exc)}, status_code=error_status(exc))
+
     async def http_error(request, exc):
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
 
+    async def bug(request, exc):  # Starlette raises it again after this answer: the server logs its traceback
+        return JSONResponse({"error": f"internal error ({type(exc).__name__}: {exc}); the server's log has the traceback"},
+                            status_code=500)
+
     routes = [Route("/", index), Route("/api/info", info), Route("/api/render", render),
               Route("/api/upload", upload, methods=["POST"]), Mount("/static", StaticFiles(directory=STATIC))]
-    return Starlette(routes=routes, exception_handlers={RequestError: refused, HTTPException: http_error},
+    return Starlette(routes=routes, exception_handlers={RequestError: refused, LiifError: user_error,
+                                                           HTTPException: http_error, Exception: bug},
                      middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))])
 
 

@@ -7,9 +7,9 @@ table kept) and decodes each viewport from that `Encoding`: the same queries, th
 engine as `Model.query`, rounded to uint8 as `Model.upscale` rounds.
 """
 import threading
-from collections import OrderedDict
 
 import numpy as np
+from cachetools import LRUCache
 
 
 def normalise(image):
@@ -37,21 +37,21 @@ class FeatureCache:
 
     def __init__(self, budget):
         self.budget, self.encodes = budget, 0
-        self._items = OrderedDict()  # key -> (state, nbytes)
-        self._lock = threading.Lock()
+        whole = max(1, budget)
+        # an entry counts its bytes, at least 1 and at most the whole budget: one over the budget
+        # evicts every other and is kept alone, as the newest
+        self._items = LRUCache(whole, getsizeof=lambda entry: min(max(1, entry[1]), whole))  # key -> (state, nbytes)
+        self._lock = threading.Lock()  # cachetools' caches are not thread-safe; renders run in worker threads
 
     def get(self, key, model, image, **options):
         """The `Encoding` for `key`, encoding `image` with `model` on a miss; returns (encoding, hit)."""
         with self._lock:
             if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key][0], True
+                return self._items[key][0], True  # and now the most recently used
         state, nbytes = encode(model, image, **options)
         with self._lock:
             self.encodes += 1
             self._items[key] = (state, nbytes)
-            while len(self._items) > 1 and sum(n for _, n in self._items.values()) > self.budget:
-                self._items.popitem(last=False)
         return state, False
 
     def drop(self, predicate):

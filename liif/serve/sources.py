@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from liif.cli.main import UserError
+from liif.errors import ImageError, InputTooLarge
 
 
 @dataclass
@@ -85,7 +86,7 @@ def make_picture(id, name, rgb, factor=None):
 
 def load_pictures(input_path, sample_dir, factor=None):
     """The image of input=, else the sample set's validation photos."""
-    from liif.data.image_folder import ImageError, read_image
+    from liif.data.image_folder import read_image
 
     if input_path:
         paths = [input_path]
@@ -104,24 +105,21 @@ def load_pictures(input_path, sample_dir, factor=None):
     return pictures
 
 
-class BadUpload(ValueError):
-    """An upload the viewer refuses; the message says why."""
-
-
 def decode_upload(data, max_pixels):
-    """uint8 HxWx3 from uploaded bytes; refuses non-images and images over `max_pixels` before decoding them."""
+    """uint8 HxWx3 from uploaded bytes; refuses non-images (ImageError) and images over `max_pixels`
+    (InputTooLarge) before decoding them."""
     from PIL import Image
 
-    from liif.data.image_folder import ImageError, read_image
+    from liif.data.image_folder import read_image
 
     try:
         with Image.open(io.BytesIO(data)) as im:
             h, w = im.height, im.width
     except Exception:  # Pillow raises many kinds for non-images
-        raise BadUpload("the upload is not an image Pillow can read (PNG, JPEG, BMP, TIFF, WebP ...)") from None
+        raise ImageError("the upload is not an image Pillow can read (PNG, JPEG, BMP, TIFF, WebP ...)") from None
     if h * w > max_pixels:
-        raise BadUpload(f"the image is {w}x{h} pixels; the viewer takes at most {max_pixels:,} pixels")
+        raise InputTooLarge(f"the image is {w}x{h} pixels; the viewer takes at most {max_pixels:,} pixels")
     try:
         return read_image(io.BytesIO(data))
     except ImageError:
-        raise BadUpload("the upload is a damaged or truncated image") from None
+        raise ImageError("the upload is a damaged or truncated image") from None
