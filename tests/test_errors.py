@@ -41,7 +41,7 @@ def test_args(tmp_path, folder, fixtures_dir, *extra):
 
 test_args.__test__ = False
 
-QUERY_RAISES = "import liif.inference.api\ndef broken(*a, **k): raise {}\nliif.api.Model.query = broken"
+QUERY_RAISES = "import liif.inference.api\ndef broken(*a, **k): raise {}\nliif.inference.api.Model.query = broken"
 
 
 def metrics(run_dir):
