@@ -40,7 +40,6 @@ from starlette.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from liif.cli.main import UserError
 from liif.errors import LiifError
 from liif.evaluation.metrics import psnr
 from liif.serve import geometry, sources
@@ -103,7 +102,7 @@ class Viewer:
         self.uploads += 1
         try:
             picture = sources.make_picture(f"u{self.uploads}", name, rgb, self.factor)
-        except UserError as e:
+        except LiifError as e:
             raise RequestError(400, str(e)) from None
         self.pictures[picture.id] = picture
         uploads = [k for k in self.pictures if k.startswith("u")]
