@@ -76,6 +76,7 @@ def child(model_name, size, budget, threads, rlimit, path="fast", repeats=1):
     """Runs in a fresh process; prints one JSON line."""
     import torch
     import liif
+    from liif.sizes import parse_bytes
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = liif.build_model(SPECS[model_name], framework="torch", device="cpu")
@@ -91,7 +92,7 @@ def child(model_name, size, budget, threads, rlimit, path="fast", repeats=1):
     record = {"model": model_name, "size": size, "budget": budget, "tiles": tiles, "rlimit": rlimit, "path": path}
     before = proc_status("VmRSS")
     if rlimit:
-        limit = proc_status("VmSize") + liif.inference.memory.parse_bytes(rlimit) + 3 * out_size[0] * out_size[1]
+        limit = proc_status("VmSize") + parse_bytes(rlimit) + 3 * out_size[0] * out_size[1]
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         record["rlimit_bytes"] = limit
     try:
@@ -156,7 +157,7 @@ def main():
     if args.child:
         return child(args.child[0], int(args.child[1]), args.child[2], args.threads, args.rlimit, args.path, args.repeats)
 
-    from liif.inference.memory import parse_bytes
+    from liif.sizes import parse_bytes
     result = {"command": "python benchmarks/bench_tiled.py " + " ".join(sys.argv[1:]), "load_start": os.getloadavg()[0],
               "models": {}}
     started = time.time()

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from liif.errors import ConfigError
+from liif.sizes import parse_bytes
 
 MISSING = "???"  # OmegaConf's marker: a value that the YAML or the command line must give
 
@@ -203,7 +204,6 @@ class InferConfig:
     tile: Optional[int] = None     # force square tiles of this many input pixels (null: the largest that fit)
 
     def __post_init__(self):
-        from liif.inference.memory import parse_bytes
         positive_ints(self, "infer.", "tile")
         if not (isinstance(self.max_memory, str) and self.max_memory.strip().lower() == "auto"):
             try:

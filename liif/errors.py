@@ -69,6 +69,15 @@ class FrameworkError(LiifError, RuntimeError):
     """A framework or device that is not available here (not installed, no GPU, no MPI)."""
 
 
+class NotEnoughMemory(LiifError):
+    """The work asked for needs more memory than the machine has available (checked before allocating it,
+    liif/inference/memory.py)."""
+
+
+class BudgetTooSmall(LiifError):
+    """A memory budget (`max_memory`) too small for the work: the message names the minimum."""
+
+
 class TrainingDiverged(LiifError, ArithmeticError):
     """The training loss became NaN or infinite."""
 

@@ -46,8 +46,8 @@ def test_write_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "epoch-last.pth"
     checkpoint.write({"model": {"name": "mlp", "args": {}, "sd": {}}, "epoch": 1}, str(path))
 
-    def broken_save(obj, p):
-        open(p, "wb").write(b"half")
+    def broken_save(obj, file):  # file: the temporary file's object
+        file.write(b"half")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(torchfile, "save", broken_save)

@@ -7,14 +7,14 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import ROOT, compose, run_cli
-from liif.models.presets import register_with_hydra
+from liif.cli.main import register_model_presets
 import liif.models  # noqa: F401  (registers the model names)
 from liif import backends
 from liif.report import paper
 from liif.models import registry
 
 CONF = ROOT / "conf"
-register_with_hydra()  # the model presets (compose_as_cli and the other direct compositions below)
+register_model_presets()  # the model presets (compose_as_cli and the other direct compositions below)
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 TABLES = sorted(p.stem for p in (CONF / "table").glob("*.yaml"))
 PROFILES = sorted(p.stem for p in (CONF / "profile").glob("*.yaml"))

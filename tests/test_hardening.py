@@ -19,8 +19,8 @@ from PIL import Image
 
 from conftest import FIXTURES, ROOT, compose, run_cli_inprocess, run_task_with_overrides
 from liif.inference import memory
-from liif.io import outputs
-from liif.errors import LiifError as UserError
+from liif.io import durable, outputs
+from liif.errors import LiifError as UserError, NotEnoughMemory
 
 def _ckpt(name="edsr-baseline-liif"):
     return str(FIXTURES / f"ckpt_{name}.pth")
@@ -185,7 +185,7 @@ def test_memory_check_refuses_what_cannot_fit():
     available = memory.available_bytes()
     assert available is not None and available > 1 << 20  # Linux: MemAvailable, at least a megabyte
     memory.check_fits(1 << 20, "a megabyte")
-    with pytest.raises(memory.NotEnoughMemory, match=r"a petabyte needs about 1024\.0 TB .* available; lower it"):
+    with pytest.raises(NotEnoughMemory, match=r"a petabyte needs about 1024\.0 TB .* available; lower it"):
         memory.check_fits(1 << 50, "a petabyte", advice="lower it")
 
 
@@ -264,7 +264,7 @@ def test_a_write_failure_on_a_full_device_keeps_the_previous_file(tmp_path):
         with open("/dev/full", "wb", buffering=0) as full:
             full.write(b"x")
     with pytest.raises(outputs.OutputError, match="no space left on the device to write"):
-        outputs.write_atomic(str(target), write_to_dev_full)
+        durable.write_atomic(str(target), write_to_dev_full)
     assert target.read_text() == "old" and os.listdir(tmp_path) == ["metrics.json"]
 
 

@@ -3,7 +3,9 @@ in test_hardening.py."""
 import pytest
 
 from liif.cli.main import UserError
-from liif.inference.memory import BudgetTooSmall, format_bytes, parse_bytes, resolve_budget
+from liif.errors import BudgetTooSmall
+from liif.inference.memory import resolve_budget
+from liif.sizes import format_bytes, parse_bytes
 
 
 @pytest.mark.parametrize("text, expected", [("2GB", 2 << 30), ("512MB", 512 << 20), ("1.5GiB", 3 << 29),

@@ -18,7 +18,7 @@ from liif.models import registry
 from liif.inference.api import Model
 from liif.backends import torch as T
 from liif.coords import make_coord
-from liif.inference.memory import BudgetTooSmall, NotEnoughMemory
+from liif.errors import BudgetTooSmall, NotEnoughMemory
 
 JITTOR = pytest.mark.skipif(importlib.util.find_spec("jittor") is None, reason="jittor is not installed")
 MLP = {"name": "mlp", "args": {"out_dim": 3, "hidden_list": [16, 16]}}

@@ -48,6 +48,9 @@
   is_internal_failure(error)  True if `error` is the framework's own internal failure (jittor: a failed
                               check in its C++ core), which a second run of the same command avoids
 
+Besides `get(name)`, the package offers `version(name)`: the framework's version, for the run's
+record (liif/run/rundir.py), without building a backend.
+
 Tensors themselves offer the methods listed in `liif.backends.contract.Tensor` (the surface
 framework-neutral code may use); `tests/test_backend_contract.py` checks both backends against it.
 
@@ -79,3 +82,20 @@ def is_internal_failure(name, error):
     failed, and is not loaded just to ask."""
     backend = sys.modules.get(f"liif.backends.{name}")
     return backend is not None and backend.is_internal_failure(error)
+
+
+def version(name):
+    """The installed version of framework `name`, or None when it cannot be imported here. Jittor is
+    imported through its setup (`jittor_setup.import_jittor`): a bare `import jittor` builds another
+    kernel cache."""
+    if name not in FRAMEWORKS:
+        raise ConfigError(f"unknown framework '{name}'; choose one of: {', '.join(FRAMEWORKS)}")
+    try:
+        if name == "jittor":
+            from liif.backends.jittor_setup import import_jittor
+            module = import_jittor()
+        else:
+            module = importlib.import_module(name)
+    except (ImportError, FrameworkError):  # not installed, or Jittor cannot start here
+        return None
+    return str(module.__version__)

@@ -1,1 +1,1 @@
-"""The command line (the edge): argv checks and rewrites before Hydra, config schema registration and task dispatch with the error policy (main), and Hydra callbacks. The only package that knows Hydra."""
+"""The command line (the edge): argv checks and rewrites before Hydra, config registration (the schema, the model presets, the run-name resolver) and task dispatch with the error policy (main), and Hydra callbacks. The only package that knows Hydra."""

@@ -163,8 +163,8 @@ def _config_store_keys():
     from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
 
-    from liif.models.presets import register_with_hydra
-    register_with_hydra()  # as run.py does (storing again replaces, so twice is harmless)
+    from liif.cli.main import register_model_presets
+    register_model_presets()  # as run.py does (storing again replaces, so twice is harmless)
     known = set()
 
     def walk(tree, group):

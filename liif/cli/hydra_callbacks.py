@@ -17,9 +17,11 @@ import sys
 
 from hydra.experimental.callback import Callback
 
-from liif.run import labels  # noqa: F401  (registers the run-name resolver in launcher processes too)
+from liif.cli.main import register_run_name_resolver
 
 log = logging.getLogger(__name__)
+
+register_run_name_resolver()  # in launcher processes too: they name the jobs' run folders
 
 
 class ReportCallback(Callback):

@@ -51,12 +51,59 @@ def register_configs():
     `model` config groups of liif/models/presets.py."""
     from hydra.core.config_store import ConfigStore
 
-    from liif.run import labels
     from liif.config import RunConfig
-    from liif.models.presets import register_with_hydra
-    labels.register()  # the run-name resolver conf/config.yaml uses
+    register_run_name_resolver()  # conf/config.yaml's run_name uses it
     ConfigStore.instance().store(name="liif_schema", node=RunConfig)
-    register_with_hydra()
+    register_model_presets()
+
+
+def register_model_presets():
+    """The config groups `model`, `model/encoder` and `model/decoder` in Hydra's ConfigStore, made from
+    liif/models/presets.py with the defaults lists YAML files would have, so that the sub-groups can
+    still be swapped (`model=rdn_liif model/encoder=edsr_baseline`). Storing again replaces."""
+    import copy
+
+    from hydra.core.config_store import ConfigStore
+
+    from liif.models.presets import DECODERS, ENCODERS, PRESETS
+    cs = ConfigStore.instance()
+    for name, node in ENCODERS.items():
+        cs.store(group="model/encoder", name=name, node=copy.deepcopy(node), package="model.args.encoder_spec")
+    for name, node in DECODERS.items():
+        node = copy.deepcopy(node)
+        node["args"] = {"encoder_spec": "???", **node["args"]}
+        cs.store(group="model/decoder", name=name, node=node, package="model")
+    for name, (decoder, encoder, overrides) in PRESETS.items():
+        node = {"defaults": [{"decoder": decoder}, {"encoder": encoder}, "_self_"]}
+        if overrides:
+            node["args"] = copy.deepcopy(overrides)
+        cs.store(group="model", name=name, node=node, package="model")
+
+
+RUN_NAME_RESOLVER = "liif_model_label"
+
+
+def register_run_name_resolver():
+    """The OmegaConf resolver conf/config.yaml names the run folder with (liif.run.labels.label_for_run).
+    Registered by run.py, by `compose` and by liif.cli.hydra_callbacks, which Hydra imports in every
+    process that starts jobs, launchers included."""
+    from omegaconf import OmegaConf
+    if not OmegaConf.has_resolver(RUN_NAME_RESOLVER):
+        OmegaConf.register_new_resolver(RUN_NAME_RESOLVER, _run_name)
+
+
+def _run_name(task, checkpoint, choice, model=None):
+    """`${liif_model_label:${task.name},${checkpoint},${hydra:runtime.choices.model},${model}}`, with the
+    model node made a plain dict."""
+    from omegaconf import DictConfig, OmegaConf
+
+    from liif.run.labels import label_for_run
+    if isinstance(model, DictConfig):
+        try:
+            model = OmegaConf.to_container(model, resolve=True)
+        except Exception:  # noqa: BLE001 - an unresolvable config node: compare with nothing
+            model = None
+    return label_for_run(task, checkpoint, choice, model)
 
 
 def compose(overrides=(), return_hydra_config=False):

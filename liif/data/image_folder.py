@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from liif.errors import ConfigError, DataError, DataLayoutError, ImageError  # noqa: F401  (ImageError: re-exported)
+from liif.io import durable
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 CACHE_MODES = ("none", "in_memory", "bin")
@@ -107,8 +108,7 @@ def list_images(root, on_bad_file="error"):
 
 def _save_npy_atomic(path, arr):
     """The array, then the stamp of its source (written second: a stamp always describes a whole .npy)."""
-    from liif.io.outputs import write_atomic
-    write_atomic(path, lambda f: np.save(f, arr))
+    durable.write_atomic(path, lambda f: np.save(f, arr))
 
 
 def _source_stamp(src):
@@ -166,9 +166,8 @@ class ImageFolder:
             for f, b in zip(self.files, self._bins):
                 # rewritten unless provably the image's (the original never refreshed it)
                 if not _cache_is_valid(b, f):
-                    from liif.run.rundir import write_json
                     _save_npy_atomic(b, read_image(f))
-                    write_json(b + ".stamp", _source_stamp(f))
+                    durable.write_text(b + ".stamp", json.dumps(_source_stamp(f)) + "\n")
 
     @staticmethod
     def _frozen(arr):

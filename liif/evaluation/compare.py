@@ -8,12 +8,12 @@ PSNRs are plain RGB PSNR over the crop shown (no border shave), also stored as P
 (`psnr_bicubic`, `psnr_model`, `layout`) for scripts.
 """
 import json
-import os
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 
 from liif.evaluation import metrics
+from liif.io.durable import write_atomic
 
 CROP = 192      # the largest crop side shown (pixels of the ground truth)
 GAP = 4         # pixels between tiles
@@ -62,15 +62,7 @@ def write_comparison(path, lr, bicubic, sr, hr, scale):
     for key in ("psnr_bicubic", "psnr_model"):
         text.add_text(key, f"{info[key]:.4f}")
     text.add_text("layout", json.dumps(info["layout"]))
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.path.basename(path)}")
-    try:
-        Image.fromarray(panel).save(tmp, format="PNG", pnginfo=text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    write_atomic(path, lambda f: Image.fromarray(panel).save(f, format="PNG", pnginfo=text))
     return info
 
 

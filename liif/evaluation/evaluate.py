@@ -160,8 +160,8 @@ def bicubic_upsample(inp, shape):
 
 
 def save_sample(sr, path):
-    from liif.inference.demo import write_png
-    write_png(np.round(sr[0].transpose(1, 2, 0) * 255).astype(np.uint8), path)
+    from liif.io.outputs import write_image
+    write_image(np.round(sr[0].transpose(1, 2, 0) * 255).astype(np.uint8), path)
 
 
 def print_run_files(out_dir, best_psnr=None):

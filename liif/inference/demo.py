@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 def main(config, choices=None):
     """`python run.py task=demo ...`: `config` is a liif.config.RunConfig."""
     from liif.inference.memory import check_fits, upscale_bytes
-    from liif.io.outputs import check_image_size, check_output_path
+    from liif.io.outputs import check_image_size, check_output_path, write_image
     from liif.run.rundir import Interrupted, interruptible
     for key in ("checkpoint", "input", "size", "output"):
         if getattr(config, key) is None:
@@ -39,7 +39,7 @@ def main(config, choices=None):
     try:
         with interruptible():
             sr = upscale_with_progress(model, image, size, config.eval_bsize, tiling_options(config.infer))
-            write_png(sr, output)
+            write_image(sr, output)
     except Interrupted as e:
         print(f"{e}: nothing was written to {output}", file=sys.stderr)
         raise SystemExit(128 + e.signum) from None
@@ -73,12 +73,6 @@ def read_input(path):
     if not stat.S_ISREG(mode):
         raise BadInput(f"input={path} is not a regular file (a device, fifo or socket); give an image file")
     return read_image(path)
-
-
-def write_png(image, path):
-    """Write `image` atomically in the format of `path`'s extension (the name is historical)."""
-    from liif.io.outputs import write_image
-    write_image(image, path)
 
 
 def _expand(path):

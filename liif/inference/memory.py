@@ -6,42 +6,16 @@ first and end in the allocator's MemoryError, or in the kernel's OOM killer with
 the cgroup's limit; elsewhere: free physical pages) and raises a one-line `NotEnoughMemory`.
 Estimates are deliberately rough: the point is to refuse what cannot fit, not to predict peaks.
 
-Inference budgets (`max_memory`, liif/inference/tiled.py): `parse_bytes("2GB")`, `resolve_budget("auto")`.
-Sizes are binary: 1 KB = 1024 bytes, 1 GB = 1024**3 bytes ("GiB" is accepted as well). `auto` is
-half of the memory available now, so that other programs keep the other half.
+Inference budgets (`max_memory`, liif/inference/tiled.py): `resolve_budget("auto")` or a size
+(`liif.sizes.parse_bytes("2GB")`). `auto` is half of the memory available now, so that other programs
+keep the other half. The errors (`NotEnoughMemory`, `BudgetTooSmall`) are in liif/errors.py.
 """
 import ctypes
 import ctypes.util
-import math
 import os
-import re
 
-from liif.errors import UserError
-
-
-class NotEnoughMemory(UserError):
-    """The work asked for needs more memory than the machine has available."""
-
-
-class BudgetTooSmall(UserError):
-    """A memory budget (`max_memory`) too small for the work: the message names the minimum."""
-
-
-UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
-
-def parse_bytes(value):
-    """`2GB`, `512MB`, `1.5GiB`, `300000000` or a number -> bytes (int); ValueError otherwise."""
-    if isinstance(value, bool):
-        raise ValueError(f"a memory size must be like 2GB or 512MB, got {value!r}")
-    if isinstance(value, (int, float)):
-        if value <= 0 or not math.isfinite(value):
-            raise ValueError(f"a memory size must be positive, got {value!r}")
-        return int(value)
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)(I?B)?\s*", str(value).upper())
-    if not match or float(match.group(1)) <= 0:
-        raise ValueError(f"a memory size must be like 2GB, 512MB or auto, got {value!r}")
-    return int(float(match.group(1)) * UNITS[match.group(2)])
+from liif.errors import BudgetTooSmall, NotEnoughMemory
+from liif.sizes import format_bytes, parse_bytes
 
 
 def resolve_budget(max_memory, available=None):
@@ -79,10 +53,6 @@ def release_freed_memory():
         libc.malloc_trim(0)
 
 
-def format_bytes(n):
-    return _human(n)
-
-
 def available_bytes():
     """Bytes of memory this process can still get, or None when the platform does not say."""
     candidates = [_meminfo_available(), _cgroup_headroom()]
@@ -99,8 +69,8 @@ def check_fits(nbytes, what, advice=""):
     """Raise NotEnoughMemory when `nbytes` (an estimate) exceeds the available memory."""
     available = available_bytes()
     if available is not None and nbytes > available:
-        raise NotEnoughMemory(f"{what} needs about {_human(nbytes)} of memory, but only {_human(available)} is "
-                              f"available{'; ' + advice if advice else ''}")
+        raise NotEnoughMemory(f"{what} needs about {format_bytes(nbytes)} of memory, but only "
+                              f"{format_bytes(available)} is available{'; ' + advice if advice else ''}")
 
 
 def upscale_bytes(height, width):
@@ -137,9 +107,3 @@ def _cgroup_headroom():
         return max(int(limit) - usage, 0)
     return None
 
-
-def _human(n):
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024

@@ -32,9 +32,10 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from liif.errors import ConfigError
+from liif.errors import BudgetTooSmall, ConfigError
 from liif.coords import make_coord
-from liif.inference.memory import BudgetTooSmall, format_bytes, release_freed_memory, resolve_budget
+from liif.inference.memory import release_freed_memory, resolve_budget
+from liif.sizes import format_bytes
 
 MIN_TILE = 16          # the smallest core side the planner uses (smaller only when the image is)
 MIN_CHUNK = 1024       # the fewest queries per decoder call the planner uses

@@ -1,19 +1,15 @@
-"""Writing result files safely: where (`check_output_path`), how (`write_atomic`) and in what format.
+"""Where a named result file may go (`check_output_path`) and in what format (`write_image`).
 
 - Where: a named output is checked before any work starts: not empty, not a folder (nor a trailing
   slash), not under a file, not a special file (device, fifo, socket) or a symbolic link, not one of
   the run's inputs (the demo never replaces its own input image), in a writable folder, with an
   extension we can encode.
-- How: a temporary file in the same folder, then `durable.replace` (fsync, rename, fsync the folder), so a failure or a signal never
-  leaves a torn file, and the temporary file is removed on every error path. The result gets the
-  mode a plain `open()` would give (0666 minus the umask): `tempfile.mkstemp` creates 0600.
-- Failures of the machine (a full disk, a read-only file system) become one `OutputError` line.
+- How: through `liif.io.durable.write_atomic`, like every result file (temp file, fsync, rename; a
+  full disk or a read-only file system is one `OutputError` line).
 - Format: from the extension (`out.jpg` gets JPEG bytes), never PNG bytes under another name.
 """
-import errno
 import os
 import stat
-import tempfile
 
 from liif.io import durable
 from liif.errors import OutputError  # noqa: F401  (raised here; importable from here too)
@@ -67,7 +63,7 @@ def check_output_path(path, inputs=(), what="output"):
                                   "choose another output name")
         if not os.access(path, os.W_OK) or not os.stat(path).st_mode & 0o222:  # root passes access()
             raise OutputError(f"{what}={raw} exists and is read-only; it is not replaced: choose another name")
-    folder = _existing_ancestor(os.path.dirname(path))
+    folder = durable.existing_ancestor(os.path.dirname(path))
     if not os.path.isdir(folder):
         raise OutputError(f"{what}={raw} lies under {folder}, which is a file, not a folder")
     if not os.access(folder, os.W_OK | os.X_OK):
@@ -78,28 +74,6 @@ def check_output_path(path, inputs=(), what="output"):
     return path
 
 
-def write_atomic(path, write, binary=True):
-    """Write a file through `write(file_object)`: temp file in the same folder, fsync, rename.
-    OSError (disk full, read-only, permission) -> OutputError; the temp file never stays behind."""
-    folder = os.path.dirname(os.path.abspath(path))
-    ancestor = _existing_ancestor(folder)
-    if not os.path.isdir(ancestor):
-        raise OutputError(f"cannot write {path}: {ancestor} is a file, not a folder")
-    tmp = None
-    try:
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-        with os.fdopen(fd, "wb" if binary else "w") as f:
-            write(f)
-        os.chmod(tmp, file_mode())
-        durable.replace(tmp, path)  # fsync, rename, fsync the folder (and the crash points of liif/io/durable.py)
-    except OSError as e:
-        raise OutputError(describe_os_error(e, path)) from None
-    finally:  # also on KeyboardInterrupt and the project's Interrupted
-        if tmp is not None and os.path.lexists(tmp):
-            os.remove(tmp)
-
-
 def write_image(image, path):
     """uint8 HxWx3 `image` to `path`, atomically, in the format its extension names."""
     import numpy as np
@@ -107,47 +81,7 @@ def write_image(image, path):
     fmt = image_format(path)
     options = {"quality": JPEG_QUALITY} if fmt == "JPEG" else {}
     pil = Image.fromarray(np.ascontiguousarray(image))
-    write_atomic(path, lambda f: pil.save(f, format=fmt, **options))
-
-
-def file_mode():
-    """0666 minus the process umask: the mode `open(path, 'w')` would create."""
-    return 0o666 & ~current_umask()
-
-
-def current_umask():
-    try:  # Linux >= 4.7 tells it without changing it
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)  # elsewhere: read it by setting it, and put it back at once
-    os.umask(mask)
-    return mask
-
-
-def describe_os_error(error, path):
-    """One line for an OSError met while writing `path`."""
-    code = getattr(error, "errno", None)
-    if code == errno.ENOSPC or code == errno.EDQUOT:
-        return f"no space left on the device to write {path}; free some space and run again"
-    if code == errno.EROFS:
-        return f"cannot write {path}: the file system is read-only"
-    if code in (errno.EACCES, errno.EPERM):
-        return f"cannot write {path}: permission denied"
-    reason = error.strerror or str(error)
-    return f"cannot write {path}: {reason}"
-
-
-def _existing_ancestor(folder):
-    while folder and not os.path.exists(folder):
-        parent = os.path.dirname(folder)
-        if parent == folder:
-            break
-        folder = parent
-    return folder
+    durable.write_atomic(path, lambda f: pil.save(f, format=fmt, **options))
 
 
 def _name_max(folder):

@@ -9,12 +9,11 @@ Layout (what the original `train_liif.py` writes, and what it can load back):
 
 Tensors are held as NumPy arrays in memory; the file is torch's format, read and written by
 `liif.io.torchfile` for both frameworks (NumPy only, and nothing in the file can run code), so
-`torch.load(path, weights_only=True)` works on it. Writes are atomic: a temporary file in the
-same folder, then a rename, so an interruption never leaves a half-written checkpoint behind
-(see liif/io/durable.py).
+`torch.load(path, weights_only=True)` works on it. Writes go through `liif.io.durable.write_atomic`
+(a temporary file in the same folder, then a rename), so an interruption never leaves a
+half-written checkpoint behind.
 """
 import os
-import tempfile
 
 import numpy as np
 
@@ -56,22 +55,7 @@ def model_spec(ckpt, path):
 
 def write(obj, path):
     """Write `obj` (tensors as NumPy arrays) atomically to `path` in torch's file format."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=folder)
-    os.close(fd)
-    try:
-        try:
-            torchfile.save(obj, tmp)
-        except OSError as e:  # a full disk, a read-only file system: one line, not zipfile's traceback
-            from liif.io.outputs import OutputError, describe_os_error
-            raise OutputError(describe_os_error(e, path)) from None
-        from liif.io.outputs import file_mode
-        os.chmod(tmp, file_mode())  # mkstemp's 0600 -> what the umask allows, as a plain open()
-        durable.replace(tmp, path)  # fsync, rename, fsync the folder
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    durable.write_atomic(path, lambda f: torchfile.save(obj, f))
 
 
 def envelope(model_spec, model_sd, optimizer=None, epoch=0, extra=None):

@@ -1,7 +1,7 @@
 """The model presets (the paper's models), in one place: `liif.create_model` builds them, and the
 Hydra config group `model` (with its sub-groups `model/encoder`, `model/decoder`) is made from them
-(`register_with_hydra`, called by the `hydra_plugins/liif_presets` plugin whenever Hydra loads a
-config: `python run.py model=rdn_liif model/encoder=edsr_baseline` works as with YAML files).
+by the command line (liif.cli.main.register_model_presets: `python run.py model=rdn_liif
+model/encoder=edsr_baseline` works as with YAML files).
 
 A preset = a decoder + an encoder + overrides of their arguments, as the original's configs.
 """
@@ -66,20 +66,3 @@ def merge(base, update):
             base[key] = copy.deepcopy(value)
     return base
 
-
-def register_with_hydra():
-    """The config groups `model`, `model/encoder` and `model/decoder` in Hydra's ConfigStore, with the
-    same defaults lists the YAML files had, so that the sub-groups can still be swapped."""
-    from hydra.core.config_store import ConfigStore
-    cs = ConfigStore.instance()
-    for name, node in ENCODERS.items():
-        cs.store(group="model/encoder", name=name, node=copy.deepcopy(node), package="model.args.encoder_spec")
-    for name, node in DECODERS.items():
-        node = copy.deepcopy(node)
-        node["args"] = {"encoder_spec": "???", **node["args"]}
-        cs.store(group="model/decoder", name=name, node=node, package="model")
-    for name, (decoder, encoder, overrides) in PRESETS.items():
-        node = {"defaults": [{"decoder": decoder}, {"encoder": encoder}, "_self_"]}
-        if overrides:
-            node["args"] = copy.deepcopy(overrides)
-        cs.store(group="model", name=name, node=node, package="model")

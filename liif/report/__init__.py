@@ -23,13 +23,13 @@ import os
 import sys
 
 from liif.errors import BadInput
+from liif.io.durable import write_text
 from liif.report.collect import Run, collect, job_dirs, read_run  # noqa: F401  (the package's API)
 from liif.report.plots import make_plots
 from liif.report.tables import (CSV_FIELDS, TableView, _sort_key, framework_pairs, mean_std,  # noqa: F401
                                 render_markdown, run_csv_rows)
 
 __all__ = ["write", "collect", "read_run", "job_dirs", "Run", "TableView", "framework_pairs", "mean_std", "main", "cli"]
-from liif.run.rundir import write_text_atomic
 
 
 def write(sweep_dirs, out_dir=None, plots=True):
@@ -61,7 +61,7 @@ def write(sweep_dirs, out_dir=None, plots=True):
     if plots:
         plot_files = make_plots(views, runs, out_dir)
     md = render_markdown(sweep_dirs, runs, views, untagged, plot_files, plots)
-    write_text_atomic(os.path.join(out_dir, "report.md"), md)
+    write_text(os.path.join(out_dir, "report.md"), md)
     written.append(os.path.join(out_dir, "report.md"))
 
     rows = []
@@ -73,7 +73,7 @@ def write(sweep_dirs, out_dir=None, plots=True):
     w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     w.writerows(rows)
-    write_text_atomic(os.path.join(out_dir, "report.csv"), buf.getvalue())
+    write_text(os.path.join(out_dir, "report.csv"), buf.getvalue())
     written.append(os.path.join(out_dir, "report.csv"))
     return written + plot_files
 

@@ -3,6 +3,7 @@ and torch against jittor. Each is optional: one that fails is logged and skipped
 import logging
 import os
 
+from liif.io.durable import write_atomic
 from liif.report import paper
 from liif.report.tables import _sort_key, framework_pairs, mean_std
 
@@ -103,7 +104,7 @@ def plot_training_curves(runs, out_dir):
 
 def _save(plt, fig, out_dir, name):
     path = os.path.join(out_dir, name)
-    fig.savefig(path, dpi=100)
+    write_atomic(path, lambda f: fig.savefig(f, dpi=100, format="png"))
     plt.close(fig)
     return path
 

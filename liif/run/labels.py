@@ -8,13 +8,11 @@ structure: encoder + decoder + ablation suffixes (`edsr_baseline_metasr`, `rdn_l
 `edsr_baseline_liif_c`, fixed-scale `rdn`).
 
 The run folder is named before any task code runs, so `conf/config.yaml` names it through the
-OmegaConf resolver `liif_model_label`, registered when this module is imported (by run.py and by
-liif.cli.hydra_callbacks, which Hydra imports in every process that starts jobs, launchers included).
+OmegaConf resolver `liif_model_label`: `label_for_run`, registered by the command line
+(liif.cli.main.register_run_name_resolver), which hands it plain values.
 """
 import os
-import sys
 
-RESOLVER = "liif_model_label"
 _specs = {}  # (path, size, mtime_ns) -> the checkpoint's model spec: the resolver runs more than once
 
 
@@ -69,7 +67,7 @@ def checkpoint_spec(path):
 
 
 def label_for_run(task, checkpoint_path, choice, config_spec=None):
-    """The resolver: what `run_name` defaults to (see the module docstring)."""
+    """What `run_name` defaults to (see the module docstring); `config_spec`: the config's model spec (a dict)."""
     if task not in ("test", "demo") or not checkpoint_path:
         return choice
     return model_label(choice, checkpoint_spec(str(checkpoint_path)), config_spec)
@@ -78,20 +76,4 @@ def label_for_run(task, checkpoint_path, choice, config_spec=None):
 def _plain(spec):
     if hasattr(spec, "spec") and callable(spec.spec):  # a typed liif.config.ModelConfig
         return spec.spec()
-    try:
-        from omegaconf import DictConfig, OmegaConf
-        if isinstance(spec, DictConfig):
-            return OmegaConf.to_container(spec, resolve=True)
-    except Exception:  # noqa: BLE001 - an unresolvable config node: compare with nothing
-        return None
     return spec
-
-
-def register():
-    from omegaconf import OmegaConf
-    if not OmegaConf.has_resolver(RESOLVER):
-        OmegaConf.register_new_resolver(RESOLVER, label_for_run)
-
-
-if "omegaconf" in sys.modules:  # registered where Hydra is in use; `import liif` alone stays Hydra-free
-    register()

@@ -22,13 +22,11 @@ import filecmp
 import logging
 import os
 import shutil
-import tempfile
 
 from liif.io import durable
+from liif.io.durable import TEMP_PREFIX
 
 log = logging.getLogger(__name__)
-
-TEMP_PREFIX = ".tmp-"  # every atomic writer's temporary files start with it
 
 
 def remove_temps(out_dir):
@@ -75,7 +73,6 @@ def derive_from_last(out_dir, history, epoch_save):
 
 def rewrite_history(out_dir, history):
     """`history.csv` as the rows of `history` (removed when there are none yet)."""
-    from liif.run.rundir import history_text, write_text_atomic
     path = os.path.join(out_dir, "history.csv")
     text = history_text(history)
     if text is None:
@@ -83,20 +80,23 @@ def rewrite_history(out_dir, history):
             os.remove(path)
         return
     if not (os.path.isfile(path) and open(path).read() == text):
-        write_text_atomic(path, text)
+        durable.write_text(path, text)
+
+
+def history_text(rows):
+    """`history.csv`'s text for these rows; None when there are none."""
+    if not rows:
+        return None
+    keys = list(rows[0])
+    lines = [",".join(keys)] + [",".join("" if r.get(k) is None else f"{r[k]}" for k in keys) for r in rows]
+    return "\n".join(lines) + "\n"
 
 
 def _copy_if_differs(src, dst):
     if os.path.isfile(dst) and filecmp.cmp(src, dst, shallow=False):
         return
-    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".pth", dir=os.path.dirname(dst))
-    try:
-        with open(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
-            shutil.copyfileobj(fin, fout, 1 << 20)
-        durable.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with open(src, "rb") as source:
+        durable.write_atomic(dst, lambda f: shutil.copyfileobj(source, f, 1 << 20))
 
 
 def prepare(out_dir, resuming):

@@ -12,17 +12,15 @@ import sys
 import threading
 import time
 
+from liif import backends
 from liif.errors import RunDirError
-
-
-def write_text_atomic(path, text):
-    """temp + fsync + rename, with the umask's mode; a full disk is one OutputError line (liif.io.outputs)."""
-    from liif.io.outputs import write_atomic
-    write_atomic(path, lambda f: f.write(text.encode()))
+from liif.io import durable
+from liif.run.recovery import holds_checkpoints
 
 
 def write_json(path, obj):
-    write_text_atomic(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
+    """`obj` as indented JSON (NumPy numbers and arrays as plain ones), written atomically."""
+    durable.write_text(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
 
 
 def _jsonable(x):
@@ -38,15 +36,13 @@ def versions(framework=None):
     import PIL
     out = {"python": platform.python_version(), "numpy": numpy.__version__, "pillow": PIL.__version__,
            "platform": platform.platform()}
-    for name in ("torch", "jittor", "hydra"):
+    for name in backends.FRAMEWORKS:
         if name in sys.modules or name == framework:
-            try:
-                if name == "jittor":  # through its setup: a bare import builds another kernel cache
-                    from liif.backends.jittor_setup import import_jittor
-                    import_jittor()
-                out[name] = str(__import__(name).__version__)
-            except Exception:  # not installed
-                pass
+            found = backends.version(name)
+            if found is not None:
+                out[name] = found
+    if "hydra" in sys.modules:  # the CLI's; never imported here
+        out["hydra"] = str(sys.modules["hydra"].__version__)
     return out
 
 
@@ -54,17 +50,8 @@ def save_config(config, out_dir, framework=None):
     """`config.yaml`: the fully resolved config (a plain dict) plus versions (Hydra's own copy is unresolved)."""
     import yaml
     resolved = {**config, "versions": versions(framework)}
-    write_text_atomic(os.path.join(out_dir, "config.yaml"), yaml.safe_dump(resolved, sort_keys=False))
+    durable.write_text(os.path.join(out_dir, "config.yaml"), yaml.safe_dump(resolved, sort_keys=False))
     return resolved
-
-
-def history_text(rows):
-    """`history.csv`'s text for these rows; None when there are none."""
-    if not rows:
-        return None
-    keys = list(rows[0])
-    lines = [",".join(keys)] + [",".join("" if r.get(k) is None else f"{r[k]}" for k in keys) for r in rows]
-    return "\n".join(lines) + "\n"
 
 
 LOCK = ".running"
@@ -153,8 +140,7 @@ def _same_file(fd, path):
 def _holds_results(out_dir):
     """Checkpoints, or a run that finished or was interrupted (a run that failed before
     producing anything may be run again in place)."""
-    from liif.run.recovery import holds_checkpoints  # a killed write's temp file is not a checkpoint
-    if holds_checkpoints(os.path.join(out_dir, "checkpoints")):
+    if holds_checkpoints(os.path.join(out_dir, "checkpoints")):  # a killed write's temp file is not a checkpoint
         return True
     try:
         with open(os.path.join(out_dir, "metrics.json")) as f:

@@ -43,7 +43,6 @@ from starlette.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from liif.cli.main import UserError
 from liif.errors import InputTooLarge, LiifError
 from liif.evaluation.metrics import psnr
 from liif.serve import geometry, sources

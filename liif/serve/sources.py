@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from liif.cli.main import UserError
-from liif.errors import ImageError, InputTooLarge
+from liif.errors import ImageError, InputTooLarge, LiifError
 
 
 @dataclass
@@ -40,10 +39,10 @@ class Picture:
 def sweep_checkpoints(sweep_dir):
     """epoch-last.pth of every run of a sweep folder (multirun/<date>/<time>), in run order."""
     if not os.path.isdir(sweep_dir):
-        raise UserError(f"sweep folder not found: {sweep_dir}")
+        raise LiifError(f"sweep folder not found: {sweep_dir}")
     paths = sorted(glob.glob(os.path.join(sweep_dir, "*", "checkpoints", "epoch-last.pth")))
     if not paths:
-        raise UserError(f"no run of {sweep_dir} has a checkpoint (expected <run>/checkpoints/epoch-last.pth)")
+        raise LiifError(f"no run of {sweep_dir} has a checkpoint (expected <run>/checkpoints/epoch-last.pth)")
     return paths
 
 
@@ -64,7 +63,7 @@ def load_checkpoints(paths, framework="torch", device="auto", options=None):
 
     loaded = []
     for i, path in enumerate(paths):
-        ckpt = checkpoint.read(path)  # a bad file is a CheckpointError (a UserError): one line
+        ckpt = checkpoint.read(path)  # a bad file is a CheckpointError (a LiifError): one line
         model = load_model(path, framework=framework, device=device, **(options or {}))
         loaded.append(Checkpoint(f"m{i}", path, label(path, ckpt), model))
     return loaded
@@ -79,7 +78,7 @@ def make_picture(id, name, rgb, factor=None):
 
     h, w = (n // factor for n in rgb.shape[:2])
     if min(h, w) < 1:
-        raise UserError(f"{name} ({rgb.shape[0]}x{rgb.shape[1]}) is smaller than downscale={factor}")
+        raise LiifError(f"{name} ({rgb.shape[0]}x{rgb.shape[1]}) is smaller than downscale={factor}")
     hr = np.ascontiguousarray(rgb[:h * factor, :w * factor])
     return Picture(id, name, resize_bicubic(hr, (h, w)), hr, factor)
 
@@ -96,11 +95,11 @@ def load_pictures(input_path, sample_dir, factor=None):
     pictures = []
     for i, path in enumerate(paths):
         if not os.path.isfile(path):
-            raise UserError(f"input image not found: {path}")
+            raise LiifError(f"input image not found: {path}")
         try:
             rgb = read_image(path)
         except ImageError as e:
-            raise UserError(str(e)) from None
+            raise LiifError(str(e)) from None
         pictures.append(make_picture(f"i{i}", os.path.basename(path), rgb, factor))
     return pictures
 

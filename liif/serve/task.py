@@ -7,9 +7,7 @@ downscale, limits) are in conf/task/serve.yaml. Needs the `serve` extra (Starlet
 import logging
 import socket
 
-from omegaconf import ListConfig
-
-from liif.cli.main import UserError
+from liif.errors import LiifError
 
 log = logging.getLogger(__name__)
 
@@ -17,14 +15,14 @@ log = logging.getLogger(__name__)
 def checkpoint_paths(checkpoint, sweep_dir):
     from liif.serve.sources import sweep_checkpoints
 
-    if isinstance(checkpoint, (list, tuple, ListConfig)):
+    if isinstance(checkpoint, (list, tuple)):
         paths = [str(p) for p in checkpoint]
     else:
         paths = [str(checkpoint)] if checkpoint else []
     if sweep_dir:
         paths += sweep_checkpoints(str(sweep_dir))
     if not paths:
-        raise UserError("task=serve needs checkpoint=CKPT (several: checkpoint=[A.pth,B.pth]) or dir=multirun/<date>/<time>")
+        raise LiifError("task=serve needs checkpoint=CKPT (several: checkpoint=[A.pth,B.pth]) or dir=multirun/<date>/<time>")
     return paths
 
 
@@ -32,7 +30,7 @@ def downscale_factor(value):
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 2:
-        raise UserError(f"task.downscale must be an integer >= 2 (or null), got {value!r}")
+        raise LiifError(f"task.downscale must be an integer >= 2 (or null), got {value!r}")
     return value
 
 
@@ -41,7 +39,7 @@ def listen(host, port):
     try:
         sock = socket.create_server((host, port))
     except (OSError, OverflowError) as e:
-        raise UserError(f"cannot listen on {host}:{port} ({getattr(e, 'strerror', None) or e}); "
+        raise LiifError(f"cannot listen on {host}:{port} ({getattr(e, 'strerror', None) or e}); "
                         f"choose another with task.port=N (0: any free port)") from None
     return sock
 
@@ -52,7 +50,7 @@ def main(cfg, choices=None):
         import starlette  # noqa: F401
         import uvicorn
     except ImportError:
-        raise UserError('task=serve needs the serve extra: pip install -e ".[serve]"') from None
+        raise LiifError('task=serve needs the serve extra: pip install -e ".[serve]"') from None
     from liif.inference.api import infer_options
     from liif.serve.app import Viewer, create_app
     from liif.serve.sources import load_checkpoints, load_pictures
