@@ -1,14 +1,16 @@
-"""Each backend's tensors offer the surface written down in liif.backends.contract.Tensor, with
-torch's meaning (checked against NumPy), and the framework-neutral code uses nothing beyond it."""
+"""Each backend module exports the names of liif.backends.contract.Backend, its tensors offer the
+surface written down in liif.backends.contract.Tensor, with torch's meaning (checked against NumPy),
+and the framework-neutral code uses nothing beyond it."""
 import ast
 import importlib.util
+import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from liif import backends
-from liif.backends.contract import ATTRIBUTES, METHODS, Tensor
+from liif.backends.contract import ATTRIBUTES, BACKEND_NAMES, METHODS, Tensor
 
 FRAMEWORKS = ["torch", pytest.param("jittor", marks=[pytest.mark.jittor, pytest.mark.skipif(
     importlib.util.find_spec("jittor") is None, reason="jittor is not installed")])]
@@ -18,6 +20,17 @@ ROOT = Path(__file__).resolve().parents[1]
 def _arrays():
     rng = np.random.default_rng(0)
     return rng.standard_normal((2, 3, 4)).astype(np.float32), rng.standard_normal((2, 4, 5)).astype(np.float32)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_backend_exports_the_names_of_the_contract_in_its_order(framework):
+    """liif.backends.contract.Backend lists every public name of each backend module, no more, no less
+    (imported modules and the project's error classes are not the backend's own)."""
+    module = backends.get(framework)
+    exported = [name for name, value in vars(module).items() if not name.startswith("_")
+                and (name == "nn" or not isinstance(value, types.ModuleType))
+                and getattr(value, "__module__", None) != "liif.errors"]
+    assert exported == list(BACKEND_NAMES)
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
@@ -66,13 +79,15 @@ NOT_TENSORS = {  # local names in framework-neutral code that are not tensors (i
     "B", "backend", "self", "nn", "layers", "preds", "areas", "blocks", "outs", "image", "spec", "args", "ckpt",
     "model", "framework_cfg", "param", "first", "layer", "encoding",
 }
+NOT_NETWORKS = {"__init__", "registry", "presets", "init", "checkpoint"}  # liif/models/ modules without tensors
 OTHER_CALLS = {"append", "get", "items", "astype", "transpose", "reshape", "update"}  # on lists, dicts, numpy
 
 
 def test_framework_neutral_code_calls_only_contract_methods():
     """Every `x.method(...)` on a local name in the models, api and step modules is a contract
     method (or a list/dict/NumPy call): what a new backend must offer is all in the contract."""
-    files = sorted((ROOT / "liif" / "models").glob("*.py")) + [ROOT / "liif" / "api.py", ROOT / "liif" / "step.py"]
+    networks = [p for p in sorted((ROOT / "liif" / "models").glob("*.py")) if p.stem not in NOT_NETWORKS]
+    files = networks + [ROOT / "liif" / "inference" / "api.py", ROOT / "liif" / "training" / "step.py"]
     outside = set()
     for path in files:
         tree = ast.parse(path.read_text())

@@ -22,6 +22,7 @@ import signal
 import sys
 import time
 from dataclasses import asdict
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Union
 
 import numpy as np
 from tqdm import tqdm
@@ -30,7 +31,7 @@ from liif import backends
 from liif.models import checkpoint, registry
 from liif.run import recovery, rundir, tblog
 from liif.io import durable
-from liif.config import FrameworkConfig, TrainConfig
+from liif.config import FrameworkConfig, RunConfig, TrainConfig
 from liif.data import make_train_sets
 from liif.errors import CheckpointError, ConfigError, TrainingDiverged
 from liif.training.step import train_step
@@ -40,13 +41,24 @@ from liif.run.progress import Estimate, duration
 from liif.run.record import RunRecord, TestResult, TrainSummary
 from liif.training.schedule import learning_rate
 
+if TYPE_CHECKING:  # imported where used, at run time: inference is a layer below, loaded on demand
+    from liif.inference.api import Model
+
 log = logging.getLogger(__name__)
 
 LONG_ON_CPU_S = 15 * 60  # a CPU training estimated longer than this gets the profile=smoke hint
 
 
-def main(config, choices=None):
-    """`python run.py task=train ...`: `config` is a liif.config.RunConfig; `choices` Hydra's group choices."""
+def main(config: RunConfig, choices: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
+    """`python run.py task=train ...`: train, then test the trained model.
+
+    Args:
+        config: the whole run's config.
+        choices: Hydra's config-group choices (for the run's record).
+
+    Returns:
+        The final test's records (see `liif.evaluation.evaluate.evaluate`).
+    """
     from liif.evaluation.evaluate import evaluate, print_run_files, print_table
     B = backends.get(config.framework.name)
     rank, _ = B.distributed_init()  # (0, 1) unless launched by torchrun (torch) or mpirun (jittor)
@@ -95,20 +107,39 @@ def main(config, choices=None):
 
 
 class Trainer:
-    """Trains `model_spec` (the original `{name, args}`) on `train_set` (a wrapped dataset, e.g. from
-    `liif.data.make_train_sets`) with the recipe `train` (a liif.config.TrainConfig), writing
-    checkpoints (and TensorBoard logs) under `out_dir`. No Hydra needed:
+    """Trains a model, writing checkpoints (and TensorBoard logs) under `out_dir`. No Hydra needed:
 
         trainer = Trainer(spec, train_set, "runs/a", train=TrainConfig(epochs=2), val_set=val_set, device="cpu")
         trainer.fit()
         model = trainer.as_model()          # a liif.inference.api.Model, for evaluate() or upscale()
 
-    resume: None, True (this `out_dir`'s last checkpoint), or a run directory or checkpoint path to
-    continue; checkpoint: weights to start from. `Trainer.from_config(run_config)` builds it all
-    from a liif.config.RunConfig (what `python run.py` does)."""
+    `Trainer.from_config(run_config)` builds it all from a liif.config.RunConfig (what
+    `python run.py` does).
 
-    def __init__(self, model_spec, train_set, out_dir, train=None, val_set=None, framework=None, device="auto",
-                 seed=0, resume=None, checkpoint=None, eval_bsize=30000):
+    Args:
+        model_spec: the original `{name, args}` of the model.
+        train_set: a wrapped dataset (items: dicts of inp, coord, cell, gt), e.g. from
+            `liif.data.make_train_sets`.
+        out_dir: the run directory.
+        train: the recipe (None: the paper's).
+        val_set: the validation set, like `train_set` (None: no validation).
+        framework: the framework and its speed options (None: PyTorch, float32).
+        device: 'auto', 'cpu', 'cuda' ...
+        seed: the initial weights' and the batches' seed.
+        resume: None, True (this `out_dir`'s last checkpoint), or a run directory or checkpoint
+            path to continue.
+        checkpoint: weights to start from (a fresh training otherwise).
+        eval_bsize: queries per decoder call in validation.
+    """
+
+    history: List[Dict[str, Any]]
+    step_losses: List[float]
+    writer: Any
+
+    def __init__(self, model_spec: Mapping[str, Any], train_set: Any, out_dir: "Union[str, os.PathLike[str]]",
+                 train: Optional[TrainConfig] = None, val_set: Any = None, framework: Optional[FrameworkConfig] = None,
+                 device: str = "auto", seed: int = 0, resume: "Union[None, bool, str, os.PathLike[str]]" = None,
+                 checkpoint: "Union[None, str, os.PathLike[str]]" = None, eval_bsize: int = 30000) -> None:
         self.t = train if train is not None else TrainConfig()
         fw = framework if framework is not None else FrameworkConfig()
         self.seed, self.eval_bsize = seed, eval_bsize
@@ -151,17 +182,30 @@ class Trainer:
         self.train_net = B.wrap_distributed(self.net)  # DDP when distributed; self.net is what is saved
 
     @classmethod
-    def from_config(cls, config, out_dir=None):
-        """The trainer of a liif.config.RunConfig, its datasets built through the registry."""
+    def from_config(cls, config: RunConfig, out_dir: Optional[str] = None) -> "Trainer":
+        """The trainer of a run's config, its datasets built through the registry.
+
+        Args:
+            config: the whole run's config.
+            out_dir: the run directory (None: `config.output_dir`).
+        """
+        out_dir = out_dir or config.output_dir
+        if not out_dir:  # a config composed by hand, outside a Hydra run
+            raise ConfigError("Trainer.from_config needs out_dir= or config.output_dir: the folder for the run's files")
         train_set, val_set = make_train_sets(config.dataset, config.train, config.scale, seed=config.seed,
                                              on_bad_file=config.on_bad_file, data_dir=config.paths.data_dir)
-        return cls(config.model.spec(), train_set, out_dir or config.output_dir, train=config.train, val_set=val_set,
+        return cls(config.model.spec(), train_set, out_dir, train=config.train, val_set=val_set,
                    framework=config.framework, device=config.device, seed=config.seed, resume=config.resume,
                    checkpoint=config.checkpoint, eval_bsize=config.eval_bsize)
 
     # ---- the loop --------------------------------------------------------------------
-    def fit(self):
-        """Train to `train.epochs`; returns None, or the signal number that interrupted it."""
+    def fit(self) -> Optional[int]:
+        """Train to `train.epochs`, from where the trainer stands (a resumed run: mid-epoch included).
+
+        Returns:
+            None, or the number of the signal (SIGINT, SIGTERM) that interrupted it, after a
+            resumable checkpoint was saved.
+        """
         from liif.data.loader import iterate_batches, len_batches, prefetch
         t, B = self.t, self.B
         like = next(iter(self.net.parameters()))
@@ -219,7 +263,7 @@ class Trainer:
                 self.end_epoch(lr, n_steps, time.time() - started)
         return None
 
-    def suggest_smoke_profile(self, seconds_left):
+    def suggest_smoke_profile(self, seconds_left: Optional[float]) -> None:
         """A CPU training estimated at more than LONG_ON_CPU_S: say how to check the pipeline in a minute."""
         if seconds_left is None or seconds_left <= LONG_ON_CPU_S or str(self.device) != "cpu":
             return
@@ -227,7 +271,7 @@ class Trainer:
                     "(the same experiment shrunk to about a minute; its numbers are meaningless). A GPU "
                     "(device=cuda) is the real place for it.", duration(seconds_left))
 
-    def share_of_global_batch(self, step, n_local):
+    def share_of_global_batch(self, step: int, n_local: int) -> float:
         """The factor on this rank's loss that makes the ranks' averaged gradients those of the mean
         over the whole global batch: n_local * world / n_global. It is 1 unless a last partial batch
         splits unevenly (3 items over 2 ranks: 2 and 1), where a plain average of the ranks' means
@@ -237,11 +281,11 @@ class Trainer:
         n_global = min(self.t.batch_size, len(self.train_set) - step * self.t.batch_size)
         return n_local * self.world / n_global
 
-    def end_epoch(self, lr, n_steps, seconds):
+    def end_epoch(self, lr: float, n_steps: int, seconds: float) -> None:
         """The epoch's row, then rank 0 writes in the order liif/run/recovery.py relies on: TensorBoard,
         `epoch-last.pth` (the commit), then what derives from it (epoch-N, epoch-best, history.csv)."""
         t, epoch = self.t, self.epoch
-        row = {"epoch": epoch, "loss": self.loss_sum / max(n_steps, 1), "lr": lr, "val_psnr": None,
+        row: Dict[str, Any] = {"epoch": epoch, "loss": self.loss_sum / max(n_steps, 1), "lr": lr, "val_psnr": None,
                "seconds": round(seconds, 2)}
         if self.val_set is not None and epoch % t.epoch_val == 0 and self.rank == 0:
             row["val_psnr"] = self.validate()
@@ -264,7 +308,7 @@ class Trainer:
                      left)
         self.B.barrier()  # the checkpoints are written before any rank goes on
 
-    def recover(self, resumed_from):
+    def recover(self, resumed_from: Optional[str]) -> None:
         """Rank 0, before training: redo what a crash after the last commit cut short (the
         derived files of its epoch); history.csv always follows the checkpoint's rows."""
         own_last = os.path.join(self.ckpt_dir, "epoch-last.pth")
@@ -273,7 +317,7 @@ class Trainer:
         else:  # mid-epoch (its epoch's files were complete before it), another run's checkpoint, or none
             recovery.rewrite_history(self.out_dir, self.history)
 
-    def validate(self):
+    def validate(self) -> float:
         """The original's training-time validation: RGB PSNR on the sampled pixels of
         fixed random patches (the draws of epoch 0, so every validation sees the same)."""
         from liif.data.loader import iterate_batches
@@ -286,7 +330,7 @@ class Trainer:
             count += n
         return total / count
 
-    def log_samples(self, folder):
+    def log_samples(self, folder: str) -> None:
         """The test-time sample images (one per dataset and scale) into TensorBoard."""
         if not self.writer or not os.path.isdir(folder):
             return
@@ -297,12 +341,14 @@ class Trainer:
                                       dataformats="HWC")
         self.writer.flush()
 
-    def as_model(self):
+    def as_model(self) -> "Model":
+        """The network being trained as a `liif.inference.api.Model` (the same weights, not a copy),
+        for `evaluate` or `upscale`; it predicts in `framework.infer_precision`."""
         from liif.inference.api import Model
         return Model(self.net, self.B, self.spec, self.device, self.infer_precision)
 
     # ---- checkpoints -----------------------------------------------------------------
-    def save(self, name):
+    def save(self, name: str) -> None:
         """Rank 0 only; the unwrapped model (no DDP `module.` prefixes)."""
         if self.rank != 0:
             return
@@ -317,7 +363,8 @@ class Trainer:
         except OutputError as e:  # a full disk: say that nothing written before is lost
             raise OutputError(f"{e}; the checkpoints already written are intact: continue with resume={self.out_dir}") from None
 
-    def load_weights(self, path):
+    def load_weights(self, path: "Union[str, os.PathLike[str]]") -> Dict[str, Any]:
+        """The weights of checkpoint `path`, which must hold this very model; returns the checkpoint."""
         ckpt = checkpoint.read(str(path))
         spec = checkpoint.model_spec(ckpt, path)
         if _canonical(spec) != _canonical(self.spec):
@@ -329,7 +376,8 @@ class Trainer:
             raise CheckpointError(f"{path}: {e}") from None
         return ckpt
 
-    def load(self, path):
+    def load(self, path: str) -> None:
+        """Continue from checkpoint `path`: its weights, optimizer state, epoch, step and history."""
         ckpt = self.load_weights(path)
         state = ckpt.get("liif")
         if not state:  # an original checkpoint: epochs are complete, no mid-epoch state
@@ -347,17 +395,18 @@ class Trainer:
         self.best_psnr = max([float(state.get("best_psnr", -math.inf)), *psnrs])
         log.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.step_in_epoch)
 
-    def summary(self):
+    def summary(self) -> Dict[str, Any]:
+        """The training's outcome, as liif.run.record.TrainSummary's fields."""
         return {"epochs": self.t.epochs, "epochs_done": self.epoch - 1, "steps": self.steps_done,
                 "best_val_psnr": None if self.best_psnr == -math.inf else self.best_psnr, "history": self.history}
 
 
-def normalise(batch):
+def normalise(batch: Mapping[str, Any]) -> Dict[str, Any]:
     """The original data_norm: inputs and targets mapped from [0, 1] to [-1, 1]."""
     return {"inp": (batch["inp"] - 0.5) / 0.5, "coord": batch["coord"], "cell": batch["cell"], "gt": (batch["gt"] - 0.5) / 0.5}
 
 
-def resume_path(resume, out_dir):
+def resume_path(resume: "Union[bool, str, os.PathLike[str]]", out_dir: str) -> Optional[str]:
     """resume=true: this run's own last checkpoint; resume=DIR or resume=FILE: that one. None when
     the run's own folder began a training that was stopped before its first checkpoint."""
     target = out_dir if resume is True else str(resume)
@@ -372,12 +421,12 @@ def resume_path(resume, out_dir):
     return path
 
 
-def _canonical(spec):
+def _canonical(spec: Mapping[str, Any]) -> str:
     import json
     return json.dumps(registry.with_defaults(spec), sort_keys=True, default=str)
 
 
-def _describe(spec):
+def _describe(spec: Mapping[str, Any]) -> str:
     enc = (spec.get("args") or {}).get("encoder_spec", {})
     return f"'{spec['name']}'" + (f" on '{enc.get('name')}'" if enc else "")
 
@@ -387,15 +436,15 @@ class _StopFlag(rundir.on_signals):
     resumable checkpoint and exit instead of dying mid-write. The signal is acknowledged at
     once (a step may take a while), the outcome is printed once when the loop has stopped."""
 
-    def __init__(self):
-        self.signum = None
+    def __init__(self) -> None:
+        self.signum: Optional[int] = None
         super().__init__(self._set, announce=self._acknowledge)
 
-    def _set(self, signum):
+    def _set(self, signum: int) -> None:
         self.signum = signum
 
     @staticmethod
-    def _acknowledge(signum):
+    def _acknowledge(signum: int) -> None:
         message = f"{signal.Signals(signum).name} received: stopping after this step, saving a checkpoint"
         tqdm.write(message, file=sys.stderr)  # above the progress bar
         rundir.log_to_files(log, logging.WARNING, message)
