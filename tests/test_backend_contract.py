@@ -35,8 +35,8 @@ def test_backend_exports_the_names_of_the_contract_in_its_order(framework):
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_tensors_have_every_method_of_the_contract(framework):
-    B = backends.get(framework)
-    t = B.tensor(_arrays()[0])
+    backend = backends.get(framework)
+    t = backend.tensor(_arrays()[0])
     assert isinstance(t, Tensor)
     missing = [name for name in ATTRIBUTES + METHODS if not hasattr(t, name)]
     assert not missing, f"{framework} tensors lack {missing}"
@@ -44,14 +44,14 @@ def test_tensors_have_every_method_of_the_contract(framework):
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_each_method_means_what_torch_means(framework):
-    B = backends.get(framework)
+    backend = backends.get(framework)
     a, m = _arrays()
-    t, u = B.tensor(a), B.tensor(m)
-    n = B.to_numpy
+    t, u = backend.tensor(a), backend.tensor(m)
+    n = backend.to_numpy
     close = lambda got, want: np.testing.assert_allclose(n(got), want, rtol=1e-6, atol=1e-6)  # noqa: E731
 
     assert tuple(t.shape) == a.shape and t.shape[:2] == a.shape[:2]
-    assert t.dtype == B.tensor(a).dtype and t.dtype != B.tensor(np.zeros(2, np.int32)).dtype
+    assert t.dtype == backend.tensor(a).dtype and t.dtype != backend.tensor(np.zeros(2, np.int32)).dtype
     close(t[:, 1:3, 0], a[:, 1:3, 0])
     c = t.clone()
     c[:, :, 0] += 1.5        # in place, through __getitem__, __iadd__, __setitem__
@@ -76,7 +76,7 @@ def test_each_method_means_what_torch_means(framework):
 
 
 NOT_TENSORS = {  # local names in framework-neutral code that are not tensors (imported modules are skipped too)
-    "B", "backend", "self", "nn", "layers", "preds", "areas", "blocks", "outs", "image", "spec", "args", "ckpt",
+    "backend", "self", "nn", "layers", "preds", "areas", "blocks", "outs", "image", "spec", "args", "ckpt",
     "model", "framework_cfg", "param", "first", "layer", "encoding",
 }
 NOT_NETWORKS = {"__init__", "registry", "presets", "init", "checkpoint"}  # liif/models/ modules without tensors

@@ -140,15 +140,15 @@ def build_model(spec: Dict[str, Any], framework: str = "torch", device: str = "a
     Returns:
         The `Model`.
     """
-    B = backends.get(framework)
-    dev = B.device(device)
-    return _on_device(registry.make(spec, B), B, spec, dev, precision, channels_last, compile)
+    backend = backends.get(framework)
+    dev = backend.device(device)
+    return _on_device(registry.make(spec, backend), backend, spec, dev, precision, channels_last, compile)
 
 
-def _on_device(net: Any, B: Backend, spec: Dict[str, Any], dev: str, precision: str, channels_last: bool,
+def _on_device(net: Any, backend: Backend, spec: Dict[str, Any], dev: str, precision: str, channels_last: bool,
                compile: bool) -> Model:
-    net = B.to_device(net, dev)
-    return Model(B.optimize(net, channels_last=channels_last, compile=compile), B, spec, dev, precision)
+    net = backend.to_device(net, dev)
+    return Model(backend.optimize(net, channels_last=channels_last, compile=compile), backend, spec, dev, precision)
 
 
 def list_models() -> List[str]:
@@ -184,11 +184,11 @@ def create_model(name: str, pretrained_path: Optional[PathLike] = None, framewor
     problem = registry.spec_problem(spec)
     if problem:
         raise BadInput(problem)
-    B = backends.get(framework)
-    dev = B.device(device)
-    net = registry.make(spec, B)
+    backend = backends.get(framework)
+    dev = backend.device(device)
+    net = registry.make(spec, backend)
     if pretrained_path is None:
-        B.load_state_dict_numpy(net, initial_state(B.state_dict_numpy(net), seed))
+        backend.load_state_dict_numpy(net, initial_state(backend.state_dict_numpy(net), seed))
     else:
         ckpt = checkpoint.read(pretrained_path)
         held = checkpoint.model_spec(ckpt, pretrained_path)
@@ -196,10 +196,10 @@ def create_model(name: str, pretrained_path: Optional[PathLike] = None, framewor
             raise CheckpointError(f"{pretrained_path} holds another model than '{name}' with these arguments: "
                                   f"{held}; load it with liif.load_model")
         try:
-            B.load_state_dict_numpy(net, ckpt["model"]["sd"])
+            backend.load_state_dict_numpy(net, ckpt["model"]["sd"])
         except ValueError as e:
             raise CheckpointError(f"{pretrained_path}: {e}") from None
-    return _on_device(net, B, spec, dev, "fp32", False, False)
+    return _on_device(net, backend, spec, dev, "fp32", False, False)
 
 
 def _canonical(spec: Mapping[str, Any]) -> str:
@@ -221,22 +221,22 @@ def load_model(path: PathLike, framework: str = "torch", device: str = "auto", p
     Raises:
         CheckpointError: the file is not a usable checkpoint (named in the message).
     """
-    B = backends.get(framework)
-    dev = B.device(device)
+    backend = backends.get(framework)
+    dev = backend.device(device)
     ckpt = checkpoint.read(path)
     spec = checkpoint.model_spec(ckpt, path)
     check_finite(ckpt["model"]["sd"], path)
     try:
-        net = registry.make(spec, B)
+        net = registry.make(spec, backend)
     except (ValueError, TypeError, KeyError, RuntimeError) as e:  # well-typed but impossible values
         raise CheckpointError(f"{path}: model '{spec['name']}' cannot be built from the checkpoint's "
                               f"arguments ({type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]})") from None
-    model = _on_device(net, B, spec, dev, precision, channels_last, compile)
+    model = _on_device(net, backend, spec, dev, precision, channels_last, compile)
     try:
-        B.load_state_dict_numpy(model.net, ckpt["model"]["sd"])
+        backend.load_state_dict_numpy(model.net, ckpt["model"]["sd"])
     except ValueError as e:
         raise CheckpointError(f"{path}: {e}") from None
-    model.net = B.to_device(model.net, model.device)
+    model.net = backend.to_device(model.net, model.device)
     return model
 
 

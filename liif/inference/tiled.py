@@ -325,7 +325,7 @@ class Encoding:
         """Make the network decode from tile (i, j)'s features, encoding them if needed; returns the
         tile's key (for `_keep`)."""
         key = (i, j, p.margin, p.halo, id(p))
-        net, B = self.model.net, self.model.backend
+        net, backend = self.model.net, self.model.backend
         table = {"table_block": p.table_block} if p.table_block else {}  # LIIF's only
         if key in self._features:
             state = self._features[key]
@@ -342,14 +342,14 @@ class Encoding:
         fc, fd = max(0, c - p.margin), min(self.width, d + p.margin)
         ia, ib = max(0, fa - p.halo), min(self.height, fb + p.halo)  # the encoder's input
         ic, id_ = max(0, fc - p.halo), min(self.width, fd + p.halo)
-        feat = net.gen_feat(B.tensor(self.source(ia, ib, ic, id_), like=self.model._anchor()))
+        feat = net.gen_feat(backend.tensor(self.source(ia, ib, ic, id_), like=self.model._anchor()))
         s = net.encoder.out_scale
         window = None
         if (fa, fb, fc, fd) != (0, self.height, 0, self.width):  # else: the whole image, as untiled
             if (ia, ib, ic, id_) != (fa, fb, fc, fd):
                 feat = feat[:, :, (fa - ia) * s:(fb - ia) * s, (fc - ic) * s:(fd - ic) * s].clone()
             window = (self.height * s, self.width * s, fa * s, fc * s)
-        net.use_feat(B.materialize(feat), window, **table)
+        net.use_feat(backend.materialize(feat), window, **table)
         del feat
         if not self.cache:
             release_freed_memory()  # the encoder's freed maps, before the decoder's differently sized blocks
@@ -393,9 +393,9 @@ class Encoding:
 
     @contextlib.contextmanager
     def _inference(self) -> Iterator[None]:
-        model, B = self.model, self.model.backend
+        model, backend = self.model, self.model.backend
         model.net.eval()
-        with B.no_grad(), B.autocast(model.precision, model.device):
+        with backend.no_grad(), backend.autocast(model.precision, model.device):
             yield
 
     def query(self, coord: npt.ArrayLike, cell: npt.ArrayLike) -> npt.NDArray[np.float32]:
@@ -424,7 +424,7 @@ class Encoding:
         order = np.argsort(tile, kind="stable")
         bounds = np.searchsorted(tile[order], np.arange(p.n_tiles + 1))
         out = np.empty((len(coord), 3), np.float32)
-        B = self.model.backend
+        backend = self.model.backend
         net = self.model.net
         for t in self._tiles(p, skip=lambda t: bounds[t] == bounds[t + 1]):
             key = self._use_tile(p, t // len(p.cols), t % len(p.cols))
@@ -434,13 +434,14 @@ class Encoding:
             for s0 in range(0, len(idx), stage):
                 staged = idx[s0:s0 + stage]
                 # chunk results stay on the device, one copy back per stage (a GPU is not waited for per chunk)
-                buf = B.tensor(np.empty((1, len(staged), 3), np.float32), like=like)
+                buf = backend.tensor(np.empty((1, len(staged), 3), np.float32), like=like)
                 for start in range(0, len(staged), p.bsize):
                     part = staged[start:start + p.bsize]
-                    pred = net.query_rgb(B.tensor(coord[part][None], like=like), B.tensor(cell[part][None], like=like))
+                    pred = net.query_rgb(backend.tensor(coord[part][None], like=like),
+                                         backend.tensor(cell[part][None], like=like))
                     buf[:, start:start + len(part)] = pred.float()
-                    buf = B.materialize(buf)
-                out[staged] = B.to_numpy(buf)[0]
+                    buf = backend.materialize(buf)
+                out[staged] = backend.to_numpy(buf)[0]
             if self.cache:
                 self._keep(key)  # with the latent table its first chunk built
         return out
@@ -467,7 +468,7 @@ class Encoding:
         out_rows = self._out_spans(p.rows, self.height, height)
         out_cols = self._out_spans(p.cols, self.width, width)
         rows, cols = make_coord((height,))[:, 0], make_coord((width,))[:, 0]
-        B, net = self.model.backend, self.model.net
+        backend, net = self.model.backend, self.model.net
         cc = min(width, p.bsize)
         cell = np.empty((1, p.bsize, 2), np.float32)
         cell[..., 0], cell[..., 1] = 2 / height, 2 / width
@@ -486,20 +487,21 @@ class Encoding:
             band = max(step_r, (max(p.bsize, p.budget // 16 // 3) // block_w) // step_r * step_r)
             for y0 in range(r0, r1, band):
                 y1 = min(r1, y0 + band)
-                buf = B.tensor(np.empty(((y1 - y0) * block_w, 3), np.uint8), like=like)
+                buf = backend.tensor(np.empty(((y1 - y0) * block_w, 3), np.uint8), like=like)
                 for y in range(y0, y1, step_r):
                     for x in range(c0, c1, step_c):
                         ys, xs = np.arange(y, min(y1, y + step_r)), np.arange(x, min(c1, x + step_c))
                         coord = np.stack(np.meshgrid(rows[ys], cols[xs], indexing="ij"), -1).reshape(1, -1, 2)
-                        pred = net.query_rgb(B.tensor(coord, like=like), B.tensor(cell[:, :coord.shape[1]], like=like))[0]
+                        pred = net.query_rgb(backend.tensor(coord, like=like),
+                                             backend.tensor(cell[:, :coord.shape[1]], like=like))[0]
                         at = (y - y0) * block_w + (x - c0)  # a contiguous range of the band: whole rows, or one row's part
                         # rounded, not floored (the original demo truncates)
-                        buf[at:at + coord.shape[1]] = B.to_uint8(pred.float() * 0.5 + 0.5)
-                        buf = B.materialize(buf)
+                        buf[at:at + coord.shape[1]] = backend.to_uint8(pred.float() * 0.5 + 0.5)
+                        buf = backend.materialize(buf)
                         done += coord.shape[1]
                         if callable(self.progress):  # the demo's estimate (liif/inference/demo.py)
                             self.progress(done, height * width)
-                out[y0:y1, c0:c1] = B.to_numpy(buf).reshape(y1 - y0, block_w, 3)
+                out[y0:y1, c0:c1] = backend.to_numpy(buf).reshape(y1 - y0, block_w, 3)
             if self.cache:
                 self._keep(key)
         return out

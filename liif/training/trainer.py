@@ -60,8 +60,8 @@ def main(config: RunConfig, choices: Optional[Dict[str, Any]] = None) -> List[Di
         The final test's records (see `liif.evaluation.evaluate.evaluate`).
     """
     from liif.evaluation.evaluate import evaluate, print_run_files, print_table
-    B = backends.get(config.framework.name)
-    rank, _ = B.distributed_init()  # (0, 1) unless launched by torchrun (torch) or mpirun (jittor)
+    backend = backends.get(config.framework.name)
+    rank, _ = backend.distributed_init()  # (0, 1) unless launched by torchrun (torch) or mpirun (jittor)
     if rank != 0:  # the other ranks neither claim nor write the run directory
         logging.getLogger().setLevel(logging.WARNING)
     out_dir = str(config.output_dir)
@@ -72,7 +72,7 @@ def main(config: RunConfig, choices: Optional[Dict[str, Any]] = None) -> List[Di
             if rank == 0:
                 recovery.prepare(out_dir, resuming=bool(config.resume))
                 durable.crash_point("start")
-            B.barrier()  # rank 0 has claimed the directory
+            backend.barrier()  # rank 0 has claimed the directory
             trainer = Trainer.from_config(config, out_dir)
             run.record.model_spec = trainer.spec
             try:
@@ -92,7 +92,7 @@ def main(config: RunConfig, choices: Optional[Dict[str, Any]] = None) -> List[Di
     finally:
         if rank != 0:
             rundir.remove_hydra_only_folder(out_dir)
-        B.distributed_close()
+        backend.distributed_close()
     if stopped_by is not None:
         if rank == 0:
             message = (f"interrupted by {signal.Signals(stopped_by).name}: a resumable checkpoint is in "
@@ -140,29 +140,29 @@ class Trainer:
                  train: Optional[TrainConfig] = None, val_set: Any = None, framework: Optional[FrameworkConfig] = None,
                  device: str = "auto", seed: int = 0, resume: "Union[None, bool, str, os.PathLike[str]]" = None,
                  checkpoint: "Union[None, str, os.PathLike[str]]" = None, eval_bsize: int = 30000) -> None:
-        self.t = train if train is not None else TrainConfig()
+        self.recipe = train if train is not None else TrainConfig()
         fw = framework if framework is not None else FrameworkConfig()
         self.seed, self.eval_bsize = seed, eval_bsize
-        self.B = B = backends.get(fw.name)
-        B.set_threads(fw.threads)
-        self.rank, self.world = B.distributed_init()
-        if self.t.batch_size % self.world:
-            raise ConfigError(f"train.batch_size={self.t.batch_size} is the global batch and must be divisible by the "
+        self.backend = backend = backends.get(fw.name)
+        backend.set_threads(fw.threads)
+        self.rank, self.world = backend.distributed_init()
+        if self.recipe.batch_size % self.world:
+            raise ConfigError(f"train.batch_size={self.recipe.batch_size} is the global batch and must be divisible by the "
                               f"number of processes ({self.world})")
-        self.device = B.device(device)
+        self.device = backend.device(device)
         self.out_dir, self.ckpt_dir = os.fspath(out_dir), os.path.join(os.fspath(out_dir), "checkpoints")
         self.spec = copy.deepcopy(dict(model_spec))
         self.train_set, self.val_set = train_set, val_set
-        B.seed(seed)
-        self.net = registry.make(self.spec, B)
+        backend.seed(seed)
+        self.net = registry.make(self.spec, backend)
         # the same initial weights on every framework: seed= fixes the starting model, not only the data
-        B.load_state_dict_numpy(self.net, initial_state(B.state_dict_numpy(self.net), seed))
+        backend.load_state_dict_numpy(self.net, initial_state(backend.state_dict_numpy(self.net), seed))
         self.precision, self.infer_precision, self.pin_memory = fw.precision, fw.infer_precision, fw.pin_memory
         for precision in (self.precision, self.infer_precision):
-            B.autocast(precision, self.device)  # an unsupported value fails now, not after an epoch
-        self.net = B.to_dtype(B.to_device(self.net, self.device), fw.dtype)
-        self.net = B.optimize(self.net, channels_last=fw.channels_last, compile=fw.compile)
-        self.opt = B.adam(self.net, self.t.lr)
+            backend.autocast(precision, self.device)  # an unsupported value fails now, not after an epoch
+        self.net = backend.to_dtype(backend.to_device(self.net, self.device), fw.dtype)
+        self.net = backend.optimize(self.net, channels_last=fw.channels_last, compile=fw.compile)
+        self.opt = backend.adam(self.net, self.recipe.lr)
         self.epoch, self.step_in_epoch, self.loss_sum = 1, 0, 0.0  # next epoch/step to run
         self.history, self.best_psnr, self.steps_done = [], -math.inf, 0
         self.step_losses = []  # this process's losses, step by step (tests, alignment)
@@ -179,7 +179,7 @@ class Trainer:
             self.recover(resume_from)
             # the events after the checkpoint's step (those of the steps run again) are hidden
             self.writer = tblog.open_writer(os.path.join(self.out_dir, "tb"), purge_step=self.steps_done + 1)
-        self.train_net = B.wrap_distributed(self.net)  # DDP when distributed; self.net is what is saved
+        self.train_net = backend.wrap_distributed(self.net)  # DDP when distributed; self.net is what is saved
 
     @classmethod
     def from_config(cls, config: RunConfig, out_dir: Optional[str] = None) -> "Trainer":
@@ -207,25 +207,25 @@ class Trainer:
             resumable checkpoint was saved.
         """
         from liif.data.loader import iterate_batches, len_batches, prefetch
-        t, B = self.t, self.B
+        recipe, backend = self.recipe, self.backend
         like = next(iter(self.net.parameters()))
-        prepare = lambda batch: B.batch_to_device(normalise(batch), like, self.pin_memory)  # noqa: E731
+        prepare = lambda batch: backend.batch_to_device(normalise(batch), like, self.pin_memory)  # noqa: E731
         stop = _StopFlag()
-        n_steps = len_batches(len(self.train_set), t.batch_size, world_size=self.world)
-        if t.max_steps_per_epoch:
-            n_steps = min(n_steps, t.max_steps_per_epoch)
-        self.estimate = Estimate("training", max(t.epochs - self.epoch + 1, 0) * n_steps - self.step_in_epoch, "step",
+        n_steps = len_batches(len(self.train_set), recipe.batch_size, world_size=self.world)
+        if recipe.max_steps_per_epoch:
+            n_steps = min(n_steps, recipe.max_steps_per_epoch)
+        self.estimate = Estimate("training", max(recipe.epochs - self.epoch + 1, 0) * n_steps - self.step_in_epoch, "step",
                                  note="; validation and the final test come on top")
         with stop:
-            while self.epoch <= t.epochs:
-                lr = learning_rate(self.epoch, t.lr, t.milestones, t.gamma)
-                B.set_lr(self.opt, lr)
+            while self.epoch <= recipe.epochs:
+                lr = learning_rate(self.epoch, recipe.lr, recipe.milestones, recipe.gamma)
+                backend.set_lr(self.opt, lr)
                 started = time.time()
-                batches = iterate_batches(self.train_set, t.batch_size, shuffle=True, seed=self.seed,
-                                          epoch=self.epoch, num_workers=t.num_workers,
+                batches = iterate_batches(self.train_set, recipe.batch_size, shuffle=True, seed=self.seed,
+                                          epoch=self.epoch, num_workers=recipe.num_workers,
                                           rank=self.rank, world_size=self.world)
-                batches = prefetch(batches, prepare) if t.prefetch else map(prepare, batches)
-                bar = tqdm(total=n_steps, initial=self.step_in_epoch, desc=f"epoch {self.epoch}/{t.epochs}",
+                batches = prefetch(batches, prepare) if recipe.prefetch else map(prepare, batches)
+                bar = tqdm(total=n_steps, initial=self.step_in_epoch, desc=f"epoch {self.epoch}/{recipe.epochs}",
                            leave=False, disable=None if self.rank == 0 else True)
                 for step, batch in enumerate(batches):
                     if step >= n_steps:
@@ -233,9 +233,9 @@ class Trainer:
                     if step < self.step_in_epoch:  # resumed mid-epoch: these steps are done
                         continue
                     share = self.share_of_global_batch(step, len(batch["inp"]))
-                    loss = train_step(B, self.train_net, self.opt, batch, self.precision, share)
+                    loss = train_step(backend, self.train_net, self.opt, batch, self.precision, share)
                     if self.world > 1:
-                        loss = B.all_reduce_mean(loss)  # the global batch's loss
+                        loss = backend.all_reduce_mean(loss)  # the global batch's loss
                     if not math.isfinite(loss):
                         raise TrainingDiverged(f"the loss became {loss} at epoch {self.epoch}, step {step + 1}: training "
                                         f"stopped; the last good checkpoint is in {self.ckpt_dir} (try a lower train.lr)")
@@ -251,13 +251,13 @@ class Trainer:
                     durable.crash_point("step")
                     stopping = stop.signum is not None
                     if self.world > 1:  # every rank stops after the same step
-                        stopping = B.all_reduce_mean(float(stopping)) > 0
+                        stopping = backend.all_reduce_mean(float(stopping)) > 0
                     if stopping:
                         bar.close()
                         if self.writer:
                             self.writer.flush()  # the steps up to this checkpoint: not run again on resume
                         self.save("epoch-last.pth")
-                        B.barrier()
+                        backend.barrier()
                         return stop.signum or signal.SIGTERM
                 bar.close()
                 self.end_epoch(lr, n_steps, time.time() - started)
@@ -278,16 +278,16 @@ class Trainer:
         would weight the lone item twice as much as in one process."""
         if self.world == 1:
             return 1.0
-        n_global = min(self.t.batch_size, len(self.train_set) - step * self.t.batch_size)
+        n_global = min(self.recipe.batch_size, len(self.train_set) - step * self.recipe.batch_size)
         return n_local * self.world / n_global
 
     def end_epoch(self, lr: float, n_steps: int, seconds: float) -> None:
         """The epoch's row, then rank 0 writes in the order liif/run/recovery.py relies on: TensorBoard,
         `epoch-last.pth` (the commit), then what derives from it (epoch-N, epoch-best, history.csv)."""
-        t, epoch = self.t, self.epoch
+        recipe, epoch = self.recipe, self.epoch
         row: Dict[str, Any] = {"epoch": epoch, "loss": self.loss_sum / max(n_steps, 1), "lr": lr, "val_psnr": None,
                "seconds": round(seconds, 2)}
-        if self.val_set is not None and epoch % t.epoch_val == 0 and self.rank == 0:
+        if self.val_set is not None and epoch % recipe.epoch_val == 0 and self.rank == 0:
             row["val_psnr"] = self.validate()
             self.best_psnr = max(self.best_psnr, row["val_psnr"])  # before the commit, which holds it
         self.history.append(row)
@@ -300,20 +300,20 @@ class Trainer:
                 self.writer.flush()
             durable.crash_point("tensorboard")
             self.save("epoch-last.pth")
-            recovery.derive_from_last(self.out_dir, self.history, t.epoch_save)
+            recovery.derive_from_last(self.out_dir, self.history, recipe.epoch_save)
             val = f", val PSNR {row['val_psnr']:.3f} dB" if row["val_psnr"] is not None else ""
             left = self.estimate.left_s()
-            left = f", about {duration(left)} left" if left is not None and epoch < t.epochs else ""
-            log.info("epoch %d/%d: loss %.4f, lr %.2e%s (%.1f s%s)", epoch, t.epochs, row["loss"], lr, val, seconds,
-                     left)
-        self.B.barrier()  # the checkpoints are written before any rank goes on
+            left = f", about {duration(left)} left" if left is not None and epoch < recipe.epochs else ""
+            log.info("epoch %d/%d: loss %.4f, lr %.2e%s (%.1f s%s)", epoch, recipe.epochs, row["loss"], lr, val,
+                     seconds, left)
+        self.backend.barrier()  # the checkpoints are written before any rank goes on
 
     def recover(self, resumed_from: Optional[str]) -> None:
         """Rank 0, before training: redo what a crash after the last commit cut short (the
         derived files of its epoch); history.csv always follows the checkpoint's rows."""
         own_last = os.path.join(self.ckpt_dir, "epoch-last.pth")
         if resumed_from and os.path.realpath(resumed_from) == os.path.realpath(own_last) and self.step_in_epoch == 0:
-            recovery.derive_from_last(self.out_dir, self.history, self.t.epoch_save)
+            recovery.derive_from_last(self.out_dir, self.history, self.recipe.epoch_save)
         else:  # mid-epoch (its epoch's files were complete before it), another run's checkpoint, or none
             recovery.rewrite_history(self.out_dir, self.history)
 
@@ -323,7 +323,7 @@ class Trainer:
         from liif.data.loader import iterate_batches
         from liif.evaluation.metrics import psnr
         model, total, count = self.as_model(), 0.0, 0
-        for batch in iterate_batches(self.val_set, self.t.val_batch_size, seed=self.seed, epoch=0):
+        for batch in iterate_batches(self.val_set, self.recipe.val_batch_size, seed=self.seed, epoch=0):
             pred = model.query((batch["inp"] - 0.5) / 0.5, batch["coord"], batch["cell"], bsize=self.eval_bsize)
             n = len(pred)
             total += psnr(np.clip(pred * 0.5 + 0.5, 0, 1), batch["gt"]) * n
@@ -345,19 +345,20 @@ class Trainer:
         """The network being trained as a `liif.inference.api.Model` (the same weights, not a copy),
         for `evaluate` or `upscale`; it predicts in `framework.infer_precision`."""
         from liif.inference.api import Model
-        return Model(self.net, self.B, self.spec, self.device, self.infer_precision)
+        return Model(self.net, self.backend, self.spec, self.device, self.infer_precision)
 
     # ---- checkpoints -----------------------------------------------------------------
     def save(self, name: str) -> None:
         """Rank 0 only; the unwrapped model (no DDP `module.` prefixes)."""
         if self.rank != 0:
             return
-        B = self.B
-        state = {"framework": self.B.name, "next_epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
+        backend = self.backend
+        state = {"framework": self.backend.name, "next_epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
                  "loss_sum": self.loss_sum, "steps_done": self.steps_done, "best_psnr": self.best_psnr,
                  "history": self.history, "seed": self.seed}
-        optimizer = {"name": "adam", "args": {"lr": self.t.lr}, "sd": B.optimizer_state_numpy(self.opt)}
-        obj = checkpoint.envelope(self.spec, B.state_dict_numpy(self.net), optimizer, epoch=self.epoch - 1, extra=state)
+        optimizer = {"name": "adam", "args": {"lr": self.recipe.lr}, "sd": backend.optimizer_state_numpy(self.opt)}
+        obj = checkpoint.envelope(self.spec, backend.state_dict_numpy(self.net), optimizer, epoch=self.epoch - 1,
+                                  extra=state)
         try:
             checkpoint.write(obj, os.path.join(self.ckpt_dir, name))
         except OutputError as e:  # a full disk: say that nothing written before is lost
@@ -371,7 +372,7 @@ class Trainer:
             raise CheckpointError(f"{path} holds a different model than the config asks for: checkpoint "
                             f"{_describe(spec)}, config {_describe(self.spec)}")
         try:
-            self.B.load_state_dict_numpy(self.net, ckpt["model"]["sd"])
+            self.backend.load_state_dict_numpy(self.net, ckpt["model"]["sd"])
         except ValueError as e:
             raise CheckpointError(f"{path}: {e}") from None
         return ckpt
@@ -384,7 +385,7 @@ class Trainer:
             state = {"next_epoch": ckpt["epoch"] + 1, "step_in_epoch": 0, "loss_sum": 0.0}
         if ckpt.get("optimizer", {}).get("sd", {}).get("param_groups"):
             try:
-                self.B.load_optimizer_state_numpy(self.opt, ckpt["optimizer"]["sd"])
+                self.backend.load_optimizer_state_numpy(self.opt, ckpt["optimizer"]["sd"])
             except ValueError as e:  # the backends' strict check of the saved optimizer state
                 raise CheckpointError(f"{path}: its optimizer state does not fit the model: {e}") from None
         self.epoch, self.step_in_epoch = int(state["next_epoch"]), int(state["step_in_epoch"])
@@ -397,7 +398,7 @@ class Trainer:
 
     def summary(self) -> Dict[str, Any]:
         """The training's outcome, as liif.run.record.TrainSummary's fields."""
-        return {"epochs": self.t.epochs, "epochs_done": self.epoch - 1, "steps": self.steps_done,
+        return {"epochs": self.recipe.epochs, "epochs_done": self.epoch - 1, "steps": self.steps_done,
                 "best_val_psnr": None if self.best_psnr == -math.inf else self.best_psnr, "history": self.history}
 
 
