@@ -391,7 +391,8 @@ class Trainer:
         self.epoch, self.step_in_epoch = int(state["next_epoch"]), int(state["step_in_epoch"])
         self.loss_sum, self.steps_done = float(state["loss_sum"]), int(state.get("steps_done", 0))
         self.history = list(state.get("history", []))
-        # the history's best too: older checkpoints were saved before their own epoch's best was counted
+        # the history's best too: the history is the record, and a checkpoint's best_psnr can miss its own
+        # epoch's validation (one saved before that value was counted in)
         psnrs = [row["val_psnr"] for row in self.history if row.get("val_psnr") is not None]
         self.best_psnr = max([float(state.get("best_psnr", -math.inf)), *psnrs])
         log.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.step_in_epoch)
