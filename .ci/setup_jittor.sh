@@ -70,18 +70,18 @@ say "warming LIIF ops"
 (cd "$ROOT" && "$PYTHON" -c "
 import numpy as np
 from liif.models import registry
-from liif.backends import jittor as B
+from liif.backends import jittor as backend
 spec = {'name': 'liif', 'args': {'encoder_spec': {'name': 'edsr-baseline', 'args': {'n_resblocks': 1, 'n_feats': 8, 'no_upsampling': True}},
         'imnet_spec': {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [16]}}}}
-net = registry.make(spec, B)
+net = registry.make(spec, backend)
 rng = np.random.default_rng(0)
 batch = {'inp': rng.standard_normal((1, 3, 6, 5), dtype=np.float32), 'coord': rng.uniform(-1, 1, (1, 7, 2)).astype(np.float32),
          'cell': np.full((1, 7, 2), 0.1, np.float32), 'gt': rng.standard_normal((1, 7, 3), dtype=np.float32)}
-opt = B.adam(net, 1e-4)
+opt = backend.adam(net, 1e-4)
 from liif.training.step import train_step
-print('loss', train_step(B, net, opt, batch))
+print('loss', train_step(backend, net, opt, batch))
 from liif.inference.api import Model  # chunked decoding into a preallocated output (query, upscale)
-model = Model(net, B, spec, 'cpu')
+model = Model(net, backend, spec, 'cpu')
 print('query', model.query(batch['inp'], batch['coord'], batch['cell'], bsize=3).shape,
       'upscale', model.upscale(rng.integers(0, 256, (6, 5, 3), dtype=np.uint8), (13, 11), bsize=50).shape)
 ")
@@ -92,17 +92,17 @@ say "warming Jittor's MPI ops (mpirun -np 2)"
 out="$(cd "$ROOT" && mpirun --allow-run-as-root --oversubscribe -np 2 "$PYTHON" -c "
 import numpy as np
 from liif.models import registry
-from liif.backends import jittor as B
-rank, world = B.distributed_init()
+from liif.backends import jittor as backend
+rank, world = backend.distributed_init()
 spec = {'name': 'liif', 'args': {'encoder_spec': {'name': 'edsr-baseline', 'args': {'n_resblocks': 1, 'n_feats': 8, 'no_upsampling': True}},
         'imnet_spec': {'name': 'mlp', 'args': {'out_dim': 3, 'hidden_list': [16]}}}}
-net = B.wrap_distributed(registry.make(spec, B))
+net = backend.wrap_distributed(registry.make(spec, backend))
 rng = np.random.default_rng(rank)
 batch = {'inp': rng.standard_normal((1, 3, 6, 5), dtype=np.float32), 'coord': rng.uniform(-1, 1, (1, 7, 2)).astype(np.float32),
          'cell': np.full((1, 7, 2), 0.1, np.float32), 'gt': rng.standard_normal((1, 7, 3), dtype=np.float32)}
 from liif.training.step import train_step
-loss = B.all_reduce_mean(train_step(B, net, B.adam(net, 1e-4), batch))
-B.barrier()
+loss = backend.all_reduce_mean(train_step(backend, net, backend.adam(net, 1e-4), batch))
+backend.barrier()
 if rank == 0:
     print('MPI_OK world_size', world, 'mean loss', loss, flush=True)
 ")" || true

@@ -43,7 +43,7 @@ def train_and_test(framework, threads, overrides, steps, init_sd, out_dir):
     cfg = compose(*DEFAULTS, f"framework={framework}", f"framework.threads={threads}", f"train.max_steps_per_epoch={steps_per_epoch}",
                   f"train.epochs={-(-steps // steps_per_epoch)}", f"output_dir={out_dir}", *overrides)
     trainer = Trainer.from_config(cfg, out_dir)
-    trainer.B.load_state_dict_numpy(trainer.net, init_sd)
+    trainer.backend.load_state_dict_numpy(trainer.net, init_sd)
     started = time.time()
     trainer.fit()
     seconds = time.time() - started
@@ -56,9 +56,9 @@ def initial_weights(overrides):
     from liif import backends
     from liif.models import registry
     cfg = compose(*DEFAULTS, *overrides, "output_dir=unused")
-    B = backends.get("torch")
-    B.seed(cfg.seed)
-    return B.state_dict_numpy(registry.make(cfg.model.spec(), B))
+    backend = backends.get("torch")
+    backend.seed(cfg.seed)
+    return backend.state_dict_numpy(registry.make(cfg.model.spec(), backend))
 
 
 def relative_difference(a, b):

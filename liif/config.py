@@ -15,7 +15,7 @@ A new key goes into the dataclass of its node (with its default) and into the YA
 """
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 from liif.errors import ConfigError
 from liif.sizes import parse_bytes
@@ -23,31 +23,31 @@ from liif.sizes import parse_bytes
 MISSING = "???"  # OmegaConf's marker: a value that the YAML or the command line must give
 
 
-def _integer(x):
+def _integer(x: object) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def _check(node, prefix, names, test, what):
+def _check(node: object, prefix: str, names: Sequence[str], test: Callable[[Any], bool], what: str) -> None:
     for name in names:
         value = getattr(node, name)
         if value is not None and not test(value):
             raise ConfigError(f"{prefix}{name}={value!r} must be {what}")
 
 
-def positive_ints(node, prefix, *names):
+def positive_ints(node: object, prefix: str, *names: str) -> None:
     _check(node, prefix, names, lambda v: _integer(v) and v > 0, "a positive integer")
 
 
-def non_negative_ints(node, prefix, *names):
+def non_negative_ints(node: object, prefix: str, *names: str) -> None:
     _check(node, prefix, names, lambda v: _integer(v) and v >= 0, "an integer >= 0")
 
 
-def positive_numbers(node, prefix, *names):
+def positive_numbers(node: object, prefix: str, *names: str) -> None:
     _check(node, prefix, names, lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
            and math.isfinite(v) and v > 0, "a positive number")
 
 
-def one_of(node, prefix, name, choices):
+def one_of(node: object, prefix: str, name: str, choices: Sequence[object]) -> None:
     value = getattr(node, name)
     if value not in choices:
         raise ConfigError(f"{prefix}{name}={value!r} must be one of: {', '.join(map(str, choices))}")
@@ -71,7 +71,7 @@ class TrainConfig:
     prefetch: bool = False
     max_steps_per_epoch: Optional[int] = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         positive_ints(self, "train.", "epochs", "batch_size", "inp_size", "sample_q", "epoch_val", "epoch_save",
                       "val_batch_size", "max_steps_per_epoch")
         non_negative_ints(self, "train.", "num_workers")
@@ -86,8 +86,8 @@ class ScaleConfig:
     min: float = 1.0
     max: Optional[float] = 4.0
 
-    def __post_init__(self):
-        def number(x):
+    def __post_init__(self) -> None:
+        def number(x: object) -> bool:
             return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
         if not (number(self.min) and self.min > 0 and (self.max is None or number(self.max) and self.max >= self.min)):
             raise ConfigError(f"impossible scale range: scale.min={self.min}, scale.max={self.max} (need 0 < min <= max)")
@@ -105,7 +105,7 @@ class FrameworkConfig:
     compile: bool = False
     pin_memory: bool = True
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         non_negative_ints(self, "framework.", "threads")
         one_of(self, "framework.", "dtype", ("float32", "float64"))
         one_of(self, "framework.", "precision", ("fp32", "bf16"))
@@ -118,7 +118,8 @@ class ModelConfig:
     name: str = MISSING
     args: Dict[str, Any] = field(default_factory=dict)
 
-    def spec(self):
+    def spec(self) -> Dict[str, Any]:
+        """The original `{name, args}` spec of the model."""
         return {"name": self.name, "args": self.args}
 
 
@@ -146,7 +147,7 @@ class SplitConfig:
     gt_resize: Optional[int] = None
     augment: Optional[bool] = None     # unused: the recipe's train.augment decides (kept from the original configs)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         positive_ints(self, "dataset split ", "first_k", "repeat", "inp_size", "sample_q", "size_min", "size_max",
                       "gt_resize")
         one_of(self, "dataset split ", "cache", ("none", "in_memory", "bin"))
@@ -166,14 +167,14 @@ class TestSetConfig:
     split_file: Optional[str] = None
     split_key: Optional[str] = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.hr is None:
             raise ConfigError(f"the test set '{self.name}' has no HR folder (dataset=folder needs dataset.path=DIR)")
         one_of(self, f"dataset.test[{self.name}].", "protocol", ("none", "div2k", "benchmark"))
         check_scales(self.scales, f"dataset.test[{self.name}].scales")
 
 
-def check_scales(scales, key):
+def check_scales(scales: Sequence[int], key: str) -> None:
     for s in scales:
         if not _integer(s) or s <= 0:
             raise ConfigError(f"test scales must be positive integers (the protocols shave s pixels): {key} has {s!r}")
@@ -200,10 +201,10 @@ class PathsConfig:
 @dataclass
 class InferConfig:
     """conf/config.yaml `infer`: tiled inference at test and demo time (liif/inference/tiled.py, docs/tiling.md)."""
-    max_memory: Any = "auto"       # auto (half the free memory) or a size such as 2GB, 512MB
+    max_memory: Union[int, float, str] = "auto"  # auto (half the free memory), bytes, or a size such as 2GB
     tile: Optional[int] = None     # force square tiles of this many input pixels (null: the largest that fit)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         positive_ints(self, "infer.", "tile")
         if not (isinstance(self.max_memory, str) and self.max_memory.strip().lower() == "auto"):
             try:
@@ -240,13 +241,13 @@ class RunConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     seed: int = 0
     device: str = "auto"
-    checkpoint: Any = None            # a path (task=serve: also a list of paths)
-    resume: Any = False               # false, true (this run directory), or a run directory / checkpoint
+    checkpoint: Any = None            # a path (task=serve: also a list of paths; OmegaConf has no union with a list)
+    resume: Union[bool, str] = False  # false, true (this run directory), or a run directory / checkpoint
     scales: Optional[List[int]] = None
     input: Optional[str] = None
-    size: Any = None                  # demo: [height, width] (checked by liif.inference.api.parse_size)
+    size: Any = None                  # demo: [height, width]; Any: liif.inference.api.parse_size says what is wrong
     output: Optional[str] = None
-    dir: Any = None                   # report: a folder or a list of folders
+    dir: Any = None                   # report: a folder or a list of folders (OmegaConf has no union with a list)
     eval_bsize: int = 30000
     infer: InferConfig = field(default_factory=InferConfig)
     debug: bool = False
@@ -255,7 +256,7 @@ class RunConfig:
     output_dir: Optional[str] = None
     paper: Optional[Dict[str, Any]] = None  # an experiment's {table, row}
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         non_negative_ints(self, "", "seed")
         positive_ints(self, "", "eval_bsize")
         one_of(self, "", "on_bad_file", ("error", "skip"))

@@ -17,12 +17,12 @@ def tiny_checkpoint(path, seed=0, epoch=7, framework="torch"):
 
     from liif.models import checkpoint
     from liif.inference.api import build_model
-    from liif.backends import torch as B
+    from liif.backends import torch as backend
 
     torch.manual_seed(seed)
     model = build_model(TINY, framework="torch", device="cpu")
     path.parent.mkdir(parents=True, exist_ok=True)
-    checkpoint.write(checkpoint.envelope(TINY, B.state_dict_numpy(model.net), epoch=epoch,
+    checkpoint.write(checkpoint.envelope(TINY, backend.state_dict_numpy(model.net), epoch=epoch,
                                          extra={"framework": framework}), str(path))
     return str(path)
 

@@ -11,11 +11,11 @@ from liif.io import torchfile
 
 
 def test_saved_checkpoint_reloads_bitwise(tmp_path, fixtures_dir):
-    B = backends.get("torch")
+    backend = backends.get("torch")
     original = checkpoint.read(str(fixtures_dir / "ckpt_edsr-baseline-liif-c.pth"))
     model = liif.load_model(str(fixtures_dir / "ckpt_edsr-baseline-liif-c.pth"), device="cpu")
     path = tmp_path / "ours.pth"
-    checkpoint.write(checkpoint.envelope(model.spec, B.state_dict_numpy(model.net), epoch=3,
+    checkpoint.write(checkpoint.envelope(model.spec, backend.state_dict_numpy(model.net), epoch=3,
                                          extra={"framework": "torch"}), str(path))
     raw = torch.load(path, weights_only=True)  # what the original code (and a careful user) does
     assert raw["model"]["name"] == "liif" and raw["epoch"] == 3 and raw["liif"]["framework"] == "torch"

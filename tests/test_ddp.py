@@ -29,11 +29,11 @@ class _Items:
 
 @pytest.mark.parametrize("world", [2, 4])
 def test_rank_shards_make_up_the_single_process_batches(world):
-    data, B = _Items(), 4
-    whole = [b["i"].tolist() for b in iterate_batches(data, B, shuffle=True, seed=5, epoch=3)]
-    shards = [[b["i"].tolist() for b in iterate_batches(data, B, shuffle=True, seed=5, epoch=3, rank=r, world_size=world)]
+    data, batch_size = _Items(), 4
+    whole = [b["i"].tolist() for b in iterate_batches(data, batch_size, shuffle=True, seed=5, epoch=3)]
+    shards = [[b["i"].tolist() for b in iterate_batches(data, batch_size, shuffle=True, seed=5, epoch=3, rank=r, world_size=world)]
               for r in range(world)]
-    n = len_batches(len(data), B, world_size=world)
+    n = len_batches(len(data), batch_size, world_size=world)
     assert all(len(s) == n for s in shards)
     for b in range(n):
         assert sorted(sum((s[b] for s in shards), [])) == sorted(whole[b])

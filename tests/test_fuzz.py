@@ -80,14 +80,14 @@ def test_loader_rejects_garbage_with_a_clear_error(tmp_path_factory, blob):
 
 @pytest.fixture(scope="module")
 def tiny_models():
-    B = backends.get("torch")
-    B.seed(0)
+    backend = backends.get("torch")
+    backend.seed(0)
     encoder = {"name": "edsr-baseline", "args": {"n_resblocks": 1, "n_feats": 8, "no_upsampling": True}}
     specs = [{"name": "liif", "args": {"encoder_spec": encoder, "imnet_spec": {"name": "mlp", "args": {"out_dim": 3, "hidden_list": [16]}},
                                        "local_ensemble": le, "feat_unfold": fu, "cell_decode": cd}}
              for le in (True, False) for fu in (True, False) for cd in (True, False)]
     specs.append({"name": "metasr", "args": {"encoder_spec": encoder}})
-    return [Model(registry.make(spec, B), B, spec, "cpu") for spec in specs]
+    return [Model(registry.make(spec, backend), backend, spec, "cpu") for spec in specs]
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -239,7 +239,7 @@ def test_official_training_step(fixtures_dir):
     tmodel, jmodel = liif.load_model(path, "torch", "cpu"), liif.load_model(path, "jittor", "cpu")
     grads = _torch_grads(tmodel.net, batch)
     jmodel.query(batch["inp"], batch["coord"][:, :5], batch["cell"][:, :5])  # eval mode must not stop training
-    losses = [train_step(B, m.net, B.adam(m.net, 1e-4), batch) for B, m in ((T, tmodel), (J, jmodel))]
+    losses = [train_step(backend, m.net, backend.adam(m.net, 1e-4), batch) for backend, m in ((T, tmodel), (J, jmodel))]
     assert abs(losses[1] - losses[0]) <= 1e-6 * losses[0]
     assert abs(losses[1] - float(ref["loss"])) <= 1e-6 * losses[0]
     after = J.state_dict_numpy(jmodel.net)
@@ -331,10 +331,10 @@ def test_float64_models_and_training_agree_far_below_float32_noise():
         assert want.dtype == got.dtype == np.float32  # the API answers in float32 whatever the model's type
         assert np.abs(got - want).max() <= 1e-6, key  # float32 rounding of float64 results that agree
         outs = []
-        for B, net in ((T, tmodel.net), (J, jmodel.net)):
+        for backend, net in ((T, tmodel.net), (J, jmodel.net)):
             like = next(iter(net.parameters()))
-            with B.no_grad():
-                outs.append(B.to_numpy(net(*(B.tensor(a, like) for a in (inp, coord, cell)))))
+            with backend.no_grad():
+                outs.append(backend.to_numpy(net(*(backend.tensor(a, like) for a in (inp, coord, cell)))))
         tnet_out, jnet_out = outs
         assert tnet_out.dtype == jnet_out.dtype == np.float64
         assert np.abs(tnet_out - jnet_out).max() <= 1e-12, key

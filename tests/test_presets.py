@@ -59,8 +59,8 @@ def test_create_model_pretrained_equals_load_model(fixtures_dir):
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_fresh_weights_are_seeded_and_the_same_on_both_frameworks(framework):
-    B, T = backends.get(framework), backends.get("torch")
-    ours = B.state_dict_numpy(liif.create_model("edsr_baseline_liif", framework=framework, device="cpu", **TINY).net)
+    backend, T = backends.get(framework), backends.get("torch")
+    ours = backend.state_dict_numpy(liif.create_model("edsr_baseline_liif", framework=framework, device="cpu", **TINY).net)
     torch_ = T.state_dict_numpy(liif.create_model("edsr_baseline_liif", device="cpu", **TINY).net)
     other = T.state_dict_numpy(liif.create_model("edsr_baseline_liif", device="cpu", seed=1, **TINY).net)
     assert ours.keys() == torch_.keys() and ours["imnet.layers.0.weight"].shape == (8, 8 * 9 + 4)

@@ -58,12 +58,12 @@ def build(spec, backend=T, seed=0):
 
 def untiled_query(model, inp, coord, cell):
     """The whole-input computation, as Model.query did before tiling (one decoder call)."""
-    B, net = model.backend, model.net
+    backend, net = model.backend, model.net
     net.eval()
-    with B.no_grad():
+    with backend.no_grad():
         like = next(iter(net.parameters()))
-        net.gen_feat(B.tensor(inp, like=like))
-        return B.to_numpy(net.query_rgb(B.tensor(coord, like=like), B.tensor(cell, like=like)))
+        net.gen_feat(backend.tensor(inp, like=like))
+        return backend.to_numpy(net.query_rgb(backend.tensor(coord, like=like), backend.tensor(cell, like=like)))
 
 
 def image(h, w, seed=0):

@@ -152,12 +152,12 @@ def test_the_seed_fixes_the_same_initial_weights_on_every_framework(sample_dir, 
         pytest.skip("jittor is not installed")
     states = [Trainer.from_config(tiny_cfg(sample_dir, tmp_path / fw, f"framework={fw}", "seed=7"), str(tmp_path / fw))
               for fw in ("torch", "jittor")]
-    a, b = (t.B.state_dict_numpy(t.net) for t in states)
+    a, b = (t.backend.state_dict_numpy(t.net) for t in states)
     assert a.keys() == b.keys()
     for key in a:
         np.testing.assert_array_equal(a[key], b[key])
     other = Trainer.from_config(tiny_cfg(sample_dir, tmp_path / "o", "seed=8"), str(tmp_path / "o"))
-    assert not np.array_equal(other.B.state_dict_numpy(other.net)["imnet.layers.0.weight"], a["imnet.layers.0.weight"])
+    assert not np.array_equal(other.backend.state_dict_numpy(other.net)["imnet.layers.0.weight"], a["imnet.layers.0.weight"])
 
 
 def test_float64_training_matches_float32_at_first_and_resumes_in_float64(sample_dir, tmp_path):
@@ -170,7 +170,7 @@ def test_float64_training_matches_float32_at_first_and_resumes_in_float64(sample
     assert f64.step_losses != f32.step_losses
     resumed = Trainer.from_config(tiny_cfg(sample_dir, tmp_path / "f64", "train.epochs=2", "framework.dtype=float64", "resume=true"),
                       str(tmp_path / "f64"))
-    assert {v.dtype for v in resumed.B.state_dict_numpy(resumed.net).values()} == {np.dtype("float64")}
+    assert {v.dtype for v in resumed.backend.state_dict_numpy(resumed.net).values()} == {np.dtype("float64")}
     assert resumed.fit() is None and len(resumed.history) == 2
     assert np.isfinite(resumed.history[-1]["val_psnr"])
 

@@ -16,16 +16,16 @@ def test_one_adam_step_reproduces_the_original(fixtures_dir, framework):
             pytest.skip("jittor is not installed")
     data, ref = np.load(fixtures_dir / "data_pipeline.npz"), np.load(fixtures_dir / "train_step.npz")
     model = liif.load_model(str(fixtures_dir / "ckpt_edsr-baseline-liif.pth"), framework=framework, device="cpu")
-    B = model.backend
+    backend = model.backend
     for key in ref.files:
         if key.startswith("before/"):
-            np.testing.assert_array_equal(B.state_dict_numpy(model.net)[key[len("before/"):]], ref[key])
+            np.testing.assert_array_equal(backend.state_dict_numpy(model.net)[key[len("before/"):]], ref[key])
     model.net.train()
-    optimizer = B.adam(model.net, 1e-4)
+    optimizer = backend.adam(model.net, 1e-4)
     batch = normalise({k: data[f"train_{k}"][None] for k in ("inp", "coord", "cell", "gt")})
-    loss = train_step(B, model.net, optimizer, batch)
+    loss = train_step(backend, model.net, optimizer, batch)
     assert abs(loss - float(ref["loss"])) <= 1e-6 * float(ref["loss"])
-    after = B.state_dict_numpy(model.net)
+    after = backend.state_dict_numpy(model.net)
     for key in ref.files:
         if key.startswith("after/"):
             name = key[len("after/"):]

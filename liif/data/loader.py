@@ -24,8 +24,9 @@ def _init_worker(dataset):
     global _worker_dataset
     _worker_dataset = dataset
     # A worker forked during training inherits the trainer's SIGTERM handler (which only sets a
-    # flag), and Pool.terminate() stops workers with SIGTERM: restore the default so it works (a
-    # hang was seen), and leave Ctrl-C to the parent, which then terminates the pool.
+    # flag), and Pool.terminate() stops workers with SIGTERM: restore the default, else the worker
+    # keeps running and terminate() waits for it forever; leave Ctrl-C to the parent, which then
+    # terminates the pool.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 

@@ -14,19 +14,33 @@ import os
 import sys
 import time
 from dataclasses import asdict
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from tqdm import tqdm
 
+from liif.config import RunConfig, TestSetConfig
 from liif.evaluation import metrics
 from liif.errors import CheckpointError, ConfigError
 from liif.run.record import RunRecord, TestResult
 
+if TYPE_CHECKING:  # imported where used, at run time
+    from liif.inference.api import Model
+    from liif.run.progress import Estimate
+
 log = logging.getLogger(__name__)
 
 
-def main(config, choices=None):
-    """`python run.py task=test checkpoint=...`: `config` is a liif.config.RunConfig."""
+def main(config: RunConfig, choices: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
+    """`python run.py task=test checkpoint=...`: test a checkpoint.
+
+    Args:
+        config: the whole run's config.
+        choices: Hydra's config-group choices (for the run's record).
+
+    Returns:
+        The records, as `evaluate` returns them.
+    """
     from liif.inference.api import infer_options, load_model
     from liif.run.labels import model_label
     from liif.run.rundir import Interrupted, RunLifecycle, interruptible
@@ -51,7 +65,7 @@ def main(config, choices=None):
     return records
 
 
-def evaluate_as_configured(model, config, out_dir):
+def evaluate_as_configured(model: "Model", config: RunConfig, out_dir: Optional[str]) -> List[Dict[str, Any]]:
     """The test pass of a run, `task=test`'s and the one that ends `task=train`: `model` on
     `config`'s (a liif.config.RunConfig) test sets and scales, with its query batch, bad-file
     policy and `infer` tiling (max_memory, tile). Returns `evaluate`'s records."""
@@ -60,11 +74,23 @@ def evaluate_as_configured(model, config, out_dir):
                     on_bad_file=config.on_bad_file, tiling=tiling_options(config.infer))
 
 
-def evaluate(model, test_sets, eval_bsize=30000, out_dir=None, scales=None, on_bad_file="error", tiling=None):
-    """Test `model` (a liif.inference.api.Model) on each of `test_sets` (liif.config.TestSetConfig: the
-    `dataset.test` entries) at each of its scales, or at `scales` when given. Returns one record
-    (a dict of liif.run.record.TestResult's fields) per (set, scale); with `out_dir`, the first image
-    of each goes to `out_dir/samples/`. `tiling`: `Model.query`'s max_memory/tile (liif/inference/tiled.py)."""
+def evaluate(model: "Model", test_sets: Sequence[TestSetConfig], eval_bsize: int = 30000, out_dir: Optional[str] = None,
+             scales: Optional[Sequence[int]] = None, on_bad_file: str = "error",
+             tiling: Optional[Mapping[str, Any]] = None) -> List[Dict[str, Any]]:
+    """PSNR and SSIM of `model` on each test set at each scale, with the original test protocols.
+
+    Args:
+        model: the model to test.
+        test_sets: the `dataset.test` entries.
+        eval_bsize: queries per decoder call.
+        out_dir: where the first image of each (set, scale) goes, under `samples/` (None: nowhere).
+        scales: the scales to test (None: each set's own).
+        on_bad_file: 'error' or 'skip' (an unreadable image).
+        tiling: `Model.query`'s max_memory and tile (liif/inference/tiled.py; None: the defaults).
+
+    Returns:
+        One record per (set, scale): a dict of liif.run.record.TestResult's fields.
+    """
     from liif.data import layouts
     from liif.run.progress import Estimate
     runs = []  # every (set, scale) is opened first: a missing folder fails now, and the total is known
@@ -88,7 +114,7 @@ def evaluate(model, test_sets, eval_bsize=30000, out_dir=None, scales=None, on_b
     return records
 
 
-def expected_layout(entry):
+def expected_layout(entry: TestSetConfig) -> str:
     text = f"{entry.hr}/*.png"
     if entry.lr:
         text += f"\n{entry.lr.format(scale='{2,3,4}')}/*.png   (optional: used for x2-x4 when present; " \
@@ -96,11 +122,13 @@ def expected_layout(entry):
     return text
 
 
-def _is_paired(dataset):
+def _is_paired(dataset: Any) -> bool:
     return type(dataset).__name__ == "SRImplicitPaired"
 
 
-def evaluate_set(model, dataset, eval_type, bsize=30000, desc="test", sample_dir=None, tiling=None, estimate=None):
+def evaluate_set(model: "Model", dataset: Any, eval_type: str, bsize: int = 30000, desc: str = "test",
+                 sample_dir: Optional[str] = None, tiling: Optional[Mapping[str, Any]] = None,
+                 estimate: "Optional[Estimate]" = None) -> Dict[str, Any]:
     """Mean PSNR/SSIM (and bicubic's PSNR) over `dataset`. `tiling`: `Model.query`'s max_memory and
     tile options (default: auto). With `sample_dir`, its first image is saved there as the model's
     output (`<desc>.png`) and as a comparison with the input, bicubic and the ground truth
@@ -130,14 +158,15 @@ def evaluate_set(model, dataset, eval_type, bsize=30000, desc="test", sample_dir
             "seconds": round(time.time() - started, 3)}
 
 
-def sample_name(desc):
+def sample_name(desc: str) -> str:
     """A file name for the sample of `desc` ('<set name> x<scale>'): the set name comes from the config,
     so separators and leading dots are replaced (dataset.name=../x must not write outside samples/)."""
     name = "".join(c if c.isalnum() or c in "-_." else "_" for c in desc.replace(" ", "_")).lstrip(".")
     return (name or "sample") + ".png"
 
 
-def predict_image(model, sample, bsize, tiling=None):
+def predict_image(model: "Model", sample: Mapping[str, np.ndarray], bsize: int,
+                  tiling: Optional[Mapping[str, Any]] = None) -> Tuple[np.ndarray, np.ndarray, Tuple[int, int]]:
     """Whole-image prediction in [0, 1] as (1, 3, H, W), the ground truth likewise, and (H, W).
     The image is encoded in tiles when it does not fit `tiling["max_memory"]` (same output)."""
     inp = ((sample["inp"] - 0.5) / 0.5)[None]
@@ -151,7 +180,7 @@ def predict_image(model, sample, bsize, tiling=None):
     return to_image(pred), to_image(sample["gt"][None]), shape
 
 
-def bicubic_upsample(inp, shape):
+def bicubic_upsample(inp: np.ndarray, shape: Tuple[int, int]) -> np.ndarray:
     """The LR (3, h, w) in [0, 1] upsampled by Pillow bicubic to `shape`, as (1, 3, H, W)."""
     from liif.data.resize import resize_bicubic
     lr = np.round(inp.transpose(1, 2, 0) * 255).astype(np.uint8)
@@ -159,12 +188,12 @@ def bicubic_upsample(inp, shape):
     return up.transpose(2, 0, 1)[None]
 
 
-def save_sample(sr, path):
+def save_sample(sr: np.ndarray, path: str) -> None:
     from liif.io.outputs import write_image
     write_image(np.round(sr[0].transpose(1, 2, 0) * 255).astype(np.uint8), path)
 
 
-def print_run_files(out_dir, best_psnr=None):
+def print_run_files(out_dir: Optional[str], best_psnr: Optional[float] = None) -> None:
     """The closing lines: where the run folder is and what to open in it first."""
     if not out_dir:
         return
@@ -187,7 +216,7 @@ def print_run_files(out_dir, best_psnr=None):
     print("\n".join(lines))
 
 
-def print_table(records):
+def print_table(records: Sequence[Mapping[str, Any]]) -> None:
     if not records:
         return
     lines = [f"{'dataset':<12}{'scale':>6}  {'eval_type':<13}{'PSNR':>9}{'bicubic':>9}{'SSIM':>8}{'images':>8}"]

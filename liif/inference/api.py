@@ -13,33 +13,62 @@
 Everything crossing this API is NumPy; the framework stays inside.
 """
 import json
+import os
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
+import numpy.typing as npt
 
 from liif import backends
+from liif.backends.contract import Backend
+from liif.config import FrameworkConfig, InferConfig
 from liif.models import checkpoint, presets, registry
 from liif.errors import BadInput, CheckpointError, ConfigError, UnknownName
 from liif.models.init import initial_state
 from liif.inference.memory import check_fits
-from liif.inference.tiled import Encoding
+from liif.inference.tiled import Encoding, MaxMemory, Progress
+
+PathLike = Union[str, "os.PathLike[str]"]
 
 
 class Model:
-    """A built network plus its backend, device, spec (the original `{name, args}`) and the
-    precision it predicts in ('fp32', or 'bf16': bfloat16 autocast, PyTorch only)."""
+    """A built network plus its backend, device, spec and the precision it predicts in.
 
-    def __init__(self, net, backend, spec, device, precision="fp32"):
+    Args:
+        net: the network, a `backend.Module` (torch.nn.Module, jittor.Module), on `device`.
+        backend: the backend module that built it (`liif.backends.get`).
+        spec: the original `{name, args}` of the model.
+        device: where `net` is ('cpu', 'cuda' ...).
+        precision: 'fp32', or 'bf16' (bfloat16 autocast, PyTorch only).
+    """
+
+    net: Any
+    backend: Backend
+    spec: Dict[str, Any]
+    device: str
+    precision: str
+
+    def __init__(self, net: Any, backend: Backend, spec: Dict[str, Any], device: str, precision: str = "fp32") -> None:
         backend.autocast(precision, device)  # an unsupported precision fails here, not at the first query
         self.net, self.backend, self.spec, self.device, self.precision = net, backend, spec, device, precision
 
-    def query(self, inp, coord, cell, bsize=30000, max_memory="auto", tile=None):
-        """Predict at `coord` (B,Q,2) with cells `cell` (B,Q,2) from normalised `inp` (B,3,h,w).
+    def query(self, inp: npt.ArrayLike, coord: npt.ArrayLike, cell: npt.ArrayLike, bsize: int = 30000,
+              max_memory: MaxMemory = "auto", tile: Optional[int] = None) -> npt.NDArray[np.float32]:
+        """Predict RGB at any coordinates, like the original `batched_predict`, on any input size.
 
-        Returns (B,Q,3) float32 in the normalised space, like the original `batched_predict`, on
-        any input size: each image is encoded and decoded in tiles that fit `max_memory` (bytes,
-        "2GB", or "auto": half the free memory; liif/inference/tiled.py), one tile when it fits whole, with
-        the output of the untiled computation. The decoder runs on chunks of `bsize` queries.
-        `tile`: force square tiles of that many input pixels a side (tests, benchmarks).
+        Each image is encoded and decoded in tiles that fit `max_memory` (liif/inference/tiled.py),
+        one tile when it fits whole, with the output of the untiled computation.
+
+        Args:
+            inp: (B,3,h,w) input images, normalised to [-1, 1].
+            coord: (B,Q,2) query coordinates, (row, col) in [-1, 1].
+            cell: (B,Q,2) the query cells' sizes in the same units.
+            bsize: queries per decoder call.
+            max_memory: bytes, a size such as "2GB", or "auto" (half the free memory).
+            tile: force square tiles of that many input pixels a side (tests, benchmarks).
+
+        Returns:
+            (B,Q,3) float32 in the normalised space.
         """
         bsize = check_bsize(bsize)  # a bsize <= 0 would decode nothing and return the uninitialised buffer
         inp, coord, cell = (np.asarray(a, dtype=np.float32) for a in (inp, coord, cell))
@@ -49,13 +78,22 @@ class Model:
             out[b] = encoding.query(coord[b], cell[b])
         return out
 
-    def upscale(self, image, size, bsize=30000, max_memory="auto", tile=None, progress=True):
-        """Upscale a uint8 image (HxW grey, HxWx3 RGB or HxWx4 RGBA) to `size` = (H, W), uint8 RGB out.
+    def upscale(self, image: npt.ArrayLike, size: Sequence[int], bsize: int = 30000, max_memory: MaxMemory = "auto",
+                tile: Optional[int] = None, progress: Progress = True) -> npt.NDArray[np.uint8]:
+        """Upscale a uint8 image to any size, in tiles that fit `max_memory` (see `query`).
 
-        Any input size: tiles that fit `max_memory` (see `query`), written into the uint8 output in
-        place, chunk by chunk (coordinates are made per chunk); the output's own size is checked
-        against the free memory before any work starts. `progress`: a bar over the tiles, and when
-        it is a function, `progress(done, total)` after each chunk with the output pixels done so far.
+        The tiles are written into the uint8 output in place, chunk by chunk (coordinates are made
+        per chunk); the output's own size is checked against the free memory before any work starts.
+
+        Args:
+            image: uint8, HxW grey, HxWx3 RGB or HxWx4 RGBA (alpha is dropped).
+            size: the output's (height, width).
+            bsize, max_memory, tile: as `query`.
+            progress: a bar over the tiles; a function is also called as `progress(done, total)`
+                after each chunk, with the output pixels done so far.
+
+        Returns:
+            (height, width, 3) uint8 RGB.
         """
         image = to_rgb(np.asarray(image))
         height, width = parse_size(size)
@@ -64,46 +102,81 @@ class Model:
         return self.encode(image, max_memory=max_memory, bsize=bsize, tile=tile,
                            progress=progress).render((height, width))
 
-    def encode(self, image, max_memory="auto", bsize=30000, tile=None, cache=False, progress=True):
-        """A uint8 image (as `upscale` takes it) prepared for decoding: a `liif.inference.tiled.Encoding`, whose
-        `query(coord, cell)` predicts at any coordinates and `render(size)` upscales. Tiles are
-        encoded when first needed; `cache=True` keeps their features for later queries (a viewer:
-        encode once per image, query any viewport), `nbytes` says how much that holds."""
+    def encode(self, image: npt.ArrayLike, max_memory: MaxMemory = "auto", bsize: int = 30000,
+               tile: Optional[int] = None, cache: bool = False, progress: Progress = True) -> Encoding:
+        """A uint8 image prepared for decoding: tiles are encoded when first needed.
+
+        Args:
+            image: as `upscale` takes it.
+            max_memory, bsize, tile, progress: as `upscale`.
+            cache: keep every tile's features for later queries (a viewer: encode once per image,
+                query any viewport); `Encoding.nbytes` says how much that holds.
+
+        Returns:
+            A `liif.inference.tiled.Encoding`, whose `query(coord, cell)` predicts at any
+            coordinates and `render(size)` upscales.
+        """
         return Encoding.of_image(self, to_rgb(np.asarray(image)), max_memory=max_memory, bsize=bsize, tile=tile,
                                  cache=cache, progress=progress)
 
-    def _anchor(self):
-        """Any tensor on the model's device, for `B.tensor(..., like=)`."""
+    def _anchor(self) -> Any:
+        """Any tensor on the model's device, for `backend.tensor(..., like=)`."""
         return next(iter(self.net.parameters()))
 
 
-def build_model(spec, framework="torch", device="auto", precision="fp32", channels_last=False, compile=False):
-    """The model `spec` with fresh weights. precision: 'fp32', or 'bf16' (inference under bfloat16
-    autocast: faster on a GPU, costs PSNR, see docs/benchmarks.md); channels_last, compile: the
-    backend's `optimize` (PyTorch). All three default to the plain float32 model."""
-    B = backends.get(framework)
-    dev = B.device(device)
-    return _on_device(registry.make(spec, B), B, spec, dev, precision, channels_last, compile)
+def build_model(spec: Dict[str, Any], framework: str = "torch", device: str = "auto", precision: str = "fp32",
+                channels_last: bool = False, compile: bool = False) -> Model:
+    """The model `spec` with the framework's default initial weights.
+
+    Args:
+        spec: the original `{name, args}` of a registered model.
+        framework: 'torch' or 'jittor'.
+        device: 'auto' (a GPU if there is one), 'cpu', 'cuda' ...
+        precision: 'fp32', or 'bf16' (inference under bfloat16 autocast: faster on a GPU, costs
+            PSNR, see docs/benchmarks.md).
+        channels_last, compile: the backend's `optimize` (PyTorch). With the defaults, the plain
+            float32 model.
+
+    Returns:
+        The `Model`.
+    """
+    backend = backends.get(framework)
+    dev = backend.device(device)
+    return _on_device(registry.make(spec, backend), backend, spec, dev, precision, channels_last, compile)
 
 
-def _on_device(net, B, spec, dev, precision, channels_last, compile):
-    net = B.to_device(net, dev)
-    return Model(B.optimize(net, channels_last=channels_last, compile=compile), B, spec, dev, precision)
+def _on_device(net: Any, backend: Backend, spec: Dict[str, Any], dev: str, precision: str, channels_last: bool,
+               compile: bool) -> Model:
+    net = backend.to_device(net, dev)
+    return Model(backend.optimize(net, channels_last=channels_last, compile=compile), backend, spec, dev, precision)
 
 
-def list_models():
-    """The names `create_model` knows: the paper's models (`liif/models/presets.py`), also the options of
-    `python run.py model=<name>`."""
+def list_models() -> List[str]:
+    """The names `create_model` knows.
+
+    Returns:
+        The paper's models (`liif/models/presets.py`), sorted: also the options of
+        `python run.py model=<name>`.
+    """
     return presets.names()
 
 
-def create_model(name, pretrained_path=None, framework="torch", device="auto", seed=0, **overrides):
-    """The preset `name` (see `list_models`) as a `Model`; `model.net` is the network itself.
+def create_model(name: str, pretrained_path: Optional[PathLike] = None, framework: str = "torch",
+                 device: str = "auto", seed: int = 0, **overrides: Any) -> Model:
+    """A preset model, with fresh weights or a checkpoint's.
 
-    overrides: model arguments replacing the preset's, dicts merged, e.g. `local_ensemble=False` or
-    `encoder_spec={"args": {"scale": 3}}`. Without `pretrained_path` the weights are fresh, drawn from
-    `seed` as training draws them (the same numbers on both frameworks); with it, the checkpoint's
-    weights, after checking that it holds this very model."""
+    Args:
+        name: a preset (see `list_models`).
+        pretrained_path: a checkpoint holding this very model (checked); None: fresh weights,
+            drawn from `seed` as training draws them (the same numbers on both frameworks).
+        framework, device: as `build_model`.
+        seed: the fresh weights' seed.
+        **overrides: model arguments replacing the preset's, dicts merged, e.g.
+            `local_ensemble=False` or `encoder_spec={"args": {"scale": 3}}`.
+
+    Returns:
+        The `Model` (float32); `model.net` is the network itself.
+    """
     if name not in presets.PRESETS:
         raise UnknownName(f"unknown model '{name}'; choose one of: {', '.join(list_models())}")
     spec = presets.spec(name)
@@ -111,11 +184,11 @@ def create_model(name, pretrained_path=None, framework="torch", device="auto", s
     problem = registry.spec_problem(spec)
     if problem:
         raise BadInput(problem)
-    B = backends.get(framework)
-    dev = B.device(device)
-    net = registry.make(spec, B)
+    backend = backends.get(framework)
+    dev = backend.device(device)
+    net = registry.make(spec, backend)
     if pretrained_path is None:
-        B.load_state_dict_numpy(net, initial_state(B.state_dict_numpy(net), seed))
+        backend.load_state_dict_numpy(net, initial_state(backend.state_dict_numpy(net), seed))
     else:
         ckpt = checkpoint.read(pretrained_path)
         held = checkpoint.model_spec(ckpt, pretrained_path)
@@ -123,52 +196,64 @@ def create_model(name, pretrained_path=None, framework="torch", device="auto", s
             raise CheckpointError(f"{pretrained_path} holds another model than '{name}' with these arguments: "
                                   f"{held}; load it with liif.load_model")
         try:
-            B.load_state_dict_numpy(net, ckpt["model"]["sd"])
+            backend.load_state_dict_numpy(net, ckpt["model"]["sd"])
         except ValueError as e:
             raise CheckpointError(f"{pretrained_path}: {e}") from None
-    return _on_device(net, B, spec, dev, "fp32", False, False)
+    return _on_device(net, backend, spec, dev, "fp32", False, False)
 
 
-def _canonical(spec):
+def _canonical(spec: Mapping[str, Any]) -> str:
     """A spec with every default spelled out, as comparable text."""
     return json.dumps(registry.with_defaults(spec), sort_keys=True, default=str)
 
 
-def load_model(path, framework="torch", device="auto", precision="fp32", channels_last=False, compile=False):
-    """Load a checkpoint written by the original code or by us onto `framework`; options as `build_model`."""
-    B = backends.get(framework)
-    dev = B.device(device)
+def load_model(path: PathLike, framework: str = "torch", device: str = "auto", precision: str = "fp32",
+               channels_last: bool = False, compile: bool = False) -> Model:
+    """Whatever model a checkpoint holds, with its weights.
+
+    Args:
+        path: a checkpoint written by the original code or by this one.
+        framework, device, precision, channels_last, compile: as `build_model`.
+
+    Returns:
+        The `Model`.
+
+    Raises:
+        CheckpointError: the file is not a usable checkpoint (named in the message).
+    """
+    backend = backends.get(framework)
+    dev = backend.device(device)
     ckpt = checkpoint.read(path)
     spec = checkpoint.model_spec(ckpt, path)
     check_finite(ckpt["model"]["sd"], path)
     try:
-        net = registry.make(spec, B)
+        net = registry.make(spec, backend)
     except (ValueError, TypeError, KeyError, RuntimeError) as e:  # well-typed but impossible values
         raise CheckpointError(f"{path}: model '{spec['name']}' cannot be built from the checkpoint's "
                               f"arguments ({type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]})") from None
-    model = _on_device(net, B, spec, dev, precision, channels_last, compile)
+    model = _on_device(net, backend, spec, dev, precision, channels_last, compile)
     try:
-        B.load_state_dict_numpy(model.net, ckpt["model"]["sd"])
+        backend.load_state_dict_numpy(model.net, ckpt["model"]["sd"])
     except ValueError as e:
         raise CheckpointError(f"{path}: {e}") from None
-    model.net = B.to_device(model.net, model.device)
+    model.net = backend.to_device(model.net, model.device)
     return model
 
 
-def infer_options(framework_cfg):
+def infer_options(framework_cfg: FrameworkConfig) -> Dict[str, Any]:
     """`load_model`'s options from a framework config (conf/framework/*.yaml), for test and demo."""
     return {"precision": framework_cfg.infer_precision, "channels_last": framework_cfg.channels_last,
             "compile": framework_cfg.compile}
 
 
-def tiling_options(infer_cfg):
+def tiling_options(infer_cfg: Optional[InferConfig]) -> Dict[str, Any]:
     """`upscale`/`query`'s tiling options from the config's `infer` node (None: the defaults), for test and demo."""
     if infer_cfg is None:
         return {}
     return {"max_memory": infer_cfg.max_memory, "tile": infer_cfg.tile}
 
 
-def to_rgb(image):
+def to_rgb(image: np.ndarray) -> np.ndarray:
     """uint8 (H,W), (H,W,1), (H,W,3) or (H,W,4) -> (H,W,3); alpha is dropped as Pillow's convert('RGB') does."""
     if image.ndim == 2:
         image = image[:, :, None]
@@ -181,14 +266,14 @@ def to_rgb(image):
     return image[:, :, :3]
 
 
-def check_bsize(bsize):
+def check_bsize(bsize: Any) -> int:
     """The number of queries per decoder call, a positive integer (eval_bsize= on the command line)."""
     if isinstance(bsize, bool) or not isinstance(bsize, (int, np.integer)) or bsize <= 0:
         raise ConfigError(f"the query batch (eval_bsize=) must be a positive integer, got {bsize!r}")
     return int(bsize)
 
 
-def check_finite(state_dict, path):
+def check_finite(state_dict: Mapping[str, Any], path: PathLike) -> None:
     """Non-finite weights give a black image and a nan PSNR: refuse them up front."""
     for key, value in state_dict.items():
         value = np.asarray(value)
@@ -197,7 +282,7 @@ def check_finite(state_dict, path):
                             "image; use an earlier checkpoint")
 
 
-def parse_size(size):
+def parse_size(size: Any) -> Tuple[int, int]:
     """(H, W) of positive integers, or a clear BadInput (a ValueError)."""
     try:
         if isinstance(size, (str, bytes)):

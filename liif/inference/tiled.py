@@ -28,8 +28,10 @@ tile; the decoder runs on chunks of at most `bsize` queries.
 import contextlib
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
+import numpy.typing as npt
 from tqdm import tqdm
 
 from liif.errors import BudgetTooSmall, ConfigError
@@ -37,32 +39,52 @@ from liif.coords import make_coord
 from liif.inference.memory import release_freed_memory, resolve_budget
 from liif.sizes import format_bytes
 
+if TYPE_CHECKING:  # api imports this module at run time
+    from liif.inference.api import Model
+
 MIN_TILE = 16          # the smallest core side the planner uses (smaller only when the image is)
 MIN_CHUNK = 1024       # the fewest queries per decoder call the planner uses
 SLACK = 1.4            # what the allocator keeps of freed blocks across tiles, framework workspace
 
+MaxMemory = Union[int, float, str]  # bytes, a size such as "2GB" or "512MB", or "auto" (half the free memory)
+Progress = Union[bool, Callable[[int, int], object]]  # a bar over the tiles; a function also gets (done, total)
+Span = Tuple[int, int]  # (start, stop) in input pixels
+
 
 @dataclass
 class Plan:
-    """Tile cores as (start, stop) input rows and columns, the encoder's halo, the features kept
-    around each core (`margin`, input pixels), and queries per decoder call."""
-    rows: list
-    cols: list
+    """A tiling of one input: what `plan` returns.
+
+    Attributes:
+        rows, cols: the tile cores, as (start, stop) input rows and columns.
+        halo: the encoder's receptive radius, in input pixels.
+        margin: the features kept around each core, in input pixels.
+        bsize: queries per decoder call.
+        budget: the memory budget, in bytes.
+        estimate: bytes the largest tile needs, by `tile_bytes`.
+        table_block: unfolded floats per block of LIIF's latent-table build (None: no table).
+    """
+    rows: List[Span]
+    cols: List[Span]
     halo: int
     margin: int
     bsize: int
     budget: int
-    estimate: int  # bytes the largest tile needs, by `tile_bytes`
-    table_block: int | None = None  # unfolded floats per block of LIIF's latent-table build
+    estimate: int
+    table_block: Optional[int] = None
 
     @property
-    def n_tiles(self):
+    def n_tiles(self) -> int:
         return len(self.rows) * len(self.cols)
 
 
-def margin_for(net, max_cell):
+def margin_for(net: Any, max_cell: float) -> int:
     """Latent cells beyond a query's own that its lookups may read, plus one for rounding.
-    `max_cell`: the largest query cell, in latent cells."""
+
+    Args:
+        net: the network (LIIF, MetaSR or a fixed-scale baseline).
+        max_cell: the largest query cell, in latent cells.
+    """
     reach = 1  # the local ensemble's shifted lookups (LIIF), or the cell under the query
     if hasattr(net, "feat_unfold") and not net.local_ensemble:
         reach = 0
@@ -72,7 +94,7 @@ def margin_for(net, max_cell):
     return reach + unfold + 1
 
 
-def query_floats(net):
+def query_floats(net: Any) -> int:
     """Floats per query alive in the decoder at its peak (an estimate)."""
     imnet = getattr(net, "imnet", None)
     if imnet is None:
@@ -89,7 +111,7 @@ def query_floats(net):
     return 2 * (9 * c + 4) + 3 * 256  # the reference path's decoder input
 
 
-def feature_floats(net):
+def feature_floats(net: Any) -> Tuple[int, int]:
     """(kept, unfolded): floats per kept feature pixel while decoding a tile: the features (and LIIF's
     latent table, the width of the MLP's first layer), and the unfolded code per pixel that the
     latent table is built from, a block of rows at a time (0: no table)."""
@@ -105,7 +127,7 @@ def feature_floats(net):
     return c + k, 0
 
 
-def table_block_for(net, budget, dtype_bytes=4):
+def table_block_for(net: Any, budget: float, dtype_bytes: int = 4) -> Optional[int]:
     """Unfolded floats per block of LIIF's latent-table build (`LIIF.use_feat`'s table_block): the
     block, its product with the first layer and that product's biased copy within a quarter of the
     budget, and never more than the model's default (None: the model has no table)."""
@@ -117,10 +139,22 @@ def table_block_for(net, budget, dtype_bytes=4):
     return max(1, min(net.TABLE_BLOCK, int(budget / 4 / (SLACK * dtype_bytes) / per_unfolded)))
 
 
-def tile_bytes(net, in_rows, in_cols, feat_rows, feat_cols, bsize, table_block=None, dtype_bytes=4):
+def tile_bytes(net: Any, in_rows: int, in_cols: int, feat_rows: int, feat_cols: int, bsize: int,
+               table_block: Optional[int] = None, dtype_bytes: int = 4) -> int:
     """Estimated peak bytes of one tile: the encoder's forward on its input, then the kept
     features with the decoder's table build (a block of rows at a time) or one chunk of queries.
-    Includes `SLACK`."""
+
+    Args:
+        net: the network.
+        in_rows, in_cols: the encoder's input (core, margin and halo), in input pixels.
+        feat_rows, feat_cols: the features kept (core and margin), in input pixels.
+        bsize: queries per decoder call.
+        table_block: as `Plan.table_block` (None: the model's default).
+        dtype_bytes: 4 (float32) or 8 (float64).
+
+    Returns:
+        Bytes, `SLACK` included.
+    """
     s = net.encoder.out_scale
     kept_pixels = feat_rows * feat_cols * s * s
     encode = net.encoder.activation_floats * in_rows * in_cols
@@ -136,28 +170,45 @@ def tile_bytes(net, in_rows, in_cols, feat_rows, feat_cols, bsize, table_block=N
     return int(SLACK * dtype_bytes * max(encode, decode))
 
 
-def _spans(n, size):
+def _spans(n: int, size: int) -> List[Span]:
     """[0, n) cut into ceil(n / size) near-equal (start, stop) spans."""
     count = max(1, math.ceil(n / size))
     edges = [round(i * n / count) for i in range(count + 1)]
     return [(edges[i], edges[i + 1]) for i in range(count)]
 
 
-def _widest(spans, n, by):
+def _widest(spans: List[Span], n: int, by: int) -> int:
     """Length of the longest span widened by `by` on each side, cut at [0, n)."""
     return max(min(n, b + by) - max(0, a - by) for a, b in spans)
 
 
-def _widened(spans, n, by):
+def _widened(spans: List[Span], n: int, by: int) -> int:
     """Total length of the spans widened by `by` on each side, cut at [0, n)."""
     return sum(min(n, b + by) - max(0, a - by) for a, b in spans)
 
 
-def plan(net, height, width, max_memory="auto", bsize=30000, max_cell=1.0, tile=None, available=None,
-         dtype_bytes=4):
-    """Tiles for an input of height x width under `max_memory` (bytes, "2GB" or "auto"): the
-    split with the fewest encoded pixels (core + halo) whose every tile fits. `tile`: force square
-    cores of that side (tests, benchmarks). Raises BudgetTooSmall naming the minimum."""
+def plan(net: Any, height: int, width: int, max_memory: MaxMemory = "auto", bsize: int = 30000,
+         max_cell: float = 1.0, tile: Optional[int] = None, available: Optional[int] = None,
+         dtype_bytes: int = 4) -> Plan:
+    """The split of a height x width input with the fewest encoded pixels (core + halo) whose
+    every tile fits `max_memory`.
+
+    Args:
+        net: the network.
+        height, width: the input's size, in pixels.
+        max_memory: bytes, a size such as "2GB", or "auto" (half of `available`).
+        bsize: the most queries per decoder call.
+        max_cell: the largest query cell, in latent cells.
+        tile: force square cores of that side (tests, benchmarks).
+        available: bytes free on the device (None: the CPU's, measured).
+        dtype_bytes: 4 (float32) or 8 (float64).
+
+    Returns:
+        The `Plan`.
+
+    Raises:
+        BudgetTooSmall: not even the smallest tiles fit; the message names the minimum.
+    """
     budget = resolve_budget(max_memory, available)
     halo = net.encoder.halo
     margin = margin_for(net, max_cell)
@@ -166,7 +217,7 @@ def plan(net, height, width, max_memory="auto", bsize=30000, max_cell=1.0, tile=
     chunk = max(chunk, min(bsize, MIN_CHUNK))
     table_block = table_block_for(net, budget, dtype_bytes)
 
-    def cost(rows, cols):  # of the largest tile: its features and encoder input, cut at the image's border
+    def cost(rows: List[Span], cols: List[Span]) -> int:  # of the largest tile: its features and encoder input, cut at the image's border
         feat_r, feat_c = _widest(rows, height, margin), _widest(cols, width, margin)
         in_r, in_c = _widest(rows, height, margin + halo), _widest(cols, width, margin + halo)
         return tile_bytes(net, in_r, in_c, feat_r, feat_c, chunk, table_block, dtype_bytes)
@@ -209,37 +260,51 @@ def plan(net, height, width, max_memory="auto", bsize=30000, max_cell=1.0, tile=
 class Encoding:
     """An input prepared for tiled decoding: `query` any coordinates, `render` an upscaled image.
 
-    `source(top, bottom, left, right)` returns the normalised input's part as float32
-    (1, 3, rows, cols); `Encoding.of_image` and `Encoding.of_array` make one. Each tile is encoded
-    when a query first needs it; with `cache=True` its features are kept (the viewer: encode once,
-    query often; memory grows with the tiles kept), else only the last tile's are.
+    `Encoding.of_image` and `Encoding.of_array` make one. Each tile is encoded when a query first
+    needs it; with `cache=True` its features are kept (the viewer: encode once, query often; memory
+    grows with the tiles kept), else only the last tile's are.
+
+    Args:
+        model: the `liif.inference.api.Model` that encodes and decodes.
+        source: `source(top, bottom, left, right)` returns that part of the normalised input as
+            float32 (1, 3, rows, cols).
+        height, width: the input's size, in pixels.
+        max_memory, bsize, tile, progress: as `Model.upscale`.
+        cache: keep every tile's features (and LIIF's latent table) for later queries.
     """
 
-    def __init__(self, model, source, height, width, max_memory="auto", bsize=30000, tile=None, cache=False,
-                 progress=True):
+    def __init__(self, model: "Model", source: Callable[[int, int, int, int], np.ndarray], height: int, width: int,
+                 max_memory: MaxMemory = "auto", bsize: int = 30000, tile: Optional[int] = None, cache: bool = False,
+                 progress: Progress = True) -> None:
         self.model, self.source, self.height, self.width = model, source, height, width
         self.max_memory, self.bsize, self.tile, self.cache, self.progress = max_memory, bsize, tile, cache, progress
-        self._features = {}  # (tile row, tile col, margin) -> (feature crop, window)
-        self._plans = {}
+        self._features: Dict[tuple, Dict[str, Any]] = {}  # (tile row, tile col, margin) -> (feature crop, window)
+        self._plans: Dict[int, Plan] = {}
 
     @classmethod
-    def of_image(cls, model, image, **options):
-        """A uint8 (H, W, 3) image, normalised per tile exactly as `Model.upscale` normalises it whole."""
-        def source(top, bottom, left, right):
+    def of_image(cls, model: "Model", image: np.ndarray, **options: Any) -> "Encoding":
+        """A uint8 (H, W, 3) image, normalised per tile exactly as `Model.upscale` normalises it whole.
+
+        Args:
+            model: a `liif.inference.api.Model`.
+            image: uint8 (H, W, 3).
+            **options: the constructor's max_memory, bsize, tile, cache, progress.
+        """
+        def source(top: int, bottom: int, left: int, right: int) -> np.ndarray:
             part = image[top:bottom, left:right].astype(np.float32)
             return np.ascontiguousarray(((part / 255 - 0.5) / 0.5).transpose(2, 0, 1)[None])
         return cls(model, source, image.shape[0], image.shape[1], **options)
 
     @classmethod
-    def of_array(cls, model, inp, **options):
-        """A normalised float32 (3, h, w) array (one image of `Model.query`'s batch)."""
-        def source(top, bottom, left, right):
+    def of_array(cls, model: "Model", inp: np.ndarray, **options: Any) -> "Encoding":
+        """A normalised float32 (3, h, w) array (one image of `Model.query`'s batch); arguments as `of_image`."""
+        def source(top: int, bottom: int, left: int, right: int) -> np.ndarray:
             return np.ascontiguousarray(inp[None, :, top:bottom, left:right])
         return cls(model, source, inp.shape[1], inp.shape[2], **options)
 
     # --- planning and features ---------------------------------------------------------------
 
-    def plan(self, max_cell=1.0):
+    def plan(self, max_cell: float = 1.0) -> Plan:
         """The tiling for queries whose cells span at most `max_cell` latent cells."""
         net = self.model.net
         margin = margin_for(net, max_cell)
@@ -250,18 +315,18 @@ class Encoding:
                                        dtype_bytes=dtype_bytes)
         return self._plans[margin]
 
-    def _anchor_is_float64(self):
+    def _anchor_is_float64(self) -> bool:
         return "64" in str(getattr(self.model._anchor(), "dtype", ""))
 
     # what a network keeps between gen_feat and query_rgb (LIIF: the features, their window, the
     # latent table once built and its block size; MetaSR: the first two)
     DECODING_STATE = ("_feat", "_window", "_table", "_table_block")
 
-    def _use_tile(self, p, i, j):
+    def _use_tile(self, p: Plan, i: int, j: int) -> tuple:
         """Make the network decode from tile (i, j)'s features, encoding them if needed; returns the
         tile's key (for `_keep`)."""
         key = (i, j, p.margin, p.halo, id(p))
-        net, B = self.model.net, self.model.backend
+        net, backend = self.model.net, self.model.backend
         table = {"table_block": p.table_block} if p.table_block else {}  # LIIF's only
         if key in self._features:
             state = self._features[key]
@@ -278,27 +343,27 @@ class Encoding:
         fc, fd = max(0, c - p.margin), min(self.width, d + p.margin)
         ia, ib = max(0, fa - p.halo), min(self.height, fb + p.halo)  # the encoder's input
         ic, id_ = max(0, fc - p.halo), min(self.width, fd + p.halo)
-        feat = net.gen_feat(B.tensor(self.source(ia, ib, ic, id_), like=self.model._anchor()))
+        feat = net.gen_feat(backend.tensor(self.source(ia, ib, ic, id_), like=self.model._anchor()))
         s = net.encoder.out_scale
         window = None
         if (fa, fb, fc, fd) != (0, self.height, 0, self.width):  # else: the whole image, as untiled
             if (ia, ib, ic, id_) != (fa, fb, fc, fd):
                 feat = feat[:, :, (fa - ia) * s:(fb - ia) * s, (fc - ic) * s:(fd - ic) * s].clone()
             window = (self.height * s, self.width * s, fa * s, fc * s)
-        net.use_feat(B.materialize(feat), window, **table)
+        net.use_feat(backend.materialize(feat), window, **table)
         del feat
         if not self.cache:
             release_freed_memory()  # the encoder's freed maps, before the decoder's differently sized blocks
         self._keep(key)
         return key
 
-    def _keep(self, key):
+    def _keep(self, key: tuple) -> None:
         """Remember the network's decoding state for tile `key`: its features and, once a query has
         built it, LIIF's latent table (a cached tile is then only decoded, never rebuilt)."""
         net = self.model.net
         self._features[key] = {name: getattr(net, name) for name in self.DECODING_STATE if name in vars(net)}
 
-    def prepare(self, max_cell=1.0):
+    def prepare(self, max_cell: float = 1.0) -> "Encoding":
         """Encode every tile now, and build what the decoder caches per tile (LIIF's latent table),
         for queries with cells up to `max_cell` latent cells (with `cache=True`: a viewer encodes
         once, then every query only decodes)."""
@@ -310,7 +375,7 @@ class Encoding:
         self.query(centres.reshape(-1, 2).astype(np.float32), cell)
         return self
 
-    def _tile_of(self, positions, spans):
+    def _tile_of(self, positions: np.ndarray, spans: List[Span]) -> np.ndarray:
         """The tile index of each input-pixel position."""
         starts = np.array([a for a, _ in spans])
         return np.searchsorted(starts, positions, side="right") - 1
@@ -318,7 +383,7 @@ class Encoding:
     # --- decoding ----------------------------------------------------------------------------
 
     @property
-    def nbytes(self):
+    def nbytes(self) -> int:
         """Bytes of the tile features (and latent tables) kept (`cache=True` keeps every tile's)."""
         tensors = []
         for state in self._features.values():
@@ -328,18 +393,26 @@ class Encoding:
         return sum(int(np.prod(tuple(t.shape))) * (8 if self._anchor_is_float64() else 4) for t in tensors)
 
     @contextlib.contextmanager
-    def _inference(self):
-        model, B = self.model, self.model.backend
+    def _inference(self) -> Iterator[None]:
+        model, backend = self.model, self.model.backend
         model.net.eval()
-        with B.no_grad(), B.autocast(model.precision, model.device):
+        with backend.no_grad(), backend.autocast(model.precision, model.device):
             yield
 
-    def query(self, coord, cell):
-        """Predictions (Q, 3) float32 in the normalised space at `coord` (Q, 2) with cells `cell` (Q, 2)."""
+    def query(self, coord: npt.ArrayLike, cell: npt.ArrayLike) -> npt.NDArray[np.float32]:
+        """Predict RGB at any coordinates.
+
+        Args:
+            coord: (Q, 2) query coordinates, (row, col) in [-1, 1].
+            cell: (Q, 2) the query cells' sizes in the same units.
+
+        Returns:
+            (Q, 3) float32 in the normalised space.
+        """
         with self._inference():
             return self._query(coord, cell)
 
-    def _query(self, coord, cell):
+    def _query(self, coord: npt.ArrayLike, cell: npt.ArrayLike) -> npt.NDArray[np.float32]:
         coord, cell = np.asarray(coord, np.float32), np.asarray(cell, np.float32)
         max_cell = float(max(np.abs(cell[:, 0]).max(initial=0) * self.height / 2,
                              np.abs(cell[:, 1]).max(initial=0) * self.width / 2))
@@ -352,7 +425,7 @@ class Encoding:
         order = np.argsort(tile, kind="stable")
         bounds = np.searchsorted(tile[order], np.arange(p.n_tiles + 1))
         out = np.empty((len(coord), 3), np.float32)
-        B = self.model.backend
+        backend = self.model.backend
         net = self.model.net
         for t in self._tiles(p, skip=lambda t: bounds[t] == bounds[t + 1]):
             key = self._use_tile(p, t // len(p.cols), t % len(p.cols))
@@ -362,23 +435,32 @@ class Encoding:
             for s0 in range(0, len(idx), stage):
                 staged = idx[s0:s0 + stage]
                 # chunk results stay on the device, one copy back per stage (a GPU is not waited for per chunk)
-                buf = B.tensor(np.empty((1, len(staged), 3), np.float32), like=like)
+                buf = backend.tensor(np.empty((1, len(staged), 3), np.float32), like=like)
                 for start in range(0, len(staged), p.bsize):
                     part = staged[start:start + p.bsize]
-                    pred = net.query_rgb(B.tensor(coord[part][None], like=like), B.tensor(cell[part][None], like=like))
+                    pred = net.query_rgb(backend.tensor(coord[part][None], like=like),
+                                         backend.tensor(cell[part][None], like=like))
                     buf[:, start:start + len(part)] = pred.float()
-                    buf = B.materialize(buf)
-                out[staged] = B.to_numpy(buf)[0]
+                    buf = backend.materialize(buf)
+                out[staged] = backend.to_numpy(buf)[0]
             if self.cache:
                 self._keep(key)  # with the latent table its first chunk built
         return out
 
-    def render(self, size, out=None):
-        """The image upscaled to `size` = (H, W) as uint8 (H, W, 3), written tile by tile into `out`."""
+    def render(self, size: Tuple[int, int], out: Optional[np.ndarray] = None) -> npt.NDArray[np.uint8]:
+        """The image upscaled, tile by tile.
+
+        Args:
+            size: the output's (height, width).
+            out: a uint8 (height, width, 3) array to write into (None: a new one).
+
+        Returns:
+            `out`, uint8 (height, width, 3) RGB.
+        """
         with self._inference():
             return self._render(size, out)
 
-    def _render(self, size, out):
+    def _render(self, size: Tuple[int, int], out: Optional[np.ndarray]) -> npt.NDArray[np.uint8]:
         height, width = size
         if out is None:
             out = np.empty((height, width, 3), np.uint8)
@@ -387,7 +469,7 @@ class Encoding:
         out_rows = self._out_spans(p.rows, self.height, height)
         out_cols = self._out_spans(p.cols, self.width, width)
         rows, cols = make_coord((height,))[:, 0], make_coord((width,))[:, 0]
-        B, net = self.model.backend, self.model.net
+        backend, net = self.model.backend, self.model.net
         cc = min(width, p.bsize)
         cell = np.empty((1, p.bsize, 2), np.float32)
         cell[..., 0], cell[..., 1] = 2 / height, 2 / width
@@ -406,32 +488,33 @@ class Encoding:
             band = max(step_r, (max(p.bsize, p.budget // 16 // 3) // block_w) // step_r * step_r)
             for y0 in range(r0, r1, band):
                 y1 = min(r1, y0 + band)
-                buf = B.tensor(np.empty(((y1 - y0) * block_w, 3), np.uint8), like=like)
+                buf = backend.tensor(np.empty(((y1 - y0) * block_w, 3), np.uint8), like=like)
                 for y in range(y0, y1, step_r):
                     for x in range(c0, c1, step_c):
                         ys, xs = np.arange(y, min(y1, y + step_r)), np.arange(x, min(c1, x + step_c))
                         coord = np.stack(np.meshgrid(rows[ys], cols[xs], indexing="ij"), -1).reshape(1, -1, 2)
-                        pred = net.query_rgb(B.tensor(coord, like=like), B.tensor(cell[:, :coord.shape[1]], like=like))[0]
+                        pred = net.query_rgb(backend.tensor(coord, like=like),
+                                             backend.tensor(cell[:, :coord.shape[1]], like=like))[0]
                         at = (y - y0) * block_w + (x - c0)  # a contiguous range of the band: whole rows, or one row's part
                         # rounded, not floored (the original demo truncates)
-                        buf[at:at + coord.shape[1]] = B.to_uint8(pred.float() * 0.5 + 0.5)
-                        buf = B.materialize(buf)
+                        buf[at:at + coord.shape[1]] = backend.to_uint8(pred.float() * 0.5 + 0.5)
+                        buf = backend.materialize(buf)
                         done += coord.shape[1]
                         if callable(self.progress):  # the demo's estimate (liif/inference/demo.py)
                             self.progress(done, height * width)
-                out[y0:y1, c0:c1] = B.to_numpy(buf).reshape(y1 - y0, block_w, 3)
+                out[y0:y1, c0:c1] = backend.to_numpy(buf).reshape(y1 - y0, block_w, 3)
             if self.cache:
                 self._keep(key)
         return out
 
     @staticmethod
-    def _out_spans(spans, n_in, n_out):
+    def _out_spans(spans: List[Span], n_in: int, n_out: int) -> List[Span]:
         """Output (start, stop) per input span: output j goes where (2j + 1) * n_in // (2 * n_out) falls."""
-        def first_at_or_after(a):  # the smallest j with (2j + 1) * n_in // (2 n_out) >= a
+        def first_at_or_after(a: int) -> int:  # the smallest j with (2j + 1) * n_in // (2 n_out) >= a
             return min(n_out, max(0, -(-(2 * a * n_out - n_in) // (2 * n_in))))
         return [(first_at_or_after(a), first_at_or_after(b)) for a, b in spans]
 
-    def _tiles(self, p, skip):
+    def _tiles(self, p: Plan, skip: Callable[[int], bool]) -> Iterator[int]:
         """Tile numbers (row-major) that have work, with a progress bar when there are several."""
         todo = [t for t in range(p.n_tiles) if not skip(t)]
         return tqdm(todo, desc="tiles", unit="tile", leave=False, delay=2,

@@ -15,7 +15,7 @@ RGB_MEAN = (0.4488, 0.4371, 0.4040)
 class ResBlock:
     def __init__(self, n_feats, res_scale):
         super().__init__()
-        nn = self.B.nn
+        nn = self.backend.nn
         self.body = nn.Sequential(nn.Conv2d(n_feats, n_feats, 3, padding=1), nn.ReLU(),
                                   nn.Conv2d(n_feats, n_feats, 3, padding=1))
         self.res_scale = res_scale
@@ -28,15 +28,15 @@ class EDSR:
     def __init__(self, n_resblocks, n_feats, res_scale, scale, no_upsampling, rgb_range):
         super().__init__()
         from liif.models.registry import bind
-        B = self.B
-        nn = B.nn
+        backend = self.backend
+        nn = backend.nn
         # The original builds MeanShift 1x1 convs but its forward never calls them (the
         # calls are commented out). They stay, frozen, so the state_dict keys match
         # original checkpoints in both directions.
         self.sub_mean = self._mean_shift(rgb_range, sign=-1)
         self.add_mean = self._mean_shift(rgb_range, sign=1)
         self.head = nn.Sequential(nn.Conv2d(3, n_feats, 3, padding=1))
-        block = bind(ResBlock, B)
+        block = bind(ResBlock, backend)
         self.body = nn.Sequential(*[block(n_feats, res_scale) for _ in range(n_resblocks)],
                                   nn.Conv2d(n_feats, n_feats, 3, padding=1))
         self.no_upsampling = no_upsampling
@@ -64,13 +64,13 @@ class EDSR:
 
     def _mean_shift(self, rgb_range, sign):
         import numpy as np
-        conv = self.B.frozen(self.B.nn.Conv2d(3, 3, 1))
-        self.B.set_parameter(conv.weight, np.eye(3, dtype=np.float32).reshape(3, 3, 1, 1))
-        self.B.set_parameter(conv.bias, sign * rgb_range * np.array(RGB_MEAN, dtype=np.float32))
+        conv = self.backend.frozen(self.backend.nn.Conv2d(3, 3, 1))
+        self.backend.set_parameter(conv.weight, np.eye(3, dtype=np.float32).reshape(3, 3, 1, 1))
+        self.backend.set_parameter(conv.bias, sign * rgb_range * np.array(RGB_MEAN, dtype=np.float32))
         return conv
 
     def _upsampler(self, scale, n_feats):
-        nn = self.B.nn
+        nn = self.backend.nn
         if scale & (scale - 1) == 0:
             layers = []
             for _ in range(int(math.log2(scale))):

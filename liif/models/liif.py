@@ -35,10 +35,10 @@ class LIIF:
         self.local_ensemble = local_ensemble
         self.feat_unfold = feat_unfold
         self.cell_decode = cell_decode
-        self.encoder = make(encoder_spec, self.B)
+        self.encoder = make(encoder_spec, self.backend)
         if imnet_spec is not None:
             in_dim = self.encoder.out_dim * (9 if feat_unfold else 1) + 2 + (2 if cell_decode else 0)
-            self.imnet = make(imnet_spec, self.B, args={"in_dim": in_dim})
+            self.imnet = make(imnet_spec, self.backend, args={"in_dim": in_dim})
         else:
             self.imnet = None
         self._table = None  # the fast path's per-feature-map cache, see `_latent_table`
@@ -65,7 +65,7 @@ class LIIF:
         window = getattr(self, "_window", None)
         height, width, top, left = window if window is not None else (h, w, 0, 0)
         centres = make_coord_window((height, width), top, left, h, w).transpose(2, 0, 1)
-        centres = self.B.tensor(np.ascontiguousarray(np.broadcast_to(centres, (n, 2, h, w))), like=like)
+        centres = self.backend.tensor(np.ascontiguousarray(np.broadcast_to(centres, (n, 2, h, w))), like=like)
         return height, width, window, centres
 
     def query_rgb(self, coord, cell=None):
@@ -77,13 +77,13 @@ class LIIF:
 
     def query_rgb_reference(self, coord, cell=None):
         """The original query_rgb, step for step (the decoder MLP sees the full input)."""
-        B = self.B
+        backend = self.backend
         feat = self._feat
         if self.imnet is None:
-            return B.grid_sample_nearest(feat, coord, getattr(self, "_window", None))
+            return backend.grid_sample_nearest(feat, coord, getattr(self, "_window", None))
         h, w, window, feat_coord = self._grid(feat, like=feat)
         if self.feat_unfold:
-            feat = B.unfold3x3(feat)
+            feat = backend.unfold3x3(feat)
 
         if self.local_ensemble:
             shifts, eps_shift = [-1, 1], 1e-6
@@ -98,18 +98,18 @@ class LIIF:
                 coord_[:, :, 0] += vx * rx + eps_shift
                 coord_[:, :, 1] += vy * ry + eps_shift
                 coord_ = coord_.clamp(-1 + 1e-6, 1 - 1e-6)
-                q_feat = B.grid_sample_nearest(feat, coord_, window)
-                q_coord = B.grid_sample_nearest(feat_coord, coord_, window)
+                q_feat = backend.grid_sample_nearest(feat, coord_, window)
+                q_coord = backend.grid_sample_nearest(feat_coord, coord_, window)
                 # original: relative to the unshifted, unclamped query, in units of half a cell
                 rel_coord = coord - q_coord
                 rel_coord[:, :, 0] *= h
                 rel_coord[:, :, 1] *= w
-                inp = B.cat([q_feat, rel_coord], -1)
+                inp = backend.cat([q_feat, rel_coord], -1)
                 if self.cell_decode:
                     rel_cell = cell.clone()
                     rel_cell[:, :, 0] *= h
                     rel_cell[:, :, 1] *= w
-                    inp = B.cat([inp, rel_cell], -1)
+                    inp = backend.cat([inp, rel_cell], -1)
                 bs, q = coord.shape[:2]
                 preds.append(self.imnet(inp.view(bs * q, -1)).view(bs, q, -1))
                 areas.append((rel_coord[:, :, 0] * rel_coord[:, :, 1]).abs() + 1e-9)
@@ -119,7 +119,7 @@ class LIIF:
     def _blend(self, preds, areas):
         """The local ensemble: each corner's prediction weighted by the area of the diagonally
         opposite corner (original: the total is taken before the swap)."""
-        tot_area = self.B.stack(areas).sum(0)
+        tot_area = self.backend.stack(areas).sum(0)
         if self.local_ensemble:
             areas = areas[::-1]
         ret = 0
@@ -137,7 +137,7 @@ class LIIF:
         """The fast path needs an MLP whose first layer is a Linear. It never calls the MLP as a
         module: to watch the decoder's full input (a forward hook), use `query_rgb_reference`."""
         layers = getattr(self.imnet, "layers", None)
-        return layers is not None and len(layers) > 0 and isinstance(layers[0], self.B.nn.Linear)
+        return layers is not None and len(layers) > 0 and isinstance(layers[0], self.backend.nn.Linear)
 
     def _latent_table(self):
         """W_f.code + b at every latent position, (B, D, h, w): the feature part of the decoder's first
@@ -147,7 +147,7 @@ class LIIF:
         cached = self._table
         if cached is not None and cached[0] is self._feat:
             return cached[1]
-        B = self.B
+        backend = self.backend
         feat = self._feat
         first = self.imnet.layers[0]
         n, c, h, w = feat.shape
@@ -162,7 +162,7 @@ class LIIF:
                 # rows r0..r1 of the unfolded map need a row of halo on each side; the zero padding
                 # that unfold3x3 adds at a cut is dropped with the halo rows
                 lo, hi = max(0, r0 - 1), min(h, r1 + 1)
-                code = B.unfold3x3(feat if (lo, hi) == (0, h) else feat[:, :, lo:hi])
+                code = backend.unfold3x3(feat if (lo, hi) == (0, h) else feat[:, :, lo:hi])
                 if (lo, hi) != (r0, r1):
                     code = code[:, :, r0 - lo:r1 - lo]
             else:
@@ -176,9 +176,9 @@ class LIIF:
                 proj = block
             else:  # written in place into one table: no list of blocks and its concatenated copy
                 if proj is None:
-                    proj = B.tensor(np.empty((n, block.shape[1], h, w), np.float32), like=block)
+                    proj = backend.tensor(np.empty((n, block.shape[1], h, w), np.float32), like=block)
                 proj[:, :, r0:r1] = block
-                proj = B.materialize(proj)
+                proj = backend.materialize(proj)
             del block
         self._table = None if self.training else (feat, proj)
         return proj
@@ -186,7 +186,7 @@ class LIIF:
     def _query_rgb_fast(self, coord, cell=None):
         """query_rgb through the latent table: per query and corner, a nearest lookup of D values,
         W_c.rel_coord + W_s.rel_cell added, then the MLP's remaining layers."""
-        B = self.B
+        backend = self.backend
         proj = self._latent_table()
         d = proj.shape[1]
         first = self.imnet.layers[0]
@@ -196,7 +196,7 @@ class LIIF:
         # the centre of every latent cell, as the reference samples it (never needs a gradient)
         h, w, window, feat_coord = self._grid(proj, like=proj)
         # float32 (h, w): multiplying by it is the reference's per-column `*= h`, `*= w`, bit for bit
-        hw = B.tensor(np.array([h, w], np.float32), like=proj)
+        hw = backend.tensor(np.array([h, w], np.float32), like=proj)
         rel_cell = cell * hw if self.cell_decode else None
 
         if self.local_ensemble:
@@ -210,16 +210,16 @@ class LIIF:
             for vy in shifts:
                 if self.local_ensemble:
                     # the reference adds the Python float to float32 columns: the same float32 sums
-                    shift = B.tensor(np.array([vx * rx + eps_shift, vy * ry + eps_shift], np.float32), like=proj)
+                    shift = backend.tensor(np.array([vx * rx + eps_shift, vy * ry + eps_shift], np.float32), like=proj)
                     coord_ = coord + shift
                 else:
                     coord_ = coord
                 coord_ = coord_.clamp(-1 + 1e-6, 1 - 1e-6)
-                q_proj = B.grid_sample_nearest(proj, coord_, window)  # (bs, q, D): the chosen cells' W_f.code + b
-                q_coord = B.grid_sample_nearest(feat_coord, coord_, window)
+                q_proj = backend.grid_sample_nearest(proj, coord_, window)  # (bs, q, D): the chosen cells' W_f.code + b
+                q_coord = backend.grid_sample_nearest(feat_coord, coord_, window)
                 # original: relative to the unshifted, unclamped query, in units of half a cell
                 rel_coord = (coord - q_coord) * hw
-                rel = B.cat([rel_coord, rel_cell], -1) if self.cell_decode else rel_coord
+                rel = backend.cat([rel_coord, rel_cell], -1) if self.cell_decode else rel_coord
                 x = rel @ w_rel
                 x += q_proj  # the first Linear's output, in the matmul's (contiguous) buffer
                 del q_proj  # one (Q, D) block fewer alive during the MLP

@@ -14,10 +14,10 @@ from liif.models.registry import make, register
 class MetaSR:
     def __init__(self, encoder_spec: dict):
         super().__init__()
-        self.encoder = make(encoder_spec, self.B)
+        self.encoder = make(encoder_spec, self.backend)
         # original: the decoder is hard-coded, not configurable
         imnet_spec = {"name": "mlp", "args": {"in_dim": 3, "out_dim": self.encoder.out_dim * 9 * 3, "hidden_list": [256]}}
-        self.imnet = make(imnet_spec, self.B)
+        self.imnet = make(imnet_spec, self.backend)
 
     def gen_feat(self, inp):
         return self.use_feat(self.encoder(inp))
@@ -30,8 +30,8 @@ class MetaSR:
         return feat
 
     def query_rgb(self, coord, cell=None):
-        B = self.B
-        feat = B.unfold3x3(self._feat)
+        backend = self.backend
+        feat = backend.unfold3x3(self._feat)
         n, c, fh, fw = feat.shape
         window = getattr(self, "_window", None)
         h, w, top, left = window if window is not None else (fh, fw, 0, 0)  # the whole map's size
@@ -40,24 +40,24 @@ class MetaSR:
         feat_coord[:, :, 0] -= np.float32((2 / h) / 2)
         feat_coord[:, :, 1] -= np.float32((2 / w) / 2)
         feat_coord = np.ascontiguousarray(np.broadcast_to(feat_coord.transpose(2, 0, 1), (n, 2, fh, fw)))
-        feat_coord = B.tensor(feat_coord, like=feat)
+        feat_coord = backend.tensor(feat_coord, like=feat)
 
         coord_ = coord.clone()  # the top-left corner of the query pixel
         coord_[:, :, 0] -= cell[:, :, 0] / 2
         coord_[:, :, 1] -= cell[:, :, 1] / 2
         coord_q = (coord_ + 1e-6).clamp(-1 + 1e-6, 1 - 1e-6)
-        q_feat = B.grid_sample_nearest(feat, coord_q, window)
-        q_coord = B.grid_sample_nearest(feat_coord, coord_q, window)
+        q_feat = backend.grid_sample_nearest(feat, coord_q, window)
+        q_coord = backend.grid_sample_nearest(feat_coord, coord_q, window)
 
         rel_coord = coord_ - q_coord
         rel_coord[:, :, 0] *= h / 2
         rel_coord[:, :, 1] *= w / 2
         r_rev = cell[:, :, 0] * (h / 2)
-        inp = B.cat([rel_coord, r_rev.unsqueeze(-1)], -1)
+        inp = backend.cat([rel_coord, r_rev.unsqueeze(-1)], -1)
 
         bs, q = coord.shape[:2]
         weight = self.imnet(inp.view(bs * q, -1)).view(bs * q, c, 3)
-        pred = B.bmm(q_feat.contiguous().view(bs * q, 1, -1), weight)
+        pred = backend.bmm(q_feat.contiguous().view(bs * q, 1, -1), weight)
         return pred.view(bs, q, 3)
 
     def forward(self, inp, coord, cell):

@@ -6,7 +6,7 @@ from liif.models.registry import register
 class MLP:
     def __init__(self, in_dim: int, out_dim: int, hidden_list: list[int]):
         super().__init__()
-        nn = self.B.nn
+        nn = self.backend.nn
         layers = []
         last = in_dim
         for hidden in hidden_list:

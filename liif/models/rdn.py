@@ -10,18 +10,18 @@ from liif.models.registry import bind, register
 class RDBConv:
     def __init__(self, in_channels, grow_rate, k_size):
         super().__init__()
-        nn = self.B.nn
+        nn = self.backend.nn
         self.conv = nn.Sequential(nn.Conv2d(in_channels, grow_rate, k_size, padding=(k_size - 1) // 2), nn.ReLU())
 
     def forward(self, x):
-        return self.B.cat([x, self.conv(x)], 1)
+        return self.backend.cat([x, self.conv(x)], 1)
 
 
 class RDB:
     def __init__(self, g0, grow_rate, n_layers, k_size):
         super().__init__()
-        nn = self.B.nn
-        conv = bind(RDBConv, self.B)
+        nn = self.backend.nn
+        conv = bind(RDBConv, self.backend)
         self.convs = nn.Sequential(*[conv(g0 + c * grow_rate, grow_rate, k_size) for c in range(n_layers)])
         self.LFF = nn.Conv2d(g0 + n_layers * grow_rate, g0, 1)  # local feature fusion
 
@@ -38,13 +38,12 @@ class RDN:
     def __init__(self, G0: int = 64, RDNkSize: int = 3, RDNconfig: str = "B", scale: int = 2,
                  no_upsampling: bool = False):
         super().__init__()
-        nn = self.B.nn
+        nn = self.backend.nn
         D, C, G = CONFIGS[RDNconfig]
         pad = (RDNkSize - 1) // 2
-        self.D = D
         self.SFENet1 = nn.Conv2d(3, G0, RDNkSize, padding=pad)
         self.SFENet2 = nn.Conv2d(G0, G0, RDNkSize, padding=pad)
-        rdb = bind(RDB, self.B)
+        rdb = bind(RDB, self.backend)
         self.RDBs = nn.ModuleList([rdb(G0, G, C, RDNkSize) for _ in range(D)])
         self.GFF = nn.Sequential(nn.Conv2d(D * G0, G0, 1), nn.Conv2d(G0, G0, RDNkSize, padding=pad))  # global fusion
         self.no_upsampling = no_upsampling
@@ -84,5 +83,5 @@ class RDN:
         for rdb in self.RDBs:
             x = rdb(x)
             outs.append(x)
-        x = self.GFF(self.B.cat(outs, 1)) + f_1
+        x = self.GFF(self.backend.cat(outs, 1)) + f_1
         return x if self.no_upsampling else self.UPNet(x)

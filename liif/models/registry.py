@@ -21,10 +21,10 @@ _bound = {}
 
 
 def bind(cls, backend):
-    """The class `cls` made a subclass of `backend.Module`, with `cls.B = backend`."""
+    """The class `cls` made a subclass of `backend.Module`, with `cls.backend = backend`."""
     key = (cls, backend.name)
     if key not in _bound:
-        _bound[key] = type(cls.__name__, (cls, backend.Module), {"B": backend, "__module__": cls.__module__})
+        _bound[key] = type(cls.__name__, (cls, backend.Module), {"backend": backend, "__module__": cls.__module__})
     return _bound[key]
 
 

@@ -22,6 +22,7 @@ import signal
 import sys
 import time
 from dataclasses import asdict
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Union
 
 import numpy as np
 from tqdm import tqdm
@@ -30,7 +31,7 @@ from liif import backends
 from liif.models import checkpoint, registry
 from liif.run import recovery, rundir, tblog
 from liif.io import durable
-from liif.config import FrameworkConfig, TrainConfig
+from liif.config import FrameworkConfig, RunConfig, TrainConfig
 from liif.data import make_train_sets
 from liif.errors import CheckpointError, ConfigError, TrainingDiverged
 from liif.training.step import train_step
@@ -40,16 +41,27 @@ from liif.run.progress import Estimate, duration
 from liif.run.record import RunRecord, TestResult, TrainSummary
 from liif.training.schedule import learning_rate
 
+if TYPE_CHECKING:  # imported where used, at run time: inference is a layer below, loaded on demand
+    from liif.inference.api import Model
+
 log = logging.getLogger(__name__)
 
 LONG_ON_CPU_S = 15 * 60  # a CPU training estimated longer than this gets the profile=smoke hint
 
 
-def main(config, choices=None):
-    """`python run.py task=train ...`: `config` is a liif.config.RunConfig; `choices` Hydra's group choices."""
+def main(config: RunConfig, choices: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
+    """`python run.py task=train ...`: train, then test the trained model.
+
+    Args:
+        config: the whole run's config.
+        choices: Hydra's config-group choices (for the run's record).
+
+    Returns:
+        The final test's records (see `liif.evaluation.evaluate.evaluate`).
+    """
     from liif.evaluation.evaluate import evaluate_as_configured, print_run_files, print_table
-    B = backends.get(config.framework.name)
-    rank, _ = B.distributed_init()  # (0, 1) unless launched by torchrun (torch) or mpirun (jittor)
+    backend = backends.get(config.framework.name)
+    rank, _ = backend.distributed_init()  # (0, 1) unless launched by torchrun (torch) or mpirun (jittor)
     if rank != 0:  # the other ranks neither claim nor write the run directory
         logging.getLogger().setLevel(logging.WARNING)
     out_dir = str(config.output_dir)
@@ -60,7 +72,7 @@ def main(config, choices=None):
             if rank == 0:
                 recovery.prepare(out_dir, resuming=bool(config.resume))
                 durable.crash_point("start")
-            B.barrier()  # rank 0 has claimed the directory
+            backend.barrier()  # rank 0 has claimed the directory
             trainer = Trainer.from_config(config, out_dir)
             run.record.model_spec = trainer.spec
             try:
@@ -79,7 +91,7 @@ def main(config, choices=None):
     finally:
         if rank != 0:
             rundir.remove_hydra_only_folder(out_dir)
-        B.distributed_close()
+        backend.distributed_close()
     if stopped_by is not None:
         if rank == 0:
             message = (f"interrupted by {signal.Signals(stopped_by).name}: a resumable checkpoint is in "
@@ -94,43 +106,62 @@ def main(config, choices=None):
 
 
 class Trainer:
-    """Trains `model_spec` (the original `{name, args}`) on `train_set` (a wrapped dataset, e.g. from
-    `liif.data.make_train_sets`) with the recipe `train` (a liif.config.TrainConfig), writing
-    checkpoints (and TensorBoard logs) under `out_dir`. No Hydra needed:
+    """Trains a model, writing checkpoints (and TensorBoard logs) under `out_dir`. No Hydra needed:
 
         trainer = Trainer(spec, train_set, "runs/a", train=TrainConfig(epochs=2), val_set=val_set, device="cpu")
         trainer.fit()
         model = trainer.as_model()          # a liif.inference.api.Model, for evaluate() or upscale()
 
-    resume: None, True (this `out_dir`'s last checkpoint), or a run directory or checkpoint path to
-    continue; checkpoint: weights to start from. `Trainer.from_config(run_config)` builds it all
-    from a liif.config.RunConfig (what `python run.py` does)."""
+    `Trainer.from_config(run_config)` builds it all from a liif.config.RunConfig (what
+    `python run.py` does).
 
-    def __init__(self, model_spec, train_set, out_dir, train=None, val_set=None, framework=None, device="auto",
-                 seed=0, resume=None, checkpoint=None, eval_bsize=30000):
-        self.t = train if train is not None else TrainConfig()
+    Args:
+        model_spec: the original `{name, args}` of the model.
+        train_set: a wrapped dataset (items: dicts of inp, coord, cell, gt), e.g. from
+            `liif.data.make_train_sets`.
+        out_dir: the run directory.
+        train: the recipe (None: the paper's).
+        val_set: the validation set, like `train_set` (None: no validation).
+        framework: the framework and its speed options (None: PyTorch, float32).
+        device: 'auto', 'cpu', 'cuda' ...
+        seed: the initial weights' and the batches' seed.
+        resume: None, True (this `out_dir`'s last checkpoint), or a run directory or checkpoint
+            path to continue.
+        checkpoint: weights to start from (a fresh training otherwise).
+        eval_bsize: queries per decoder call in validation.
+    """
+
+    history: List[Dict[str, Any]]
+    step_losses: List[float]
+    writer: Any
+
+    def __init__(self, model_spec: Mapping[str, Any], train_set: Any, out_dir: "Union[str, os.PathLike[str]]",
+                 train: Optional[TrainConfig] = None, val_set: Any = None, framework: Optional[FrameworkConfig] = None,
+                 device: str = "auto", seed: int = 0, resume: "Union[None, bool, str, os.PathLike[str]]" = None,
+                 checkpoint: "Union[None, str, os.PathLike[str]]" = None, eval_bsize: int = 30000) -> None:
+        self.recipe = train if train is not None else TrainConfig()
         fw = framework if framework is not None else FrameworkConfig()
         self.seed, self.eval_bsize = seed, eval_bsize
-        self.B = B = backends.get(fw.name)
-        B.set_threads(fw.threads)
-        self.rank, self.world = B.distributed_init()
-        if self.t.batch_size % self.world:
-            raise ConfigError(f"train.batch_size={self.t.batch_size} is the global batch and must be divisible by the "
+        self.backend = backend = backends.get(fw.name)
+        backend.set_threads(fw.threads)
+        self.rank, self.world = backend.distributed_init()
+        if self.recipe.batch_size % self.world:
+            raise ConfigError(f"train.batch_size={self.recipe.batch_size} is the global batch and must be divisible by the "
                               f"number of processes ({self.world})")
-        self.device = B.device(device)
+        self.device = backend.device(device)
         self.out_dir, self.ckpt_dir = os.fspath(out_dir), os.path.join(os.fspath(out_dir), "checkpoints")
         self.spec = copy.deepcopy(dict(model_spec))
         self.train_set, self.val_set = train_set, val_set
-        B.seed(seed)
-        self.net = registry.make(self.spec, B)
+        backend.seed(seed)
+        self.net = registry.make(self.spec, backend)
         # the same initial weights on every framework: seed= fixes the starting model, not only the data
-        B.load_state_dict_numpy(self.net, initial_state(B.state_dict_numpy(self.net), seed))
+        backend.load_state_dict_numpy(self.net, initial_state(backend.state_dict_numpy(self.net), seed))
         self.precision, self.infer_precision, self.pin_memory = fw.precision, fw.infer_precision, fw.pin_memory
         for precision in (self.precision, self.infer_precision):
-            B.autocast(precision, self.device)  # an unsupported value fails now, not after an epoch
-        self.net = B.to_dtype(B.to_device(self.net, self.device), fw.dtype)
-        self.net = B.optimize(self.net, channels_last=fw.channels_last, compile=fw.compile)
-        self.opt = B.adam(self.net, self.t.lr)
+            backend.autocast(precision, self.device)  # an unsupported value fails now, not after an epoch
+        self.net = backend.to_dtype(backend.to_device(self.net, self.device), fw.dtype)
+        self.net = backend.optimize(self.net, channels_last=fw.channels_last, compile=fw.compile)
+        self.opt = backend.adam(self.net, self.recipe.lr)
         self.epoch, self.step_in_epoch, self.loss_sum = 1, 0, 0.0  # next epoch/step to run
         self.history, self.best_psnr, self.steps_done = [], -math.inf, 0
         self.step_losses = []  # this process's losses, step by step (tests, alignment)
@@ -147,48 +178,61 @@ class Trainer:
             self.recover(resume_from)
             # the events after the checkpoint's step (those of the steps run again) are hidden
             self.writer = tblog.open_writer(os.path.join(self.out_dir, "tb"), purge_step=self.steps_done + 1)
-        self.train_net = B.wrap_distributed(self.net)  # DDP when distributed; self.net is what is saved
+        self.train_net = backend.wrap_distributed(self.net)  # DDP when distributed; self.net is what is saved
 
     @classmethod
-    def from_config(cls, config, out_dir=None):
-        """The trainer of a liif.config.RunConfig, its datasets built through the registry."""
+    def from_config(cls, config: RunConfig, out_dir: Optional[str] = None) -> "Trainer":
+        """The trainer of a run's config, its datasets built through the registry.
+
+        Args:
+            config: the whole run's config.
+            out_dir: the run directory (None: `config.output_dir`).
+        """
+        out_dir = out_dir or config.output_dir
+        if not out_dir:  # a config composed by hand, outside a Hydra run
+            raise ConfigError("Trainer.from_config needs out_dir= or config.output_dir: the folder for the run's files")
         train_set, val_set = make_train_sets(config.dataset, config.train, config.scale, seed=config.seed,
                                              on_bad_file=config.on_bad_file, data_dir=config.paths.data_dir)
-        return cls(config.model.spec(), train_set, out_dir or config.output_dir, train=config.train, val_set=val_set,
+        return cls(config.model.spec(), train_set, out_dir, train=config.train, val_set=val_set,
                    framework=config.framework, device=config.device, seed=config.seed, resume=config.resume,
                    checkpoint=config.checkpoint, eval_bsize=config.eval_bsize)
 
     # ---- the loop --------------------------------------------------------------------
-    def fit(self):
-        """Train to `train.epochs`; returns None, or the signal number that interrupted it."""
+    def fit(self) -> Optional[int]:
+        """Train to `train.epochs`, from where the trainer stands (a resumed run: mid-epoch included).
+
+        Returns:
+            None, or the number of the signal (SIGINT, SIGTERM) that interrupted it, after a
+            resumable checkpoint was saved.
+        """
         from liif.data.loader import iterate_batches, len_batches, prefetch
-        t, B = self.t, self.B
+        recipe, backend = self.recipe, self.backend
         like = next(iter(self.net.parameters()))
-        prepare = lambda batch: B.batch_to_device(normalise(batch), like, self.pin_memory)  # noqa: E731
+        prepare = lambda batch: backend.batch_to_device(normalise(batch), like, self.pin_memory)  # noqa: E731
         stop = _StopFlag()
-        n_steps = len_batches(len(self.train_set), t.batch_size, world_size=self.world)
-        if t.max_steps_per_epoch:
-            n_steps = min(n_steps, t.max_steps_per_epoch)
-        self.estimate = Estimate("training", max(t.epochs - self.epoch + 1, 0) * n_steps - self.step_in_epoch, "step",
+        n_steps = len_batches(len(self.train_set), recipe.batch_size, world_size=self.world)
+        if recipe.max_steps_per_epoch:
+            n_steps = min(n_steps, recipe.max_steps_per_epoch)
+        self.estimate = Estimate("training", max(recipe.epochs - self.epoch + 1, 0) * n_steps - self.step_in_epoch, "step",
                                  note="; validation and the final test come on top")
         with stop:
-            while self.epoch <= t.epochs:
-                lr = learning_rate(self.epoch, t.lr, t.milestones, t.gamma)
-                B.set_lr(self.opt, lr)
+            while self.epoch <= recipe.epochs:
+                lr = learning_rate(self.epoch, recipe.lr, recipe.milestones, recipe.gamma)
+                backend.set_lr(self.opt, lr)
                 started = time.time()
                 # resumed mid-epoch: the epoch starts at its first step not yet done, with the batches
                 # an uninterrupted run gets there (the loader makes none of the steps already done)
-                batches = iterate_batches(self.train_set, t.batch_size, shuffle=True, seed=self.seed,
-                                          epoch=self.epoch, num_workers=t.num_workers, rank=self.rank,
+                batches = iterate_batches(self.train_set, recipe.batch_size, shuffle=True, seed=self.seed,
+                                          epoch=self.epoch, num_workers=recipe.num_workers, rank=self.rank,
                                           world_size=self.world, start_batch=self.step_in_epoch, stop_batch=n_steps)
-                batches = prefetch(batches, prepare) if t.prefetch else map(prepare, batches)
-                bar = tqdm(total=n_steps, initial=self.step_in_epoch, desc=f"epoch {self.epoch}/{t.epochs}",
+                batches = prefetch(batches, prepare) if recipe.prefetch else map(prepare, batches)
+                bar = tqdm(total=n_steps, initial=self.step_in_epoch, desc=f"epoch {self.epoch}/{recipe.epochs}",
                            leave=False, disable=None if self.rank == 0 else True)
                 for step, batch in enumerate(batches, start=self.step_in_epoch):
                     share = self.share_of_global_batch(step, len(batch["inp"]))
-                    loss = train_step(B, self.train_net, self.opt, batch, self.precision, share)
+                    loss = train_step(backend, self.train_net, self.opt, batch, self.precision, share)
                     if self.world > 1:
-                        loss = B.all_reduce_mean(loss)  # the global batch's loss
+                        loss = backend.all_reduce_mean(loss)  # the global batch's loss
                     if not math.isfinite(loss):
                         raise TrainingDiverged(f"the loss became {loss} at epoch {self.epoch}, step {step + 1}: training "
                                         f"stopped; the last good checkpoint is in {self.ckpt_dir} (try a lower train.lr)")
@@ -204,19 +248,19 @@ class Trainer:
                     durable.crash_point("step")
                     stopping = stop.signum is not None
                     if self.world > 1:  # every rank stops after the same step
-                        stopping = B.all_reduce_mean(float(stopping)) > 0
+                        stopping = backend.all_reduce_mean(float(stopping)) > 0
                     if stopping:
                         bar.close()
                         if self.writer:
                             self.writer.flush()  # the steps up to this checkpoint: not run again on resume
                         self.save("epoch-last.pth")
-                        B.barrier()
+                        backend.barrier()
                         return stop.signum or signal.SIGTERM
                 bar.close()
                 self.end_epoch(lr, n_steps, time.time() - started)
         return None
 
-    def suggest_smoke_profile(self, seconds_left):
+    def suggest_smoke_profile(self, seconds_left: Optional[float]) -> None:
         """A CPU training estimated at more than LONG_ON_CPU_S: say how to check the pipeline in a minute."""
         if seconds_left is None or seconds_left <= LONG_ON_CPU_S or str(self.device) != "cpu":
             return
@@ -224,23 +268,23 @@ class Trainer:
                     "(the same experiment shrunk to about a minute; its numbers are meaningless). A GPU "
                     "(device=cuda) is the real place for it.", duration(seconds_left))
 
-    def share_of_global_batch(self, step, n_local):
+    def share_of_global_batch(self, step: int, n_local: int) -> float:
         """The factor on this rank's loss that makes the ranks' averaged gradients those of the mean
         over the whole global batch: n_local * world / n_global. It is 1 unless a last partial batch
         splits unevenly (3 items over 2 ranks: 2 and 1), where a plain average of the ranks' means
         would weight the lone item twice as much as in one process."""
         if self.world == 1:
             return 1.0
-        n_global = min(self.t.batch_size, len(self.train_set) - step * self.t.batch_size)
+        n_global = min(self.recipe.batch_size, len(self.train_set) - step * self.recipe.batch_size)
         return n_local * self.world / n_global
 
-    def end_epoch(self, lr, n_steps, seconds):
+    def end_epoch(self, lr: float, n_steps: int, seconds: float) -> None:
         """The epoch's row, then rank 0 writes in the order liif/run/recovery.py relies on: TensorBoard,
         `epoch-last.pth` (the commit), then what derives from it (epoch-N, epoch-best, history.csv)."""
-        t, epoch = self.t, self.epoch
-        row = {"epoch": epoch, "loss": self.loss_sum / max(n_steps, 1), "lr": lr, "val_psnr": None,
+        recipe, epoch = self.recipe, self.epoch
+        row: Dict[str, Any] = {"epoch": epoch, "loss": self.loss_sum / max(n_steps, 1), "lr": lr, "val_psnr": None,
                "seconds": round(seconds, 2)}
-        if self.val_set is not None and epoch % t.epoch_val == 0 and self.rank == 0:
+        if self.val_set is not None and epoch % recipe.epoch_val == 0 and self.rank == 0:
             row["val_psnr"] = self.validate()
             self.best_psnr = max(self.best_psnr, row["val_psnr"])  # before the commit, which holds it
         self.history.append(row)
@@ -253,37 +297,37 @@ class Trainer:
                 self.writer.flush()
             durable.crash_point("tensorboard")
             self.save("epoch-last.pth")
-            recovery.derive_from_last(self.out_dir, self.history, t.epoch_save)
+            recovery.derive_from_last(self.out_dir, self.history, recipe.epoch_save)
             val = f", val PSNR {row['val_psnr']:.3f} dB" if row["val_psnr"] is not None else ""
             left = self.estimate.left_s()
-            left = f", about {duration(left)} left" if left is not None and epoch < t.epochs else ""
-            log.info("epoch %d/%d: loss %.4f, lr %.2e%s (%.1f s%s)", epoch, t.epochs, row["loss"], lr, val, seconds,
-                     left)
-        self.B.barrier()  # the checkpoints are written before any rank goes on
+            left = f", about {duration(left)} left" if left is not None and epoch < recipe.epochs else ""
+            log.info("epoch %d/%d: loss %.4f, lr %.2e%s (%.1f s%s)", epoch, recipe.epochs, row["loss"], lr, val,
+                     seconds, left)
+        self.backend.barrier()  # the checkpoints are written before any rank goes on
 
-    def recover(self, resumed_from):
+    def recover(self, resumed_from: Optional[str]) -> None:
         """Rank 0, before training: redo what a crash after the last commit cut short (the
         derived files of its epoch); history.csv always follows the checkpoint's rows."""
         own_last = os.path.join(self.ckpt_dir, "epoch-last.pth")
         if resumed_from and os.path.realpath(resumed_from) == os.path.realpath(own_last) and self.step_in_epoch == 0:
-            recovery.derive_from_last(self.out_dir, self.history, self.t.epoch_save)
+            recovery.derive_from_last(self.out_dir, self.history, self.recipe.epoch_save)
         else:  # mid-epoch (its epoch's files were complete before it), another run's checkpoint, or none
             recovery.rewrite_history(self.out_dir, self.history)
 
-    def validate(self):
+    def validate(self) -> float:
         """The original's training-time validation: RGB PSNR on the sampled pixels of
         fixed random patches (the draws of epoch 0, so every validation sees the same)."""
         from liif.data.loader import iterate_batches
         from liif.evaluation.metrics import psnr
         model, total, count = self.as_model(), 0.0, 0
-        for batch in iterate_batches(self.val_set, self.t.val_batch_size, seed=self.seed, epoch=0):
+        for batch in iterate_batches(self.val_set, self.recipe.val_batch_size, seed=self.seed, epoch=0):
             pred = model.query((batch["inp"] - 0.5) / 0.5, batch["coord"], batch["cell"], bsize=self.eval_bsize)
             n = len(pred)
             total += psnr(np.clip(pred * 0.5 + 0.5, 0, 1), batch["gt"]) * n
             count += n
         return total / count
 
-    def log_samples(self, folder):
+    def log_samples(self, folder: str) -> None:
         """The test-time sample images (one per dataset and scale) into TensorBoard."""
         if not self.writer or not os.path.isdir(folder):
             return
@@ -294,67 +338,74 @@ class Trainer:
                                       dataformats="HWC")
         self.writer.flush()
 
-    def as_model(self):
+    def as_model(self) -> "Model":
+        """The network being trained as a `liif.inference.api.Model` (the same weights, not a copy),
+        for `evaluate` or `upscale`; it predicts in `framework.infer_precision`."""
         from liif.inference.api import Model
-        return Model(self.net, self.B, self.spec, self.device, self.infer_precision)
+        return Model(self.net, self.backend, self.spec, self.device, self.infer_precision)
 
     # ---- checkpoints -----------------------------------------------------------------
-    def save(self, name):
+    def save(self, name: str) -> None:
         """Rank 0 only; the unwrapped model (no DDP `module.` prefixes)."""
         if self.rank != 0:
             return
-        B = self.B
-        state = {"framework": self.B.name, "next_epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
+        backend = self.backend
+        state = {"framework": self.backend.name, "next_epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
                  "loss_sum": self.loss_sum, "steps_done": self.steps_done, "best_psnr": self.best_psnr,
                  "history": self.history, "seed": self.seed}
-        optimizer = {"name": "adam", "args": {"lr": self.t.lr}, "sd": B.optimizer_state_numpy(self.opt)}
-        obj = checkpoint.envelope(self.spec, B.state_dict_numpy(self.net), optimizer, epoch=self.epoch - 1, extra=state)
+        optimizer = {"name": "adam", "args": {"lr": self.recipe.lr}, "sd": backend.optimizer_state_numpy(self.opt)}
+        obj = checkpoint.envelope(self.spec, backend.state_dict_numpy(self.net), optimizer, epoch=self.epoch - 1,
+                                  extra=state)
         try:
             checkpoint.write(obj, os.path.join(self.ckpt_dir, name))
         except OutputError as e:  # a full disk: say that nothing written before is lost
             raise OutputError(f"{e}; the checkpoints already written are intact: continue with resume={self.out_dir}") from None
 
-    def load_weights(self, path):
+    def load_weights(self, path: "Union[str, os.PathLike[str]]") -> Dict[str, Any]:
+        """The weights of checkpoint `path`, which must hold this very model; returns the checkpoint."""
         ckpt = checkpoint.read(str(path))
         spec = checkpoint.model_spec(ckpt, path)
         if _canonical(spec) != _canonical(self.spec):
             raise CheckpointError(f"{path} holds a different model than the config asks for: checkpoint "
                             f"{_describe(spec)}, config {_describe(self.spec)}")
         try:
-            self.B.load_state_dict_numpy(self.net, ckpt["model"]["sd"])
+            self.backend.load_state_dict_numpy(self.net, ckpt["model"]["sd"])
         except ValueError as e:
             raise CheckpointError(f"{path}: {e}") from None
         return ckpt
 
-    def load(self, path):
+    def load(self, path: str) -> None:
+        """Continue from checkpoint `path`: its weights, optimizer state, epoch, step and history."""
         ckpt = self.load_weights(path)
         state = ckpt.get("liif")
         if not state:  # an original checkpoint: epochs are complete, no mid-epoch state
             state = {"next_epoch": ckpt["epoch"] + 1, "step_in_epoch": 0, "loss_sum": 0.0}
         if ckpt.get("optimizer", {}).get("sd", {}).get("param_groups"):
             try:
-                self.B.load_optimizer_state_numpy(self.opt, ckpt["optimizer"]["sd"])
+                self.backend.load_optimizer_state_numpy(self.opt, ckpt["optimizer"]["sd"])
             except ValueError as e:  # the backends' strict check of the saved optimizer state
                 raise CheckpointError(f"{path}: its optimizer state does not fit the model: {e}") from None
         self.epoch, self.step_in_epoch = int(state["next_epoch"]), int(state["step_in_epoch"])
         self.loss_sum, self.steps_done = float(state["loss_sum"]), int(state.get("steps_done", 0))
         self.history = list(state.get("history", []))
-        # the history's best too: older checkpoints were saved before their own epoch's best was counted
+        # the history's best too: the history is the record, and a checkpoint's best_psnr can miss its own
+        # epoch's validation (one saved before that value was counted in)
         psnrs = [row["val_psnr"] for row in self.history if row.get("val_psnr") is not None]
         self.best_psnr = max([float(state.get("best_psnr", -math.inf)), *psnrs])
         log.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.step_in_epoch)
 
-    def summary(self):
-        return {"epochs": self.t.epochs, "epochs_done": self.epoch - 1, "steps": self.steps_done,
+    def summary(self) -> Dict[str, Any]:
+        """The training's outcome, as liif.run.record.TrainSummary's fields."""
+        return {"epochs": self.recipe.epochs, "epochs_done": self.epoch - 1, "steps": self.steps_done,
                 "best_val_psnr": None if self.best_psnr == -math.inf else self.best_psnr, "history": self.history}
 
 
-def normalise(batch):
+def normalise(batch: Mapping[str, Any]) -> Dict[str, Any]:
     """The original data_norm: inputs and targets mapped from [0, 1] to [-1, 1]."""
     return {"inp": (batch["inp"] - 0.5) / 0.5, "coord": batch["coord"], "cell": batch["cell"], "gt": (batch["gt"] - 0.5) / 0.5}
 
 
-def resume_path(resume, out_dir):
+def resume_path(resume: "Union[bool, str, os.PathLike[str]]", out_dir: str) -> Optional[str]:
     """resume=true: this run's own last checkpoint; resume=DIR or resume=FILE: that one. None when
     the run's own folder began a training that was stopped before its first checkpoint."""
     target = out_dir if resume is True else str(resume)
@@ -369,12 +420,12 @@ def resume_path(resume, out_dir):
     return path
 
 
-def _canonical(spec):
+def _canonical(spec: Mapping[str, Any]) -> str:
     import json
     return json.dumps(registry.with_defaults(spec), sort_keys=True, default=str)
 
 
-def _describe(spec):
+def _describe(spec: Mapping[str, Any]) -> str:
     enc = (spec.get("args") or {}).get("encoder_spec", {})
     return f"'{spec['name']}'" + (f" on '{enc.get('name')}'" if enc else "")
 
@@ -384,15 +435,15 @@ class _StopFlag(rundir.on_signals):
     resumable checkpoint and exit instead of dying mid-write. The signal is acknowledged at
     once (a step may take a while), the outcome is printed once when the loop has stopped."""
 
-    def __init__(self):
-        self.signum = None
+    def __init__(self) -> None:
+        self.signum: Optional[int] = None
         super().__init__(self._set, announce=self._acknowledge)
 
-    def _set(self, signum):
+    def _set(self, signum: int) -> None:
         self.signum = signum
 
     @staticmethod
-    def _acknowledge(signum):
+    def _acknowledge(signum: int) -> None:
         message = f"{signal.Signals(signum).name} received: stopping after this step, saving a checkpoint"
         tqdm.write(message, file=sys.stderr)  # above the progress bar
         rundir.log_to_files(log, logging.WARNING, message)
