@@ -15,7 +15,7 @@ one process, so the backend is passed explicitly.
 """
 import importlib
 import sys
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Optional, cast
 
 from liif.backends.contract import Backend
 from liif.errors import ConfigError, FrameworkError
@@ -39,7 +39,7 @@ def get(name: str) -> Backend:
         raise FrameworkError(f"framework '{name}' is not installed: pip install -e '.[{name}]'") from None
 
 
-def is_internal_failure(name, error):
+def is_internal_failure(name: str, error: BaseException) -> bool:
     """Whether `error` is framework `name`'s own internal failure (`is_internal_failure` of the
     contract), asked of its backend if this process loaded it: a framework never loaded has not
     failed, and is not loaded just to ask."""
@@ -47,7 +47,7 @@ def is_internal_failure(name, error):
     return backend is not None and backend.is_internal_failure(error)
 
 
-def version(name):
+def version(name: str) -> Optional[str]:
     """The installed version of framework `name`, or None when it cannot be imported here. Jittor is
     imported through its setup (`jittor_setup.import_jittor`): a bare `import jittor` builds another
     kernel cache."""
