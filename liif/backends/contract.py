@@ -152,6 +152,9 @@ class Backend(Protocol):
         """Wait for every rank."""
     def distributed_close(self) -> None:
         """Leave the process group (nothing when not distributed)."""
+    def is_internal_failure(self, error: BaseException) -> bool:
+        """Whether `error` is the framework's own internal failure (Jittor: a failed check in its
+        C++ core), which running the same command again avoids; torch has none."""
 
 
 ATTRIBUTES = tuple(Tensor.__annotations__)
