@@ -12,13 +12,11 @@
 
 Everything crossing this API is NumPy; the framework stays inside.
 """
-import json
-
 import numpy as np
 
 from liif import backends
 from liif.models import checkpoint, presets, registry
-from liif.errors import BadInput, CheckpointError, ConfigError, UnknownName
+from liif.errors import BadInput, ConfigError, UnknownName
 from liif.models.init import initial_state
 from liif.inference.memory import check_fits
 from liif.inference.tiled import Encoding
@@ -113,46 +111,26 @@ def create_model(name, pretrained_path=None, framework="torch", device="auto", s
         raise BadInput(problem)
     B = backends.get(framework)
     dev = B.device(device)
-    net = registry.make(spec, B)
     if pretrained_path is None:
+        net = registry.make(spec, B)
         B.load_state_dict_numpy(net, initial_state(B.state_dict_numpy(net), seed))
     else:
-        ckpt = checkpoint.read(pretrained_path)
-        held = checkpoint.model_spec(ckpt, pretrained_path)
-        if _canonical(held) != _canonical(spec):
-            raise CheckpointError(f"{pretrained_path} holds another model than '{name}' with these arguments: "
-                                  f"{held}; load it with liif.load_model")
-        try:
-            B.load_state_dict_numpy(net, ckpt["model"]["sd"])
-        except ValueError as e:
-            raise CheckpointError(f"{pretrained_path}: {e}") from None
+        net = checkpoint.load(pretrained_path, B, expected=spec, expected_label=f"'{name}'").net
     return _on_device(net, B, spec, dev, "fp32", False, False)
-
-
-def _canonical(spec):
-    """A spec with every default spelled out, as comparable text."""
-    return json.dumps(registry.with_defaults(spec), sort_keys=True, default=str)
 
 
 def load_model(path, framework="torch", device="auto", precision="fp32", channels_last=False, compile=False):
     """Load a checkpoint written by the original code or by us onto `framework`; options as `build_model`."""
+    return load_model_and_checkpoint(path, framework, device, precision, channels_last, compile)[0]
+
+
+def load_model_and_checkpoint(path, framework="torch", device="auto", precision="fp32", channels_last=False,
+                              compile=False):
+    """`load_model`, and the checkpoint's contents (its epoch, its training state: the viewer's labels)."""
     B = backends.get(framework)
     dev = B.device(device)
-    ckpt = checkpoint.read(path)
-    spec = checkpoint.model_spec(ckpt, path)
-    check_finite(ckpt["model"]["sd"], path)
-    try:
-        net = registry.make(spec, B)
-    except (ValueError, TypeError, KeyError, RuntimeError) as e:  # well-typed but impossible values
-        raise CheckpointError(f"{path}: model '{spec['name']}' cannot be built from the checkpoint's "
-                              f"arguments ({type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]})") from None
-    model = _on_device(net, B, spec, dev, precision, channels_last, compile)
-    try:
-        B.load_state_dict_numpy(model.net, ckpt["model"]["sd"])
-    except ValueError as e:
-        raise CheckpointError(f"{path}: {e}") from None
-    model.net = B.to_device(model.net, model.device)
-    return model
+    loaded = checkpoint.load(path, B)
+    return _on_device(loaded.net, B, loaded.spec, dev, precision, channels_last, compile), loaded.ckpt
 
 
 def infer_options(framework_cfg):
@@ -186,15 +164,6 @@ def check_bsize(bsize):
     if isinstance(bsize, bool) or not isinstance(bsize, (int, np.integer)) or bsize <= 0:
         raise ConfigError(f"the query batch (eval_bsize=) must be a positive integer, got {bsize!r}")
     return int(bsize)
-
-
-def check_finite(state_dict, path):
-    """Non-finite weights give a black image and a nan PSNR: refuse them up front."""
-    for key, value in state_dict.items():
-        value = np.asarray(value)
-        if value.dtype.kind in "fc" and not np.isfinite(value).all():
-            raise CheckpointError(f"{path} holds non-finite weights (nan or inf in '{key}'): it cannot give a meaningful "
-                            "image; use an earlier checkpoint")
 
 
 def parse_size(size):

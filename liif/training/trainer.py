@@ -318,16 +318,9 @@ class Trainer:
             raise OutputError(f"{e}; the checkpoints already written are intact: continue with resume={self.out_dir}") from None
 
     def load_weights(self, path):
-        ckpt = checkpoint.read(str(path))
-        spec = checkpoint.model_spec(ckpt, path)
-        if _canonical(spec) != _canonical(self.spec):
-            raise CheckpointError(f"{path} holds a different model than the config asks for: checkpoint "
-                            f"{_describe(spec)}, config {_describe(self.spec)}")
-        try:
-            self.B.load_state_dict_numpy(self.net, ckpt["model"]["sd"])
-        except ValueError as e:
-            raise CheckpointError(f"{path}: {e}") from None
-        return ckpt
+        """The weights of the checkpoint `path`, which must hold the config's model; returns the checkpoint."""
+        return checkpoint.load(str(path), self.B, expected=self.spec, expected_label="the config's model",
+                               net=self.net).ckpt
 
     def load(self, path):
         ckpt = self.load_weights(path)
@@ -370,16 +363,6 @@ def resume_path(resume, out_dir):
         raise CheckpointError(f"nothing to resume: {path} does not exist (resume=<run dir> or resume=<checkpoint.pth>; "
                         "resume=true resumes the run in hydra.run.dir)")
     return path
-
-
-def _canonical(spec):
-    import json
-    return json.dumps(registry.with_defaults(spec), sort_keys=True, default=str)
-
-
-def _describe(spec):
-    enc = (spec.get("args") or {}).get("encoder_spec", {})
-    return f"'{spec['name']}'" + (f" on '{enc.get('name')}'" if enc else "")
 
 
 class _StopFlag(rundir.on_signals):
