@@ -21,6 +21,7 @@ from tqdm import tqdm
 from liif.evaluation import metrics
 from liif.errors import CheckpointError, ConfigError
 from liif.run.record import RunRecord, TestResult
+from liif.value_range import from_model_range, to_model_range
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +133,9 @@ def sample_name(desc):
 def predict_image(model, sample, bsize, tiling=None):
     """Whole-image prediction in [0, 1] as (1, 3, H, W), the ground truth likewise, and (H, W).
     The image is encoded in tiles when it does not fit `tiling["max_memory"]` (same output)."""
-    inp = ((sample["inp"] - 0.5) / 0.5)[None]
+    inp = to_model_range(sample["inp"])[None]
     pred = model.query(inp, sample["coord"][None], sample["cell"][None], bsize=bsize, **(tiling or {}))
-    pred = np.clip(pred * 0.5 + 0.5, 0, 1)
+    pred = np.clip(from_model_range(pred), 0, 1)
     # original: the output shape is inferred from the query count (same ratio on both axes)
     ih, iw = sample["inp"].shape[-2:]
     s = math.sqrt(sample["coord"].shape[0] / (ih * iw))

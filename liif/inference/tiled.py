@@ -35,6 +35,7 @@ from tqdm import tqdm
 from liif.errors import ConfigError
 from liif.coords import make_coord
 from liif.inference.memory import BudgetTooSmall, format_bytes, release_freed_memory, resolve_budget
+from liif.value_range import from_model_range, image_to_model_range
 
 MIN_TILE = 16          # the smallest core side the planner uses (smaller only when the image is)
 MIN_CHUNK = 1024       # the fewest queries per decoder call the planner uses
@@ -225,8 +226,7 @@ class Encoding:
     def of_image(cls, model, image, **options):
         """A uint8 (H, W, 3) image, normalised per tile exactly as `Model.upscale` normalises it whole."""
         def source(top, bottom, left, right):
-            part = image[top:bottom, left:right].astype(np.float32)
-            return np.ascontiguousarray(((part / 255 - 0.5) / 0.5).transpose(2, 0, 1)[None])
+            return np.ascontiguousarray(image_to_model_range(image[top:bottom, left:right]).transpose(2, 0, 1)[None])
         return cls(model, source, image.shape[0], image.shape[1], **options)
 
     @classmethod
@@ -413,7 +413,7 @@ class Encoding:
                         pred = net.query_rgb(B.tensor(coord, like=like), B.tensor(cell[:, :coord.shape[1]], like=like))[0]
                         at = (y - y0) * block_w + (x - c0)  # a contiguous range of the band: whole rows, or one row's part
                         # rounded, not floored (the original demo truncates)
-                        buf[at:at + coord.shape[1]] = B.to_uint8(pred.float() * 0.5 + 0.5)
+                        buf[at:at + coord.shape[1]] = B.to_uint8(from_model_range(pred.float()))
                         buf = B.materialize(buf)
                         done += coord.shape[1]
                         if callable(self.progress):  # the demo's estimate (liif/inference/demo.py)

@@ -39,6 +39,7 @@ from liif.io.outputs import OutputError
 from liif.run.progress import Estimate, duration
 from liif.run.record import RunRecord, TestResult, TrainSummary
 from liif.training.schedule import learning_rate
+from liif.value_range import from_model_range, to_model_range
 
 log = logging.getLogger(__name__)
 
@@ -280,9 +281,9 @@ class Trainer:
         from liif.evaluation.metrics import psnr
         model, total, count = self.as_model(), 0.0, 0
         for batch in iterate_batches(self.val_set, self.t.val_batch_size, seed=self.seed, epoch=0):
-            pred = model.query((batch["inp"] - 0.5) / 0.5, batch["coord"], batch["cell"], bsize=self.eval_bsize)
+            pred = model.query(to_model_range(batch["inp"]), batch["coord"], batch["cell"], bsize=self.eval_bsize)
             n = len(pred)
-            total += psnr(np.clip(pred * 0.5 + 0.5, 0, 1), batch["gt"]) * n
+            total += psnr(np.clip(from_model_range(pred), 0, 1), batch["gt"]) * n
             count += n
         return total / count
 
@@ -347,7 +348,8 @@ class Trainer:
 
 def normalise(batch):
     """The original data_norm: inputs and targets mapped from [0, 1] to [-1, 1]."""
-    return {"inp": (batch["inp"] - 0.5) / 0.5, "coord": batch["coord"], "cell": batch["cell"], "gt": (batch["gt"] - 0.5) / 0.5}
+    return {"inp": to_model_range(batch["inp"]), "coord": batch["coord"], "cell": batch["cell"],
+            "gt": to_model_range(batch["gt"])}
 
 
 def resume_path(resume, out_dir):
