@@ -66,7 +66,7 @@ def test_bad_checkpoints_say_so(tmp_path, content):
         torch.save({"weights": torch.zeros(3)}, path)  # a torch file, but not LIIF's layout
     else:
         path.write_bytes(content)
-    with pytest.raises(checkpoint.CheckpointError, match="checkpoint"):
+    with pytest.raises(CheckpointError, match="checkpoint"):
         liif.load_model(str(path), device="cpu")
 
 
@@ -74,7 +74,7 @@ def test_checkpoint_of_another_model_names_the_mismatch(tmp_path, fixtures_dir):
     obj = checkpoint.read(str(fixtures_dir / "ckpt_edsr-baseline-liif-d.pth"))
     obj["model"]["args"]["imnet_spec"]["args"]["hidden_list"] = [256, 256, 256, 256]  # lie about the model
     checkpoint.write(obj, str(tmp_path / "mismatch.pth"))
-    with pytest.raises(checkpoint.CheckpointError, match="missing: imnet.layers.6"):
+    with pytest.raises(CheckpointError, match="missing: imnet.layers.6"):
         liif.load_model(str(tmp_path / "mismatch.pth"), device="cpu")
 
 
@@ -100,7 +100,7 @@ def test_checkpoint_model_arguments_are_checked_before_building(tmp_path, framew
     """Unknown or mistyped arguments (the constructor's signature decides) are one-line bad-checkpoint errors."""
     path = tmp_path / "args.pth"
     checkpoint.write({"model": {**spec, "sd": {}}, "epoch": 1}, str(path))
-    with pytest.raises(checkpoint.CheckpointError) as err:
+    with pytest.raises(CheckpointError) as err:
         liif.load_model(str(path), framework=framework, device="cpu")
     assert message in str(err.value) and str(path) in str(err.value) and "\n" not in str(err.value)
 

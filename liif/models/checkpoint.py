@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from liif.io import durable, torchfile
-from liif.errors import CheckpointError
+from liif.errors import CheckpointError, OutputError
 from liif.models import registry
 
 
@@ -134,7 +134,7 @@ def write(obj, path):
         try:
             torchfile.save(obj, tmp)
         except OSError as e:  # a full disk, a read-only file system: one line, not zipfile's traceback
-            from liif.io.outputs import OutputError, describe_os_error
+            from liif.io.outputs import describe_os_error
             raise OutputError(describe_os_error(e, path)) from None
         from liif.io.outputs import file_mode
         os.chmod(tmp, file_mode())  # mkstemp's 0600 -> what the umask allows, as a plain open()

@@ -9,14 +9,7 @@ engine as `Model.query`, rounded to uint8 as `Model.upscale` rounds.
 import threading
 from collections import OrderedDict
 
-import numpy as np
-
 from liif.value_range import model_range_to_image
-
-
-def normalise(image):
-    """uint8 HxWx3 -> the model's input (1, 3, h, w) float32 in [-1, 1], as `Model.upscale` makes it."""
-    return np.ascontiguousarray(((image.astype(np.float32) / 255 - 0.5) / 0.5).transpose(2, 0, 1)[None])
 
 
 def encode(model, image, max_memory="auto", bsize=30000, tile=None):

@@ -84,7 +84,8 @@ def make_picture(id, name, rgb, factor=None):
 
 def load_pictures(input_path, sample_dir, factor=None):
     """The image of input=, else the sample set's validation photos."""
-    from liif.data.image_folder import ImageError, read_image
+    from liif.data.image_folder import read_image
+    from liif.errors import ImageError
 
     if input_path:
         paths = [input_path]
@@ -111,7 +112,8 @@ def decode_upload(data, max_pixels):
     """uint8 HxWx3 from uploaded bytes; refuses non-images and images over `max_pixels` before decoding them."""
     from PIL import Image
 
-    from liif.data.image_folder import ImageError, read_image
+    from liif.data.image_folder import read_image
+    from liif.errors import ImageError
 
     try:
         with Image.open(io.BytesIO(data)) as im:

@@ -32,10 +32,9 @@ from liif.run import recovery, rundir, tblog
 from liif.io import durable
 from liif.config import FrameworkConfig, TrainConfig
 from liif.data import make_train_sets
-from liif.errors import CheckpointError, ConfigError, TrainingDiverged
+from liif.errors import CheckpointError, ConfigError, OutputError, TrainingDiverged
 from liif.training.step import train_step
 from liif.models.init import initial_state
-from liif.io.outputs import OutputError
 from liif.run.progress import Estimate, duration
 from liif.run.record import RunRecord, TestResult, TrainSummary
 from liif.training.schedule import learning_rate
