@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from liif.evaluation import metrics
-from liif.errors import CheckpointError, ConfigError
+from liif.errors import CheckpointError
 from liif.run.record import RunRecord, TestResult
 from liif.value_range import from_model_range, to_model_range
 
@@ -27,12 +27,11 @@ log = logging.getLogger(__name__)
 
 
 def main(config, choices=None):
-    """`python run.py task=test checkpoint=...`: `config` is a liif.config.RunConfig."""
+    """`python run.py task=test checkpoint=...`: `config` is a liif.config.RunConfig (with a checkpoint:
+    RunConfig checks that)."""
     from liif.inference.api import infer_options, load_model, tiling_options
     from liif.run.labels import model_label
     from liif.run.rundir import Interrupted, RunLifecycle, interruptible
-    if config.checkpoint is None:
-        raise ConfigError("task=test needs checkpoint=PATH (a checkpoint of the original code or of ours)")
     out_dir = str(config.output_dir)
     try:
         with RunLifecycle(out_dir, RunRecord.for_run(config, "test", choices), config=asdict(config)) as run:

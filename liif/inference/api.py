@@ -15,6 +15,7 @@ Everything crossing this API is NumPy; the framework stays inside.
 import numpy as np
 
 from liif import backends
+from liif.config import parse_size
 from liif.models import checkpoint, presets, registry
 from liif.errors import BadInput, ConfigError, UnknownName
 from liif.models.init import initial_state
@@ -164,17 +165,3 @@ def check_bsize(bsize):
     if isinstance(bsize, bool) or not isinstance(bsize, (int, np.integer)) or bsize <= 0:
         raise ConfigError(f"the query batch (eval_bsize=) must be a positive integer, got {bsize!r}")
     return int(bsize)
-
-
-def parse_size(size):
-    """(H, W) of positive integers, or a clear BadInput (a ValueError)."""
-    try:
-        if isinstance(size, (str, bytes)):
-            raise TypeError
-        height, width = size
-    except (TypeError, ValueError):
-        raise BadInput(f"size must be [height, width], got {size!r}") from None
-    for v in (height, width):
-        if isinstance(v, (bool, str)) or not isinstance(v, (int, float, np.number)) or not float(v).is_integer() or v <= 0:
-            raise BadInput(f"size must be two positive integers [height, width], got {list(size)!r}")
-    return int(height), int(width)
