@@ -71,10 +71,10 @@ async def timed_render(url, view):
 def model_query(model, image):
     """Seconds of Model.query on the viewport's queries, and of its encoder part alone."""
     from liif.serve import geometry
-    from liif.serve.features import normalise
+    from liif.value_range import image_to_model_range
     region = geometry.visible(geometry.grid(image.shape[:2], SCALE), TOP, LEFT, SIZE, SIZE)
     coord, cell = geometry.queries(region)
-    inp = normalise(image)
+    inp = np.ascontiguousarray(image_to_model_range(image).transpose(2, 0, 1)[None])  # Model.query's (1, 3, h, w)
     t0 = time.perf_counter()
     model.query(inp, coord, cell, bsize=30000)
     total = time.perf_counter() - t0

@@ -58,7 +58,8 @@ def original_demo(net, image, out_size, bsize=30000):
     output, then the image."""
     import torch
     from liif.coords import make_coord
-    inp = (torch.from_numpy(image).permute(2, 0, 1).float() / 255 - 0.5) / 0.5
+    from liif.value_range import from_model_range, to_model_range
+    inp = to_model_range(torch.from_numpy(image).permute(2, 0, 1).float() / 255)
     h, w = out_size
     coord = torch.from_numpy(make_coord((h, w)).reshape(1, -1, 2))
     cell = torch.ones_like(coord)
@@ -69,7 +70,7 @@ def original_demo(net, image, out_size, bsize=30000):
         net.gen_feat(inp[None])
         preds = [net.query_rgb_reference(coord[:, i:i + bsize], cell[:, i:i + bsize]) for i in range(0, h * w, bsize)]
         pred = torch.cat(preds, dim=1)[0]
-    return (pred * 0.5 + 0.5).clamp(0, 1).view(h, w, 3).mul(255).round().byte().numpy()
+    return from_model_range(pred).clamp(0, 1).view(h, w, 3).mul(255).round().byte().numpy()
 
 
 def child(model_name, size, budget, threads, rlimit, path="fast", repeats=1):

@@ -7,18 +7,26 @@ These are plain dataclasses (no Hydra, no OmegaConf): the library (`liif.trainin
 
 `python run.py` uses the same classes as Hydra structured configs (`liif.cli.main.register_configs`
 stores `RunConfig` as the schema of conf/config.yaml): Hydra rejects a wrong type
-(`train.batch_size=abc`) or an unknown key by name while composing (a key forced in with `+`,
-which Hydra lets through, is refused by `liif.cli.main.typed_config` against these classes), and the CLI
-turns the composed config into these objects, whose `__post_init__` checks the ranges, before any work.
+(`train.batch_size=abc`) while composing, `unknown_setting` names a key these classes do not have
+(with the nearest one: run.py checks the command line with it before Hydra, the CLI the composed
+config, where a key forced in with `+` gets through Hydra), and the CLI turns the composed config
+into these objects, whose `__post_init__` checks the ranges and what each task needs, before any work.
 
 A new key goes into the dataclass of its node (with its default) and into the YAML that sets it.
 """
+import dataclasses
+import difflib
 import math
+import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
-from liif.errors import ConfigError
+import numpy as np
+
+from liif.errors import BadInput, ConfigError
 from liif.sizes import parse_bytes
+
+TASKS = ("train", "test", "demo", "report", "serve")  # liif.cli.main runs each
 
 MISSING = "???"  # OmegaConf's marker: a value that the YAML or the command line must give
 
@@ -51,6 +59,21 @@ def one_of(node: object, prefix: str, name: str, choices: Sequence[object]) -> N
     value = getattr(node, name)
     if value not in choices:
         raise ConfigError(f"{prefix}{name}={value!r} must be one of: {', '.join(map(str, choices))}")
+
+
+def parse_size(size: Any) -> Tuple[int, int]:
+    """(H, W) of positive integers, or a clear BadInput (a ValueError): an output size (`size=` of
+    task=demo, `Model.upscale`'s `size`)."""
+    try:
+        if isinstance(size, (str, bytes)):
+            raise TypeError
+        height, width = size
+    except (TypeError, ValueError):
+        raise BadInput(f"size must be [height, width], got {size!r}") from None
+    for v in (height, width):
+        if isinstance(v, (bool, str)) or not isinstance(v, (int, float, np.number)) or not float(v).is_integer() or v <= 0:
+            raise BadInput(f"size must be two positive integers [height, width], got {list(size)!r}")
+    return int(height), int(width)
 
 
 @dataclass
@@ -201,7 +224,7 @@ class PathsConfig:
 @dataclass
 class InferConfig:
     """conf/config.yaml `infer`: tiled inference at test and demo time (liif/inference/tiled.py, docs/tiling.md)."""
-    max_memory: Union[int, float, str] = "auto"  # auto (half the free memory), bytes, or a size such as 2GB
+    max_memory: Union[str, int, float] = "auto"  # auto (half the free memory), a size such as 2GB, 512MB, or bytes
     tile: Optional[int] = None     # force square tiles of this many input pixels (null: the largest that fit)
 
     def __post_init__(self) -> None:
@@ -215,7 +238,7 @@ class InferConfig:
 
 @dataclass
 class TaskConfig:
-    """conf/task/*.yaml: the task, and the viewer's settings (task=serve, docs/serve.md)."""
+    """conf/task/*.yaml: the task, and the viewer's settings (task=serve, conf/task/serve.yaml, docs/serve.md)."""
     name: str = "train"
     host: str = "127.0.0.1"
     port: int = 8000
@@ -227,6 +250,22 @@ class TaskConfig:
     coarse_factor: int = 4
     tile_rows: int = 64
     cache_mb: float = 2048
+
+    def __post_init__(self) -> None:
+        if self.name not in TASKS:
+            raise ConfigError(f"unknown task '{self.name}'; choose one of: {', '.join(TASKS)}")
+        non_negative_ints(self, "task.", "port")  # 0: any free port
+        positive_ints(self, "task.", "max_viewport", "max_upload_pixels", "max_renders", "coarse_factor", "tile_rows")
+        positive_numbers(self, "task.", "max_upload_mb", "cache_mb")
+        if self.downscale is not None and not (_integer(self.downscale) and self.downscale >= 2):
+            raise ConfigError(f"task.downscale must be an integer >= 2 (or null), got {self.downscale!r}")
+
+
+@dataclass
+class PaperConfig:
+    """An experiment's place in the paper (conf/experiment/*.yaml `paper`): the report prints its numbers beside ours."""
+    table: Optional[int] = None
+    row: Optional[str] = None
 
 
 @dataclass
@@ -241,20 +280,20 @@ class RunConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     seed: int = 0
     device: str = "auto"
-    checkpoint: Any = None            # a path (task=serve: also a list of paths; OmegaConf has no union with a list)
+    checkpoint: Any = None            # a path (task=serve: also a list of paths: OmegaConf has no str-or-list type)
     resume: Union[bool, str] = False  # false, true (this run directory), or a run directory / checkpoint
     scales: Optional[List[int]] = None
     input: Optional[str] = None
-    size: Any = None                  # demo: [height, width]; Any: liif.inference.api.parse_size says what is wrong
+    size: Any = None                  # demo: [height, width], checked by parse_size (one line for `size=abc`, not Hydra's)
     output: Optional[str] = None
-    dir: Any = None                   # report: a folder or a list of folders (OmegaConf has no union with a list)
+    dir: Any = None                   # report, serve: a folder or a list of folders (str or list, as `checkpoint`)
     eval_bsize: int = 30000
     infer: InferConfig = field(default_factory=InferConfig)
     debug: bool = False
     on_bad_file: str = "error"
     run_name: Optional[str] = None
     output_dir: Optional[str] = None
-    paper: Optional[Dict[str, Any]] = None  # an experiment's {table, row}
+    paper: Optional[PaperConfig] = None
 
     def __post_init__(self) -> None:
         non_negative_ints(self, "", "seed")
@@ -262,3 +301,67 @@ class RunConfig:
         one_of(self, "", "on_bad_file", ("error", "skip"))
         if self.scales is not None:
             check_scales(self.scales, "scales")
+        self.check_task_settings()
+
+    def check_task_settings(self) -> None:
+        """What the task needs from the top-level keys (`checkpoint=` for test ...), before any work."""
+        task = self.task.name
+        if task == "test" and self.checkpoint is None:
+            raise ConfigError("task=test needs checkpoint=PATH (a checkpoint of the original code or of ours)")
+        if task == "demo":
+            for key in ("checkpoint", "input", "size", "output"):
+                if getattr(self, key) is None:
+                    raise ConfigError(f"task=demo needs {key}=...: python run.py task=demo checkpoint=CKPT input=IMG "
+                                      "size=[H,W] output=OUT.png")
+        if task == "report" and not self.dir:
+            raise ConfigError("task=report needs dir=<sweep folder> (or dir=[DIR1,DIR2]), "
+                              "e.g. dir=multirun/2026-01-01/10-00-00")
+        if task == "serve" and not self.checkpoint and not self.dir:
+            raise ConfigError("task=serve needs checkpoint=CKPT (several: checkpoint=[A.pth,B.pth]) or "
+                              "dir=multirun/<date>/<time>")
+        if self.size is not None:
+            self.size = list(parse_size(self.size))
+
+
+def unknown_setting(settings: Mapping[str, Any], schema: Optional[type] = None, also: Iterable[str] = (),
+                    where: str = "") -> Optional[str]:
+    """What is wrong with the keys of `settings` (a plain nested dict: a composed config, or the
+    keys of a command line) against the typed config `schema` (RunConfig by default), in one line
+    that names the first unknown key and the nearest valid one; None when every key is known.
+    Nodes typed as dicts or Any hold any keys. `also`: more names valid at the top level (the
+    command line's config groups: `experiment`, `model/encoder` ...); `where`: the override the
+    key comes from, for the message."""
+    found = _first_unknown(settings, schema or RunConfig, [], tuple(also))
+    if found is None:
+        return None
+    path, valid = found
+    near = difflib.get_close_matches(path[-1], valid, n=1, cutoff=0.6)
+    hint = f"did you mean '{'.'.join(path[:-1] + near)}'? " if near else ""
+    key = ".".join(path)
+    return f"unknown setting '{key}'{f' in {where}' if where else ''}: {hint}(`python run.py --cfg job` prints every setting)"
+
+
+def _first_unknown(settings: Mapping[str, Any], schema: type, path: List[str],
+                   also: Tuple[str, ...] = ()) -> Optional[Tuple[List[str], List[str]]]:
+    """(path of the first key of `settings` that `schema` lacks, the names valid beside it), or None."""
+    hints = typing.get_type_hints(schema)
+    valid = [f.name for f in dataclasses.fields(schema)] + list(also)
+    for key, value in settings.items():
+        if key not in hints:
+            if key in also:
+                continue
+            return path + [str(key)], valid
+        child = _dataclass_of(hints[key])
+        if child is not None and isinstance(value, dict):
+            found = _first_unknown(value, child, path + [key])
+            if found:
+                return found
+    return None
+
+
+def _dataclass_of(annotation: Any) -> Optional[type]:
+    """The dataclass a field holds (`Optional[X]` -> X), or None for anything else (free-form, primitives, lists)."""
+    if typing.get_origin(annotation) is Union:
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        annotation = args[0] if len(args) == 1 else None
+    return annotation if isinstance(annotation, type) and dataclasses.is_dataclass(annotation) else None

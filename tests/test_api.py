@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 import liif
-from liif.inference.api import parse_size, to_rgb
+from liif.config import parse_size
+from liif.inference.api import to_rgb
 from liif.coords import make_coord
 
 

@@ -6,8 +6,10 @@ import torch
 
 import liif
 from liif import backends
+from liif.errors import CheckpointError
 from liif.models import checkpoint
 from liif.io import torchfile
+from liif.training.trainer import Trainer
 
 
 def test_saved_checkpoint_reloads_bitwise(tmp_path, fixtures_dir):
@@ -64,7 +66,7 @@ def test_bad_checkpoints_say_so(tmp_path, content):
         torch.save({"weights": torch.zeros(3)}, path)  # a torch file, but not LIIF's layout
     else:
         path.write_bytes(content)
-    with pytest.raises(checkpoint.CheckpointError, match="checkpoint"):
+    with pytest.raises(CheckpointError, match="checkpoint"):
         liif.load_model(str(path), device="cpu")
 
 
@@ -72,7 +74,7 @@ def test_checkpoint_of_another_model_names_the_mismatch(tmp_path, fixtures_dir):
     obj = checkpoint.read(str(fixtures_dir / "ckpt_edsr-baseline-liif-d.pth"))
     obj["model"]["args"]["imnet_spec"]["args"]["hidden_list"] = [256, 256, 256, 256]  # lie about the model
     checkpoint.write(obj, str(tmp_path / "mismatch.pth"))
-    with pytest.raises(checkpoint.CheckpointError, match="missing: imnet.layers.6"):
+    with pytest.raises(CheckpointError, match="missing: imnet.layers.6"):
         liif.load_model(str(tmp_path / "mismatch.pth"), device="cpu")
 
 
@@ -93,12 +95,61 @@ EDSR = {"name": "edsr-baseline", "args": {"no_upsampling": True}}
     ({"name": "liff", "args": {}}, "unknown model 'liff'"),
     ({"name": "liif", "args": {}}, "model 'liif' needs the argument(s) encoder_spec"),
     ({"name": "liif", "args": {"encoder_spec": EDSR, "local_ensemble": 1}}, "argument 'local_ensemble' of model 'liif' must be bool"),
-    ({"name": "mlp", "args": {"in_dim": -3, "out_dim": 1, "hidden_list": []}}, "model 'mlp' cannot be built from the checkpoint's arguments"),
 ])
 def test_checkpoint_model_arguments_are_checked_before_building(tmp_path, framework, spec, message):
     """Unknown or mistyped arguments (the constructor's signature decides) are one-line bad-checkpoint errors."""
     path = tmp_path / "args.pth"
     checkpoint.write({"model": {**spec, "sd": {}}, "epoch": 1}, str(path))
-    with pytest.raises(checkpoint.CheckpointError) as err:
+    with pytest.raises(CheckpointError) as err:
         liif.load_model(str(path), framework=framework, device="cpu")
     assert message in str(err.value) and str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_constructor_failing_on_well_typed_arguments_is_not_a_bad_checkpoint(tmp_path, framework):
+    """Only the checked problems are CheckpointErrors; the framework's own error (a negative size
+    passes the signature check) keeps its type and traceback."""
+    path = tmp_path / "negative.pth"
+    checkpoint.write({"model": {"name": "mlp", "args": {"in_dim": -3, "out_dim": 1, "hidden_list": []}, "sd": {}},
+                      "epoch": 1}, str(path))
+    with pytest.raises(Exception) as err:
+        liif.load_model(str(path), framework=framework, device="cpu")
+    assert not isinstance(err.value, CheckpointError)
+
+
+@pytest.mark.parametrize("error", [RuntimeError, ZeroDivisionError])
+def test_a_constructor_bug_is_not_a_bad_checkpoint(fixtures_dir, monkeypatch, error):
+    from liif.models import registry
+    mlp = registry.models.get("mlp")
+
+    def broken(self, in_dim: int, out_dim: int, hidden_list: list[int]):  # the same signature: the spec passes
+        raise error("a bug in the model code")
+
+    monkeypatch.setattr(mlp, "__init__", broken)
+    path = str(fixtures_dir / "ckpt_edsr-baseline-liif.pth")
+    with pytest.raises(error, match="a bug in the model code"):
+        liif.load_model(path, device="cpu")
+    with pytest.raises(error, match="a bug in the model code"):
+        liif.create_model("edsr_baseline_liif", pretrained_path=path, device="cpu")
+
+
+def test_non_finite_weights_are_refused_by_every_loader(tmp_path, fixtures_dir):
+    obj = checkpoint.read(str(fixtures_dir / "ckpt_edsr-baseline-liif.pth"))
+    obj["model"]["sd"]["imnet.layers.0.bias"][3] = np.nan
+    path = str(tmp_path / "nan.pth")
+    checkpoint.write(obj, path)
+    spec = {"name": obj["model"]["name"], "args": obj["model"]["args"]}
+    for load in (lambda: liif.load_model(path, device="cpu"),
+                 lambda: liif.create_model("edsr_baseline_liif", pretrained_path=path, device="cpu"),
+                 lambda: Trainer(spec, None, tmp_path / "run", device="cpu", checkpoint=path)):
+        with pytest.raises(CheckpointError, match=r"non-finite weights \(nan or inf in 'imnet.layers.0.bias'\)"):
+            load()
+
+
+def test_training_from_another_models_weights_names_the_difference(tmp_path, fixtures_dir):
+    path = str(fixtures_dir / "ckpt_edsr-baseline-liif.pth")
+    spec = checkpoint.read(path)["model"]
+    spec = {"name": spec["name"], "args": {**spec["args"], "cell_decode": False}}
+    with pytest.raises(CheckpointError, match="holds another model than the config's model: "
+                                              "cell_decode is True in the checkpoint, False asked for"):
+        Trainer(spec, None, tmp_path / "run", device="cpu", checkpoint=path)

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 import liif
+from liif.errors import CheckpointError
 from liif.models import checkpoint
 from liif.io import torchfile
 
@@ -198,7 +199,7 @@ NAMES = list(payloads("m"))
 
 
 def _assert_refused(path, marker):
-    with pytest.raises(checkpoint.CheckpointError) as err:
+    with pytest.raises(CheckpointError) as err:
         checkpoint.read(str(path))
     assert "\n" not in str(err.value) and str(path) in str(err.value)
     assert not marker.exists(), "a checkpoint ran code"
@@ -346,7 +347,7 @@ def test_non_tensor_state_dict_entries_are_refused(tmp_path):
                                       ("legacy", "object"), ("legacy", "storage keys")])
 def test_load_model_refuses_on_both_frameworks(tmp_path, marker, framework, fmt, slot):
     path = crafted_file(tmp_path, fmt, slot, payloads(marker)["os.system"])
-    with pytest.raises(checkpoint.CheckpointError):
+    with pytest.raises(CheckpointError):
         liif.load_model(str(path), framework=framework, device="cpu")
     assert not marker.exists()
 

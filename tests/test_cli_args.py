@@ -58,7 +58,8 @@ def test_other_resume_forms_are_left_to_the_trainer(tmp_path):
 
 @pytest.mark.parametrize("arg, nearest", [("modle=rdn_liif", "model"), ("train.epoch=3", "train.epochs"),
                                           ("framework.thread=1", "framework.threads"),
-                                          ("model/encodr=rdn", "model/encoder"), ("datset=div2k", "dataset")])
+                                          ("model/encodr=rdn", "model/encoder"), ("datset=div2k", "dataset"),
+                                          ("dataset.train.rpeat=2", "dataset.train.repeat")])
 def test_a_misspelt_key_names_the_nearest_valid_one(arg, nearest):
     with pytest.raises(ArgvError, match=f"did you mean '{nearest}'"):
         check_keys([arg], CONF)
@@ -130,3 +131,9 @@ def test_resume_dir_alone_continues_a_non_default_model_in_the_same_folder(tmp_p
     more = run_cli(f"resume={cut}", "train.epochs=4", cwd=tmp_path)  # a safe change: more epochs
     assert more.returncode == 0, more.stderr[-2000:]
     assert len(metrics(cut)["train"]["history"]) == 4 and not (tmp_path / "outputs").exists()
+
+
+def test_every_task_the_typed_config_accepts_is_run_by_the_cli():
+    from liif.cli.main import TASKS as MODULES
+    from liif.config import TASKS
+    assert set(MODULES) == set(TASKS)

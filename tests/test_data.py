@@ -6,11 +6,12 @@ import pytest
 from PIL import Image
 
 from liif import data
-from liif.data import (DataLayoutError, ImageError, ImageFolder, PairedImageFolders, SRImplicitDownsampled,
-                       SRImplicitPaired, SRImplicitUniformVaried, benchmark, ensure_sample_set,
-                       iterate_batches, len_batches, read_image, resize_bicubic, test_set)
+from liif.data import (ImageFolder, PairedImageFolders, SRImplicitDownsampled, SRImplicitPaired,
+                       SRImplicitUniformVaried, ensure_sample_set, iterate_batches, len_batches, read_image,
+                       resize_bicubic, test_set)
 from liif.data.loader import batch_order
 from liif.data.sample import MARKER, SPLITS
+from liif.errors import DataLayoutError, ImageError
 
 
 def rgb(h, w, seed=0):
@@ -295,40 +296,46 @@ def test_sample_set_refuses_a_foreign_folder(tmp_path):
 # ---------------------------------------------------------------- layouts and test sets
 
 def test_layout_error_names_the_path_and_shows_the_tree(tmp_path):
-    layout = benchmark(tmp_path, "Set5")
+    from liif.config import TestSetConfig
+    from liif.evaluation.evaluate import expected_layout
+    entry = TestSetConfig(name="Set5", hr=f"{tmp_path}/benchmark/Set5/HR", scales=[2],  # conf/dataset/benchmark.yaml
+                          lr=f"{tmp_path}/benchmark/Set5/LR_bicubic/X{{scale}}")
     with pytest.raises(DataLayoutError) as e:
-        test_set(layout.hr, layout.lr(2), 2, layout_text=layout.tree)
+        test_set(entry.hr, entry.lr.format(scale=2), 2, layout_text=expected_layout(entry))
     message = str(e.value)
-    assert layout.hr in message
-    assert f"{tmp_path}/benchmark/Set5/LR_bicubic/X2/*.png" in message
+    assert entry.hr in message
+    assert f"{tmp_path}/benchmark/Set5/LR_bicubic/X{{2,3,4}}/*.png" in message
     assert isinstance(e.value, FileNotFoundError)
-    div2k = data.div2k(tmp_path)
-    assert div2k.valid_lr(3).endswith(os.path.join("DIV2K", "DIV2K_valid_LR_bicubic", "X3"))
-    with pytest.raises(DataLayoutError, match="DIV2K_train_HR/\\*.png"):
-        data.require(div2k.train_hr, div2k.tree)
+
+
+def test_a_missing_div2k_folder_shows_the_div2k_tree(tmp_path):
+    from liif.config import DatasetConfig, ScaleConfig, SplitConfig, TrainConfig
+    dataset = DatasetConfig(name="div2k", layout="div2k", train=SplitConfig(root=f"{tmp_path}/DIV2K/DIV2K_train_HR"))
+    with pytest.raises(DataLayoutError) as e:
+        data.make_train_sets(dataset, TrainConfig(), ScaleConfig(), data_dir=str(tmp_path))
+    assert f"{tmp_path}/DIV2K/DIV2K_valid_LR_bicubic/X2/*.png" in str(e.value)
 
 
 def test_test_set_uses_lr_files_when_present(tmp_path):
-    layout = benchmark(tmp_path, "Set5")
-    make_folder(layout.hr, 2, 25, 37)  # not multiples of 2: the HR is cut to 24x36
-    make_folder(layout.lr(2), 2, 12, 18, seed=10)
-    paired = test_set(layout.hr, layout.lr(2), 2)
+    hr, lr = str(tmp_path / "HR"), lambda scale: str(tmp_path / "LR_bicubic" / f"X{scale}")
+    make_folder(hr, 2, 25, 37)  # not multiples of 2: the HR is cut to 24x36
+    make_folder(lr(2), 2, 12, 18, seed=10)
+    paired = test_set(hr, lr(2), 2)
     assert isinstance(paired, SRImplicitPaired)
     assert np.array_equal(paired[0]["inp"], rgb(12, 18, 10).transpose(2, 0, 1) / np.float32(255))
     assert paired[0]["gt"].shape == (24 * 36, 3)
 
-    down = test_set(layout.hr, layout.lr(3), 3)  # no X3 folder: downsample the HR
+    down = test_set(hr, lr(3), 3)  # no X3 folder: downsample the HR
     assert isinstance(down, SRImplicitDownsampled)
     assert down[0]["inp"].shape == (3, 8, 12) and down[0]["gt"].shape == (24 * 36, 3)
 
 
 @pytest.mark.parametrize("lr_hw", [(12, 12), (8, 18)])  # wrong height ratio, wrong width ratio
 def test_test_set_rejects_pairs_of_the_wrong_scale(tmp_path, lr_hw):
-    layout = benchmark(tmp_path, "Set5")
-    make_folder(layout.hr, 1, 24, 36)
-    make_folder(layout.lr(3), 1, *lr_hw)
+    make_folder(tmp_path / "HR", 1, 24, 36)
+    make_folder(tmp_path / "X3", 1, *lr_hw)
     with pytest.raises(ValueError) as e:
-        test_set(layout.hr, layout.lr(3), 3)
+        test_set(str(tmp_path / "HR"), str(tmp_path / "X3"), 3)
     assert "0000.png" in str(e.value) and "x3" in str(e.value)
 
 

@@ -8,9 +8,11 @@ from PIL import Image
 
 from liif import backends
 from liif.models import registry
-from liif.inference.api import Model, parse_size
+from liif.config import parse_size
+from liif.inference.api import Model
 from liif.coords import make_cell, make_coord, to_pixel_samples
-from liif.data.image_folder import ImageError, read_image
+from liif.data.image_folder import read_image
+from liif.errors import ImageError
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

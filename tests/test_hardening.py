@@ -20,7 +20,7 @@ from PIL import Image
 from conftest import FIXTURES, ROOT, compose, run_cli_inprocess, run_task_with_overrides
 from liif.inference import memory
 from liif.io import durable, outputs
-from liif.errors import LiifError as UserError, NotEnoughMemory
+from liif.errors import LiifError as UserError, NotEnoughMemory, OutputError
 
 def _ckpt(name="edsr-baseline-liif"):
     return str(FIXTURES / f"ckpt_{name}.pth")
@@ -149,7 +149,7 @@ def test_a_bad_output_is_refused_in_one_line_and_nothing_changes(demo_cfg, work,
 def test_a_device_is_never_an_output():
     """Checked on the path alone: nothing is run that could write to the device."""
     for device in ("/dev/null", "/dev/zero"):
-        with pytest.raises(outputs.OutputError, match=f"output={device} is a special file \\(a character device\\)"):
+        with pytest.raises(OutputError, match=f"output={device} is a special file \\(a character device\\)"):
             outputs.check_output_path(device)
 
 
@@ -263,7 +263,7 @@ def test_a_write_failure_on_a_full_device_keeps_the_previous_file(tmp_path):
     def write_to_dev_full(f):
         with open("/dev/full", "wb", buffering=0) as full:
             full.write(b"x")
-    with pytest.raises(outputs.OutputError, match="no space left on the device to write"):
+    with pytest.raises(OutputError, match="no space left on the device to write"):
         durable.write_atomic(str(target), write_to_dev_full)
     assert target.read_text() == "old" and os.listdir(tmp_path) == ["metrics.json"]
 
@@ -275,7 +275,7 @@ def test_a_checkpoint_on_a_full_disk_is_one_line_and_keeps_the_previous_one(tmp_
     real_save = torchfile.save
     monkeypatch.setattr(torchfile, "save", lambda o, file: real_save(o, open("/dev/full", "wb")))  # the kernel's ENOSPC
     (tmp_path / "c.pth").write_bytes(b"the previous checkpoint")
-    with pytest.raises(outputs.OutputError, match=r"no space left on the device to write .*c\.pth; free some space"):
+    with pytest.raises(OutputError, match=r"no space left on the device to write .*c\.pth; free some space"):
         checkpoint.write(obj, str(tmp_path / "c.pth"))
     assert os.listdir(tmp_path) == ["c.pth"] and (tmp_path / "c.pth").read_bytes() == b"the previous checkpoint"
 
@@ -525,13 +525,13 @@ def test_a_damaged_bin_cache_file_is_rebuilt_not_trusted(tmp_path, damage):
 
 def test_bin_cache_folder_that_is_a_file_is_one_line(tmp_path):
     (tmp_path / "_bin_imgs").write_text("not a folder")
-    with pytest.raises(outputs.OutputError, match="_bin_imgs is a file, not a folder"):
+    with pytest.raises(OutputError, match="_bin_imgs is a file, not a folder"):
         _bin_folder(tmp_path)
 
 
 def test_a_full_disk_while_building_the_bin_cache_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(np, "save", _enospc)
-    with pytest.raises(outputs.OutputError, match="no space left on the device to write .*a.png.npy"):
+    with pytest.raises(OutputError, match="no space left on the device to write .*a.png.npy"):
         _bin_folder(tmp_path)
     assert os.listdir(tmp_path / "_bin_imgs") == []
 

@@ -5,6 +5,7 @@ tests/test_architecture.py checks) that gives exactly what
 rejects a wrong type or an unknown key by name, a value out of range is one line, and both
 happen before any work (no run folder)."""
 import json
+import re
 import subprocess
 import sys
 
@@ -13,8 +14,8 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, run_cli, typed
-from liif.config import RunConfig, ScaleConfig, TestSetConfig, TrainConfig
-from liif.errors import ConfigError
+from liif.config import RunConfig, ScaleConfig, TaskConfig, TestSetConfig, TrainConfig, unknown_setting
+from liif.errors import BadInput, ConfigError
 
 SETTINGS = dict(epochs=2, batch_size=2, inp_size=8, sample_q=16, lr=1e-3, milestones=[1], max_steps_per_epoch=3,
                 epoch_val=1, val_batch_size=2, num_workers=0)
@@ -80,10 +81,44 @@ def test_training_and_evaluation_from_plain_python_match_the_cli(tmp_path, folde
     (lambda: TestSetConfig(name="x", hr="/x", scales=[2, 0]), "positive integers"),
     (lambda: RunConfig(eval_bsize=-1), "eval_bsize=-1"),
     (lambda: RunConfig(seed=-1), "seed=-1"),
+    (lambda: TaskConfig(name="tset"), "unknown task 'tset'; choose one of: train, test, demo, report, serve"),
+    (lambda: TaskConfig(name="serve", downscale=1), "task.downscale must be an integer >= 2 (or null), got 1"),
+    (lambda: TaskConfig(name="serve", max_viewport=0), "task.max_viewport=0 must be a positive integer"),
+    (lambda: TaskConfig(name="serve", cache_mb=-1), "task.cache_mb=-1 must be a positive number"),
+    (lambda: RunConfig(task=TaskConfig(name="test")), "task=test needs checkpoint=PATH"),
+    (lambda: RunConfig(task=TaskConfig(name="demo"), checkpoint="c.pth", size=[8, 8], output="o.png"),
+     "task=demo needs input="),
+    (lambda: RunConfig(task=TaskConfig(name="report")), "task=report needs dir="),
+    (lambda: RunConfig(task=TaskConfig(name="serve"), checkpoint=[]), "task=serve needs checkpoint=CKPT"),
 ])
 def test_typed_configs_check_their_ranges_once_built(make, key):
-    with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(ConfigError, match=re.escape(key)):
         make()
+
+
+def test_a_demo_size_is_checked_and_made_integers_once_built():
+    demo = dict(task=TaskConfig(name="demo"), checkpoint="c.pth", input="i.png", output="o.png")
+    assert RunConfig(size=[4.0, 7], **demo).size == [4, 7]
+    with pytest.raises(BadInput, match="size must be two positive integers"):
+        RunConfig(size=[0, 7], **demo)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"train": {"epoch": 3}}, "unknown setting 'train.epoch': did you mean 'train.epochs'?"),
+    ({"modle": "rdn_liif"}, "unknown setting 'modle': did you mean 'model'?"),
+    ({"dataset": {"train": {"rpeat": 2}}}, "unknown setting 'dataset.train.rpeat': did you mean 'dataset.train.repeat'?"),
+    ({"infer": {"tiles": 3}}, "unknown setting 'infer.tiles': did you mean 'infer.tile'?"),
+    ({"zzz": 1}, "unknown setting 'zzz': (`python run.py --cfg job` prints every setting)"),
+])
+def test_an_unknown_setting_is_named_with_the_nearest_valid_one(settings, message):
+    assert message in unknown_setting(settings)
+
+
+def test_known_settings_and_free_form_nodes_pass_the_key_check():
+    assert unknown_setting({"train": {"epochs": 3}, "model": {"name": "liif", "args": {"anything": {"goes": 1}}},
+                            "dataset": {"train": None, "test": [{"name": "x"}]}, "paper": {"row": "LIIF"}}) is None
+    assert unknown_setting({"model/encoder": None}, also={"model/encoder"}) is None  # a config group of the CLI
+    assert "did you mean 'model/encoder'" in unknown_setting({"model/encodr": None}, also={"model/encoder"})
 
 
 @pytest.mark.slow

@@ -13,8 +13,8 @@ from omegaconf import OmegaConf
 import liif
 from conftest import ROOT, compose
 from liif import backends
-from liif.models import checkpoint, presets
-from liif.errors import BadInput, UnknownName
+from liif.models import presets
+from liif.errors import BadInput, CheckpointError, UnknownName
 
 FRAMEWORKS = ["torch", pytest.param("jittor", marks=[pytest.mark.jittor, pytest.mark.skipif(
     importlib.util.find_spec("jittor") is None, reason="jittor is not installed")])]
@@ -53,7 +53,7 @@ def test_create_model_pretrained_equals_load_model(fixtures_dir):
     np.testing.assert_array_equal(a.query(inp, coord, cell), b.query(inp, coord, cell))
     import torch
     assert isinstance(a.net, torch.nn.Module)  # the network itself
-    with pytest.raises(checkpoint.CheckpointError, match="holds another model than 'edsr_baseline_liif'"):
+    with pytest.raises(CheckpointError, match="holds another model than 'edsr_baseline_liif'"):
         liif.create_model("edsr_baseline_liif", pretrained_path=path, device="cpu")
 
 

@@ -4,10 +4,10 @@
   (`<dir>/.hydra/overrides.yaml`) are restored, then `hydra.run.dir=<dir> resume=true`.
   Overrides given beside it are accepted only where they cannot change what the run
   trains (more epochs, the device, threads ...); any other is refused with the reason.
-- A key that exists nowhere in conf/ (`modle=rdn_liif`) is an error that names the nearest
-  valid key, instead of Hydra's advice to add it with `+modle=...`.
+- A key that the typed config (liif/config.py) does not have and that is no config group
+  (`modle=rdn_liif`) is an error that names the nearest valid key, instead of Hydra's advice
+  to add it with `+modle=...`.
 """
-import difflib
 import os
 
 import yaml
@@ -113,96 +113,46 @@ def _quote(value):
 
 # ---- unknown keys -------------------------------------------------------------------------
 def check_keys(argv, conf_dir):
-    """Raise ArgvError for an override whose key (its first two levels) is defined nowhere in
-    conf/, naming the nearest valid key. `+key=` (adding on purpose) and hydra's own keys pass."""
-    known = known_keys(conf_dir)
+    """Raise ArgvError for an override whose key the typed config (liif.config.RunConfig) does not
+    have and that is no config group of conf/ or of Hydra's ConfigStore, naming the nearest valid
+    key (liif.config.unknown_setting). `+key=` (adding on purpose) and hydra's own keys pass."""
+    from liif.config import unknown_setting
+    groups = config_groups(conf_dir)
     for arg in argv:
         key = key_of(arg)
         if key is None or arg.startswith("+") or arg.startswith("~") or key.split(".")[0].split("/")[0] == "hydra":
             continue
-        parts = key.split(".")
-        for depth in (1, 2):
-            prefix = ".".join(parts[:depth])
-            if depth > len(parts) or prefix in known:
-                continue
-            if depth == 2 and not any(k.startswith(parts[0] + ".") for k in known):
-                break  # a node we know nothing below (e.g. a free-form dict): let Hydra judge
-            siblings = [k for k in known if k.count(".") == depth - 1 and k.startswith(".".join(parts[:depth - 1]))]
-            near = difflib.get_close_matches(prefix, siblings, n=1, cutoff=0.6)
-            hint = f"did you mean '{near[0]}'? " if near else ""
-            raise ArgvError(f"unknown setting '{prefix}' in {arg}: {hint}(`python run.py --cfg job` prints every "
-                            "setting)")
-
-
-def known_keys(conf_dir):
-    """Config groups (`model`, `model/encoder` ...) and every key of the first two levels that a
-    file in conf/ or a node in Hydra's ConfigStore (the model presets, liif/models/presets.py) can set,
-    placed by its package (`# @package ...`, else its group)."""
-    known = _config_store_keys()
-    for folder, dirs, files in os.walk(conf_dir):
-        group = os.path.relpath(folder, conf_dir).replace(os.sep, "/")
-        if group == "hydra" or group.startswith("hydra/"):
+        if key in groups:  # model/encoder=rdn, experiment=...
             continue
-        if group != ".":
-            known.add(group)
-        for name in files:
-            if not name.endswith(".yaml"):
-                continue
-            path = os.path.join(folder, name)
-            prefix = _package(path, "" if group == "." else group.replace("/", "."))
-            try:
-                with open(path) as f:
-                    node = yaml.safe_load(f)
-            except yaml.YAMLError:
-                continue
-            _add_keys(known, prefix, node if isinstance(node, dict) else {})
-    return known
+        problem = unknown_setting(_nested(key.split(".")), also=groups, where=arg)
+        if problem:
+            raise ArgvError(problem)
 
 
-def _config_store_keys():
+def _nested(parts):
+    """`['a', 'b', 'c']` -> {'a': {'b': {'c': None}}}: an override's key as the settings it touches."""
+    return {parts[0]: _nested(parts[1:]) if len(parts) > 1 else None}
+
+
+def config_groups(conf_dir):
+    """The config groups a command line can choose from (`model`, `model/encoder`, `experiment` ...):
+    the folders of conf/ and the groups of Hydra's ConfigStore (the model presets,
+    liif/models/presets.py)."""
     from hydra.core.config_store import ConfigStore
-    from omegaconf import OmegaConf
 
     from liif.cli.main import register_model_presets
     register_model_presets()  # as run.py does (storing again replaces, so twice is harmless)
-    known = set()
+    groups = set()
 
     def walk(tree, group):
         for name, item in tree.items():
-            if isinstance(item, dict):  # a group
-                sub = f"{group}/{name}" if group else name
-                if sub != "hydra":
-                    known.add(sub)
-                    walk(item, sub)
-            elif group:  # a config of the group
-                node = OmegaConf.to_container(item.node) if OmegaConf.is_config(item.node) else item.node
-                package = item.package or group.replace("/", ".")
-                _add_keys(known, "" if package == "_global_" else package, node if isinstance(node, dict) else {})
+            sub = f"{group}/{name}" if group else name
+            if isinstance(item, dict) and sub != "hydra":
+                groups.add(sub)
+                walk(item, sub)
     walk(ConfigStore.instance().repo, "")
-    return known
-
-
-def _add_keys(known, prefix, node):
-    """The keys of `node` placed under `prefix`, down to two levels (deeper ones are not checked)."""
-    parts = prefix.split(".") if prefix else []
-    known.update(".".join(parts[:depth]) for depth in (1, 2) if len(parts) >= depth)
-    if len(parts) >= 2:
-        return
-    for key, value in node.items():
-        if key == "defaults" and not parts:
-            continue
-        full = ".".join(parts + [str(key)])
-        known.add(full)
-        if isinstance(value, dict) and not parts:
-            known.update(f"{full}.{k}" for k in value)
-
-
-def _package(path, default):
-    with open(path) as f:
-        for line in f:
-            if line.startswith("# @package"):
-                package = line.split("@package", 1)[1].strip()
-                return "" if package == "_global_" else package
-            if line.strip() and not line.startswith("#"):
-                break
-    return default
+    for folder, _, _ in os.walk(conf_dir):
+        group = os.path.relpath(folder, conf_dir).replace(os.sep, "/")
+        if group != "." and group != "hydra" and not group.startswith("hydra/"):
+            groups.add(group)
+    return groups

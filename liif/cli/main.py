@@ -9,7 +9,6 @@ memory) prints one line for its job and the sweep goes on; at the sweep's end th
 failures share (e.g. the expected data layout) are printed once and the exit status is 2
 (liif.cli.hydra_callbacks). A bug is raised, so Hydra records the failed job with its traceback.
 """
-import difflib
 import importlib
 import logging
 import os
@@ -122,39 +121,14 @@ def typed_config(cfg):
     missing = _missing_keys(cfg)
     if missing:
         raise ConfigError(f"{missing[0]} must be given (e.g. python run.py ... {missing[0]}=VALUE)")
-    from liif.config import RunConfig
-    unknown = _unknown_keys(cfg, RunConfig)
-    if unknown:  # `+train.typo=1`: Hydra adds what `+` asks for, even to a typed node
-        key, known = unknown[0]
-        near = difflib.get_close_matches(key.rsplit(".", 1)[-1], known, n=1, cutoff=0.6)
-        hint = f"did you mean '{key.rsplit('.', 1)[0] + '.' if '.' in key else ''}{near[0]}'? " if near else ""
-        raise ConfigError(f"unknown setting '{key}': {hint}(`python run.py --cfg job` prints every setting)")
+    from liif.config import unknown_setting
+    problem = unknown_setting(OmegaConf.to_container(cfg, resolve=False))
+    if problem:  # `+train.typo=1`: Hydra adds what `+` asks for, even to a typed node
+        raise ConfigError(problem)
     try:
         return OmegaConf.to_object(cfg)
     except OmegaConfBaseException as e:  # a value that only resolving reveals (an interpolation, an env variable)
         raise ConfigError(f"{getattr(e, 'full_key', None) or 'config'}: {str(e).splitlines()[0]}") from None
-
-
-def _unknown_keys(node, schema, prefix=""):
-    """(key, the valid names beside it) for every key of `node` that its dataclass `schema` does not
-    have; free-form nodes (dicts, Any) hold anything."""
-    import dataclasses
-    import typing
-
-    from omegaconf import DictConfig
-    hints = typing.get_type_hints(schema)
-    names = [f.name for f in dataclasses.fields(schema)]
-    out = []
-    for key in node.keys():
-        if key not in hints:
-            out.append((f"{prefix}{key}", names))
-            continue
-        typ = hints[key]
-        typ = next((t for t in typing.get_args(typ) if t is not type(None)), typ)  # Optional[X] -> X
-        child = node._get_node(key)
-        if dataclasses.is_dataclass(typ) and isinstance(child, DictConfig) and not child._is_none():
-            out += _unknown_keys(child, typ, f"{prefix}{key}.")
-    return out
 
 
 def _missing_keys(node, prefix=""):
@@ -189,11 +163,8 @@ def run_task(cfg):
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     out_dir = _output_dir(cfg)
     try:
-        config = typed_config(cfg)
-        name = config.task.name
-        if name not in TASKS:
-            raise ConfigError(f"unknown task '{name}'; choose one of: {', '.join(TASKS)}")
-        return importlib.import_module(TASKS[name]).main(config, choices=hydra_choices())
+        config = typed_config(cfg)  # the task's name and settings are checked here (liif.config.TaskConfig, RunConfig)
+        return importlib.import_module(TASKS[config.task.name]).main(config, choices=hydra_choices())
     except KeyboardInterrupt:  # Ctrl-C outside the trainer's loop and the test pass (which handle it)
         print("interrupted by SIGINT", file=sys.stderr)
         sys.exit(128 + 2)

@@ -3,9 +3,8 @@
 The registry keeps the original names and config shape, so an original dataset spec
 `{'dataset': {name, args}, 'wrapper': {name, args}}` builds unchanged with `make_wrapped`; `make_train_sets` turns a dataset config into such specs.
 """
-from liif.data.image_folder import (ImageError, ImageFolder, PairedImageFolders, image_folder,
-                                    paired_image_folders, read_image)
-from liif.data.layouts import DataLayoutError, benchmark, div2k, folder, require, test_set
+from liif.data.image_folder import ImageFolder, PairedImageFolders, image_folder, paired_image_folders, read_image
+from liif.data.layouts import require, test_set
 from liif.data.loader import iterate_batches, len_batches
 from liif.data.resize import resize_bicubic
 from liif.data.sample import ensure_sample_set
@@ -38,8 +37,8 @@ from liif.data.training_sets import make_train_sets, split_spec  # noqa: E402  (
 
 __all__ = [
     "register", "make", "make_wrapped", "datasets",
-    "read_image", "ImageError", "ImageFolder", "PairedImageFolders",
+    "read_image", "ImageFolder", "PairedImageFolders",
     "resize_bicubic", "SRImplicitDownsampled", "SRImplicitPaired", "SRImplicitUniformVaried",
     "iterate_batches", "len_batches", "ensure_sample_set",
-    "DataLayoutError", "require", "div2k", "benchmark", "folder", "test_set", "make_train_sets", "split_spec",
+    "require", "test_set", "make_train_sets", "split_spec",
 ]

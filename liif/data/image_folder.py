@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 from PIL import Image
 
-from liif.errors import ConfigError, DataError, DataLayoutError, ImageError  # noqa: F401  (ImageError: re-exported)
+from liif.errors import ConfigError, DataError, DataLayoutError, ImageError
 from liif.io import durable
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")

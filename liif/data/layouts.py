@@ -1,26 +1,19 @@
-"""Where the datasets live under one data root, and the evaluation set of one (set, scale).
+"""The expected folder trees, and the evaluation set of one (set, scale).
 
-The paths are those of the original configs (DIV2K, and the EDSR benchmark package with
-Set5, Set14, B100, Urban100). A missing folder raises `DataLayoutError`, whose message
-shows the expected tree with the real data root filled in.
+The dataset paths themselves are in conf/dataset/ (those of the original configs). A missing
+folder raises `DataLayoutError`, whose message shows the expected tree with the real root filled in.
 """
 import os
-from dataclasses import dataclass
 
 from liif.data.image_folder import ImageFolder, PairedImageFolders, image_size
 from liif.data.wrappers import SRImplicitDownsampled, SRImplicitPaired
-from liif.errors import ConfigError, DataError, DataLayoutError  # noqa: F401  (DataLayoutError: re-exported)
+from liif.errors import ConfigError, DataError, DataLayoutError
 
 DIV2K_TREE = """\
 {root}/DIV2K/DIV2K_train_HR/*.png                 0001.png ... 0800.png
 {root}/DIV2K/DIV2K_valid_HR/*.png                 0801.png ... 0900.png
 {root}/DIV2K/DIV2K_valid_LR_bicubic/X2/*.png      0801x2.png ... (X3, X4 likewise)
   (DIV2K_valid_LR_bicubic is optional: x2-x4 use it if present, otherwise the HR is downsampled)"""
-
-BENCHMARK_TREE = """\
-{root}/benchmark/{name}/HR/*.png
-{root}/benchmark/{name}/LR_bicubic/X2/*.png   (X3, X4 likewise)
-  (LR_bicubic is optional: x2-x4 use it if present, otherwise the HR is downsampled)"""
 
 FOLDER_TREE = "{root}/*.png   (any image files: png, jpg, jpeg, bmp, tif, tiff, webp)"
 
@@ -30,72 +23,6 @@ def require(path, layout_text):
     if not os.path.isdir(path):
         raise DataLayoutError(f"dataset folder not found: {path}\nexpected layout:\n{layout_text}")
     return path
-
-
-@dataclass(frozen=True)
-class DIV2K:
-    data_dir: str
-
-    @property
-    def train_hr(self):
-        return os.path.join(self.data_dir, "DIV2K", "DIV2K_train_HR")
-
-    @property
-    def valid_hr(self):
-        return os.path.join(self.data_dir, "DIV2K", "DIV2K_valid_HR")
-
-    def valid_lr(self, scale):
-        # file names are 0801x2.png ...: paired with the HR by sorted order, as the original
-        return os.path.join(self.data_dir, "DIV2K", "DIV2K_valid_LR_bicubic", f"X{scale}")
-
-    @property
-    def tree(self):
-        return DIV2K_TREE.format(root=self.data_dir)
-
-
-@dataclass(frozen=True)
-class Benchmark:
-    data_dir: str
-    name: str
-
-    @property
-    def hr(self):
-        return os.path.join(self.data_dir, "benchmark", self.name, "HR")
-
-    def lr(self, scale):
-        return os.path.join(self.data_dir, "benchmark", self.name, "LR_bicubic", f"X{scale}")
-
-    @property
-    def tree(self):
-        return BENCHMARK_TREE.format(root=self.data_dir, name=self.name)
-
-
-@dataclass(frozen=True)
-class Folder:
-    path: str
-
-    @property
-    def hr(self):
-        return self.path
-
-    def lr(self, scale):
-        return None  # a plain folder has no LR files: every scale is downsampled
-
-    @property
-    def tree(self):
-        return FOLDER_TREE.format(root=self.path)
-
-
-def div2k(data_dir):
-    return DIV2K(os.fspath(data_dir))
-
-
-def benchmark(data_dir, name):
-    return Benchmark(os.fspath(data_dir), name)
-
-
-def folder(path):
-    return Folder(os.fspath(path))
 
 
 def _check_pairs(pairs, scale):

@@ -55,7 +55,7 @@ def make_train_sets(dataset, train, scale, seed=0, on_bad_file="error", data_dir
                 raise ConfigError(f"dataset.{name}.{key} is not set: wrapper {split.wrapper} reads its images from "
                                   + " and ".join(f"dataset.{name}.{k}" for k in roots))
         if split.wrapper == "sr-implicit-downsampled":
-            tree = (layouts.div2k(data_dir).tree if dataset.layout == "div2k"
+            tree = (layouts.DIV2K_TREE.format(root=data_dir) if dataset.layout == "div2k"
                     else layouts.FOLDER_TREE.format(root=split.root))
             layouts.require(split.root, tree)
         else:

@@ -21,8 +21,9 @@ from tqdm import tqdm
 
 from liif.config import RunConfig, TestSetConfig
 from liif.evaluation import metrics
-from liif.errors import CheckpointError, ConfigError
+from liif.errors import CheckpointError
 from liif.run.record import RunRecord, TestResult
+from liif.value_range import from_model_range, to_model_range
 
 if TYPE_CHECKING:  # imported where used, at run time
     from liif.inference.api import Model
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 
 
 def main(config: RunConfig, choices: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
-    """`python run.py task=test checkpoint=...`: test a checkpoint.
+    """`python run.py task=test checkpoint=...`: test a checkpoint (RunConfig checks there is one).
 
     Args:
         config: the whole run's config.
@@ -44,8 +45,6 @@ def main(config: RunConfig, choices: Optional[Dict[str, Any]] = None) -> List[Di
     from liif.inference.api import infer_options, load_model
     from liif.run.labels import model_label
     from liif.run.rundir import Interrupted, RunLifecycle, interruptible
-    if config.checkpoint is None:
-        raise ConfigError("task=test needs checkpoint=PATH (a checkpoint of the original code or of ours)")
     out_dir = str(config.output_dir)
     try:
         with RunLifecycle(out_dir, RunRecord.for_run(config, "test", choices), config=asdict(config)) as run:
@@ -169,9 +168,9 @@ def predict_image(model: "Model", sample: Mapping[str, np.ndarray], bsize: int,
                   tiling: Optional[Mapping[str, Any]] = None) -> Tuple[np.ndarray, np.ndarray, Tuple[int, int]]:
     """Whole-image prediction in [0, 1] as (1, 3, H, W), the ground truth likewise, and (H, W).
     The image is encoded in tiles when it does not fit `tiling["max_memory"]` (same output)."""
-    inp = ((sample["inp"] - 0.5) / 0.5)[None]
+    inp = to_model_range(sample["inp"])[None]
     pred = model.query(inp, sample["coord"][None], sample["cell"][None], bsize=bsize, **(tiling or {}))
-    pred = np.clip(pred * 0.5 + 0.5, 0, 1)
+    pred = np.clip(from_model_range(pred), 0, 1)
     # original: the output shape is inferred from the query count (same ratio on both axes)
     ih, iw = sample["inp"].shape[-2:]
     s = math.sqrt(sample["coord"].shape[0] / (ih * iw))

@@ -12,18 +12,17 @@
 
 Everything crossing this API is NumPy; the framework stays inside.
 """
-import json
 import os
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
 
 from liif import backends
 from liif.backends.contract import Backend
-from liif.config import FrameworkConfig, InferConfig
+from liif.config import FrameworkConfig, InferConfig, parse_size
 from liif.models import checkpoint, presets, registry
-from liif.errors import BadInput, CheckpointError, ConfigError, UnknownName
+from liif.errors import BadInput, ConfigError, UnknownName
 from liif.models.init import initial_state
 from liif.inference.memory import check_fits
 from liif.inference.tiled import Encoding, MaxMemory, Progress
@@ -186,25 +185,12 @@ def create_model(name: str, pretrained_path: Optional[PathLike] = None, framewor
         raise BadInput(problem)
     backend = backends.get(framework)
     dev = backend.device(device)
-    net = registry.make(spec, backend)
     if pretrained_path is None:
+        net = registry.make(spec, backend)
         backend.load_state_dict_numpy(net, initial_state(backend.state_dict_numpy(net), seed))
     else:
-        ckpt = checkpoint.read(pretrained_path)
-        held = checkpoint.model_spec(ckpt, pretrained_path)
-        if _canonical(held) != _canonical(spec):
-            raise CheckpointError(f"{pretrained_path} holds another model than '{name}' with these arguments: "
-                                  f"{held}; load it with liif.load_model")
-        try:
-            backend.load_state_dict_numpy(net, ckpt["model"]["sd"])
-        except ValueError as e:
-            raise CheckpointError(f"{pretrained_path}: {e}") from None
+        net = checkpoint.load(pretrained_path, backend, expected=spec, expected_label=f"'{name}'").net
     return _on_device(net, backend, spec, dev, "fp32", False, False)
-
-
-def _canonical(spec: Mapping[str, Any]) -> str:
-    """A spec with every default spelled out, as comparable text."""
-    return json.dumps(registry.with_defaults(spec), sort_keys=True, default=str)
 
 
 def load_model(path: PathLike, framework: str = "torch", device: str = "auto", precision: str = "fp32",
@@ -221,23 +207,16 @@ def load_model(path: PathLike, framework: str = "torch", device: str = "auto", p
     Raises:
         CheckpointError: the file is not a usable checkpoint (named in the message).
     """
+    return load_model_and_checkpoint(path, framework, device, precision, channels_last, compile)[0]
+
+
+def load_model_and_checkpoint(path: PathLike, framework: str = "torch", device: str = "auto", precision: str = "fp32",
+                              channels_last: bool = False, compile: bool = False) -> Tuple[Model, Dict[str, Any]]:
+    """`load_model`, and the checkpoint's contents (its epoch, its training state: the viewer's labels)."""
     backend = backends.get(framework)
     dev = backend.device(device)
-    ckpt = checkpoint.read(path)
-    spec = checkpoint.model_spec(ckpt, path)
-    check_finite(ckpt["model"]["sd"], path)
-    try:
-        net = registry.make(spec, backend)
-    except (ValueError, TypeError, KeyError, RuntimeError) as e:  # well-typed but impossible values
-        raise CheckpointError(f"{path}: model '{spec['name']}' cannot be built from the checkpoint's "
-                              f"arguments ({type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]})") from None
-    model = _on_device(net, backend, spec, dev, precision, channels_last, compile)
-    try:
-        backend.load_state_dict_numpy(model.net, ckpt["model"]["sd"])
-    except ValueError as e:
-        raise CheckpointError(f"{path}: {e}") from None
-    model.net = backend.to_device(model.net, model.device)
-    return model
+    loaded = checkpoint.load(path, backend)
+    return _on_device(loaded.net, backend, loaded.spec, dev, precision, channels_last, compile), loaded.ckpt
 
 
 def infer_options(framework_cfg: FrameworkConfig) -> Dict[str, Any]:
@@ -271,26 +250,3 @@ def check_bsize(bsize: Any) -> int:
     if isinstance(bsize, bool) or not isinstance(bsize, (int, np.integer)) or bsize <= 0:
         raise ConfigError(f"the query batch (eval_bsize=) must be a positive integer, got {bsize!r}")
     return int(bsize)
-
-
-def check_finite(state_dict: Mapping[str, Any], path: PathLike) -> None:
-    """Non-finite weights give a black image and a nan PSNR: refuse them up front."""
-    for key, value in state_dict.items():
-        value = np.asarray(value)
-        if value.dtype.kind in "fc" and not np.isfinite(value).all():
-            raise CheckpointError(f"{path} holds non-finite weights (nan or inf in '{key}'): it cannot give a meaningful "
-                            "image; use an earlier checkpoint")
-
-
-def parse_size(size: Any) -> Tuple[int, int]:
-    """(H, W) of positive integers, or a clear BadInput (a ValueError)."""
-    try:
-        if isinstance(size, (str, bytes)):
-            raise TypeError
-        height, width = size
-    except (TypeError, ValueError):
-        raise BadInput(f"size must be [height, width], got {size!r}") from None
-    for v in (height, width):
-        if isinstance(v, (bool, str)) or not isinstance(v, (int, float, np.number)) or not float(v).is_integer() or v <= 0:
-            raise BadInput(f"size must be two positive integers [height, width], got {list(size)!r}")
-    return int(height), int(width)

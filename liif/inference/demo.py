@@ -14,21 +14,19 @@ import sys
 
 from tqdm import tqdm
 
-from liif.inference.api import infer_options, load_model, parse_size, tiling_options
-from liif.errors import BadInput, ConfigError
+from liif.inference.api import infer_options, load_model, tiling_options
+from liif.errors import BadInput
 
 log = logging.getLogger(__name__)
 
 
 def main(config, choices=None):
-    """`python run.py task=demo ...`: `config` is a liif.config.RunConfig."""
+    """`python run.py task=demo ...`: `config` is a liif.config.RunConfig (which holds checkpoint, input,
+    size and output: RunConfig checks that)."""
     from liif.inference.memory import check_fits, upscale_bytes
     from liif.io.outputs import check_image_size, check_output_path, write_image
     from liif.run.rundir import Interrupted, interruptible
-    for key in ("checkpoint", "input", "size", "output"):
-        if getattr(config, key) is None:
-            raise ConfigError(f"task=demo needs {key}=...: python run.py task=demo checkpoint=CKPT input=IMG size=[H,W] output=OUT.png")
-    size = parse_size(config.size)
+    size = tuple(config.size)
     input_path, checkpoint = _expand(config.input), _expand(config.checkpoint)
     output = check_output_path(config.output, inputs=(input_path, checkpoint))
     check_image_size(output, *size)

@@ -38,6 +38,7 @@ from liif.errors import BudgetTooSmall, ConfigError
 from liif.coords import make_coord
 from liif.inference.memory import release_freed_memory, resolve_budget
 from liif.sizes import format_bytes
+from liif.value_range import from_model_range, image_to_model_range
 
 if TYPE_CHECKING:  # api imports this module at run time
     from liif.inference.api import Model
@@ -291,8 +292,7 @@ class Encoding:
             **options: the constructor's max_memory, bsize, tile, cache, progress.
         """
         def source(top: int, bottom: int, left: int, right: int) -> np.ndarray:
-            part = image[top:bottom, left:right].astype(np.float32)
-            return np.ascontiguousarray(((part / 255 - 0.5) / 0.5).transpose(2, 0, 1)[None])
+            return np.ascontiguousarray(image_to_model_range(image[top:bottom, left:right]).transpose(2, 0, 1)[None])
         return cls(model, source, image.shape[0], image.shape[1], **options)
 
     @classmethod
@@ -497,7 +497,7 @@ class Encoding:
                                              backend.tensor(cell[:, :coord.shape[1]], like=like))[0]
                         at = (y - y0) * block_w + (x - c0)  # a contiguous range of the band: whole rows, or one row's part
                         # rounded, not floored (the original demo truncates)
-                        buf[at:at + coord.shape[1]] = backend.to_uint8(pred.float() * 0.5 + 0.5)
+                        buf[at:at + coord.shape[1]] = backend.to_uint8(from_model_range(pred.float()))
                         buf = backend.materialize(buf)
                         done += coord.shape[1]
                         if callable(self.progress):  # the demo's estimate (liif/inference/demo.py)

@@ -12,7 +12,7 @@ import os
 import stat
 
 from liif.io import durable
-from liif.errors import OutputError  # noqa: F401  (raised here; importable from here too)
+from liif.errors import OutputError
 
 IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF",
                  ".webp": "WEBP"}

@@ -12,13 +12,19 @@ Tensors are held as NumPy arrays in memory; the file is torch's format, read and
 `torch.load(path, weights_only=True)` works on it. Writes go through `liif.io.durable.write_atomic`
 (a temporary file in the same folder, then a rename), so an interruption never leaves a
 half-written checkpoint behind.
+
+`load` is the one way a checkpoint's weights reach a network (the API's `load_model` and
+`create_model`, the trainer's resume and initial weights, the viewer): every check applies to all.
 """
+import json
 import os
+from dataclasses import dataclass
 
 import numpy as np
 
 from liif.io import durable, torchfile
-from liif.errors import CheckpointError  # noqa: F401  (also checkpoint.CheckpointError)
+from liif.errors import CheckpointError
+from liif.models import registry
 
 
 def read(path):
@@ -45,12 +51,76 @@ def read(path):
 def model_spec(ckpt, path):
     """The checkpoint's model spec {'name', 'args'}, checked against the registered constructors'
     signatures before anything is built (an unknown or mistyped argument is named)."""
-    from liif.models import registry
     spec = {"name": ckpt["model"]["name"], "args": ckpt["model"]["args"]}
     problem = registry.spec_problem(spec)
     if problem:
         raise CheckpointError(f"{path}: {problem}")
     return spec
+
+
+@dataclass
+class Loaded:
+    """A network with a checkpoint's weights: `spec` is the checkpoint's model, `ckpt` the whole file."""
+    net: object
+    spec: dict
+    ckpt: dict
+
+
+def load(path, backend, expected=None, expected_label="the model asked for", net=None):
+    """Read the checkpoint `path` and load its weights into a network on `backend`.
+
+    Checked, each a one-line CheckpointError naming `path`: the file is a LIIF checkpoint
+    (`read`); its model spec fits the registered constructors' signatures (`model_spec`); with
+    `expected` (a spec), it holds that very model, defaults spelled out (`expected_label` names it
+    in the message); its weights are finite; they fit the network (missing, unexpected and
+    mis-shaped keys). The network is `net` (one of `expected`'s model, already built) or one built
+    from the checkpoint's spec; a constructor that fails on a spec that passed these checks raises
+    its own exception (a bug, not a bad file).
+    """
+    ckpt = read(path)
+    spec = model_spec(ckpt, path)
+    if expected is not None:
+        difference = first_difference(spec, expected)
+        if difference:
+            raise CheckpointError(f"{path} holds another model than {expected_label}: {difference}")
+    state_dict = ckpt["model"]["sd"]
+    check_finite(state_dict, path)
+    if net is None:
+        net = registry.make(spec, backend)
+    try:
+        backend.load_state_dict_numpy(net, state_dict)  # strict: raises CheckpointError on a misfit
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    return Loaded(net, spec, ckpt)
+
+
+def check_finite(state_dict, path):
+    """Non-finite weights give a black image and a nan PSNR: refuse them up front."""
+    for key, value in state_dict.items():
+        value = np.asarray(value)
+        if value.dtype.kind in "fc" and not np.isfinite(value).all():
+            raise CheckpointError(f"{path} holds non-finite weights (nan or inf in '{key}'): it cannot give a meaningful "
+                                  "image; use an earlier checkpoint")
+
+
+def first_difference(held, expected):
+    """Where the model spec `held` differs from `expected`, every default spelled out (an
+    original checkpoint's terse args equal a config's explicit ones), in words; None if nowhere."""
+    def plain(spec):  # tuples and lists alike, as a checkpoint stores them
+        return json.loads(json.dumps(registry.with_defaults(spec), sort_keys=True, default=str))
+
+    def walk(a, b, where):
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b), key=lambda k: (k != "name", k)):  # another model: say so first
+                found = walk(a.get(key), b.get(key), where if key == "args" else where + [key])
+                if found:
+                    return found
+            return None
+        if a == b:
+            return None
+        return f"{'.'.join(where)} is {a!r} in the checkpoint, {b!r} asked for"
+
+    return walk(plain(held), plain(expected), [])
 
 
 def write(obj, path):

@@ -80,9 +80,7 @@ def write(sweep_dirs, out_dir=None, plots=True):
 
 def main(config, choices=None):
     """`python run.py task=report dir=DIR` (or dir=[DIR1,DIR2]); `config` is a liif.config.RunConfig."""
-    dirs = config.dir
-    if not dirs:
-        raise BadInput("task=report needs dir=<sweep folder> (or dir=[DIR1,DIR2]), e.g. dir=multirun/2026-01-01/10-00-00")
+    dirs = config.dir  # given: RunConfig checks that
     dirs = [str(dirs)] if isinstance(dirs, str) else [str(d) for d in dirs]
     for d in dirs:
         if not os.path.isdir(d):

@@ -57,11 +57,11 @@ def checkpoint_spec(path):
         return None
     key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
     if key not in _specs:
+        from liif.errors import CheckpointError
+        from liif.models import checkpoint
         try:
-            from liif.models import checkpoint
-            ckpt = checkpoint.read(path)  # NumPy only, through the restricted unpickler
-            _specs[key] = {"name": ckpt["model"]["name"], "args": ckpt["model"].get("args") or {}}
-        except Exception:  # noqa: BLE001 - any failure means "no label from it"; the task reports the error
+            _specs[key] = checkpoint.model_spec(checkpoint.read(path), path)  # NumPy only, nothing runs
+        except CheckpointError:  # no label from it; the task reports the error
             _specs[key] = None
     return _specs[key]
 

@@ -62,7 +62,8 @@ class RunRecord:
         `choices`: Hydra's config-group choices (`model` names the preset)."""
         choices = dict(choices or {})
         return cls(task=task, run_name=config.run_name, model=choices.get("model"), framework=config.framework.name,
-                   dataset=config.dataset.name, seed=config.seed, paper=config.paper, choices=choices)
+                   dataset=config.dataset.name, seed=config.seed,
+                   paper=dataclasses.asdict(config.paper) if config.paper else None, choices=choices)
 
     def to_dict(self):
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}

@@ -8,13 +8,9 @@ engine as `Model.query`, rounded to uint8 as `Model.upscale` rounds.
 """
 import threading
 
-import numpy as np
 from cachetools import LRUCache
 
-
-def normalise(image):
-    """uint8 HxWx3 -> the model's input (1, 3, h, w) float32 in [-1, 1], as `Model.upscale` makes it."""
-    return np.ascontiguousarray(((image.astype(np.float32) / 255 - 0.5) / 0.5).transpose(2, 0, 1)[None])
+from liif.value_range import model_range_to_image
 
 
 def encode(model, image, max_memory="auto", bsize=30000, tile=None):
@@ -27,8 +23,7 @@ def encode(model, image, max_memory="auto", bsize=30000, tile=None):
 def decode(encoding, coord, cell):
     """uint8 (Q, 3) RGB at `coord`, `cell` (1, Q, 2) from an `encode`d image (as `Model.query`, then
     rounded as `Model.upscale` rounds: round(clip(x / 2 + 1/2, 0, 1) * 255), in float32)."""
-    pred = encoding.query(coord[0], cell[0])
-    return np.round(np.clip(pred * np.float32(0.5) + np.float32(0.5), 0, 1) * np.float32(255)).astype(np.uint8)
+    return model_range_to_image(encoding.query(coord[0], cell[0]))
 
 
 class FeatureCache:

@@ -58,13 +58,12 @@ def label(path, ckpt):
 
 
 def load_checkpoints(paths, framework="torch", device="auto", options=None):
-    from liif.models import checkpoint
-    from liif.inference.api import load_model
+    from liif.inference.api import load_model_and_checkpoint
 
     loaded = []
     for i, path in enumerate(paths):
-        ckpt = checkpoint.read(path)  # a bad file is a CheckpointError (a LiifError): one line
-        model = load_model(path, framework=framework, device=device, **(options or {}))
+        # a bad file is a CheckpointError (a LiifError): one line
+        model, ckpt = load_model_and_checkpoint(path, framework=framework, device=device, **(options or {}))
         loaded.append(Checkpoint(f"m{i}", path, label(path, ckpt), model))
     return loaded
 

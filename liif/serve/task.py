@@ -21,17 +21,7 @@ def checkpoint_paths(checkpoint, sweep_dir):
         paths = [str(checkpoint)] if checkpoint else []
     if sweep_dir:
         paths += sweep_checkpoints(str(sweep_dir))
-    if not paths:
-        raise LiifError("task=serve needs checkpoint=CKPT (several: checkpoint=[A.pth,B.pth]) or dir=multirun/<date>/<time>")
     return paths
-
-
-def downscale_factor(value):
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 2:
-        raise LiifError(f"task.downscale must be an integer >= 2 (or null), got {value!r}")
-    return value
 
 
 def listen(host, port):
@@ -45,7 +35,8 @@ def listen(host, port):
 
 
 def main(cfg, choices=None):
-    """`python run.py task=serve ...`: `cfg` is a liif.config.RunConfig."""
+    """`python run.py task=serve ...`: `cfg` is a liif.config.RunConfig (with a checkpoint or a sweep
+    folder, and the viewer's settings in `task`: RunConfig and TaskConfig check them)."""
     try:
         import starlette  # noqa: F401
         import uvicorn
@@ -57,7 +48,7 @@ def main(cfg, choices=None):
 
     t = cfg.task
     paths = checkpoint_paths(cfg.checkpoint, cfg.dir)
-    factor = downscale_factor(t.downscale)
+    factor = t.downscale
     pictures = load_pictures(cfg.input, cfg.paths.sample_dir, factor)
     checkpoints = load_checkpoints(paths, cfg.framework.name, cfg.device, infer_options(cfg.framework))
     viewer = Viewer(checkpoints, pictures, factor=factor, max_viewport=t.max_viewport,

@@ -33,13 +33,13 @@ from liif.run import recovery, rundir, tblog
 from liif.io import durable
 from liif.config import FrameworkConfig, RunConfig, TrainConfig
 from liif.data import make_train_sets
-from liif.errors import CheckpointError, ConfigError, TrainingDiverged
+from liif.errors import CheckpointError, ConfigError, OutputError, TrainingDiverged
 from liif.training.step import train_step
 from liif.models.init import initial_state
-from liif.io.outputs import OutputError
 from liif.run.progress import Estimate, duration
 from liif.run.record import RunRecord, TestResult, TrainSummary
 from liif.training.schedule import learning_rate
+from liif.value_range import from_model_range, to_model_range
 
 if TYPE_CHECKING:  # imported where used, at run time: inference is a layer below, loaded on demand
     from liif.inference.api import Model
@@ -321,9 +321,9 @@ class Trainer:
         from liif.evaluation.metrics import psnr
         model, total, count = self.as_model(), 0.0, 0
         for batch in iterate_batches(self.val_set, self.recipe.val_batch_size, seed=self.seed, epoch=0):
-            pred = model.query((batch["inp"] - 0.5) / 0.5, batch["coord"], batch["cell"], bsize=self.eval_bsize)
+            pred = model.query(to_model_range(batch["inp"]), batch["coord"], batch["cell"], bsize=self.eval_bsize)
             n = len(pred)
-            total += psnr(np.clip(pred * 0.5 + 0.5, 0, 1), batch["gt"]) * n
+            total += psnr(np.clip(from_model_range(pred), 0, 1), batch["gt"]) * n
             count += n
         return total / count
 
@@ -362,17 +362,9 @@ class Trainer:
             raise OutputError(f"{e}; the checkpoints already written are intact: continue with resume={self.out_dir}") from None
 
     def load_weights(self, path: "Union[str, os.PathLike[str]]") -> Dict[str, Any]:
-        """The weights of checkpoint `path`, which must hold this very model; returns the checkpoint."""
-        ckpt = checkpoint.read(str(path))
-        spec = checkpoint.model_spec(ckpt, path)
-        if _canonical(spec) != _canonical(self.spec):
-            raise CheckpointError(f"{path} holds a different model than the config asks for: checkpoint "
-                            f"{_describe(spec)}, config {_describe(self.spec)}")
-        try:
-            self.backend.load_state_dict_numpy(self.net, ckpt["model"]["sd"])
-        except ValueError as e:
-            raise CheckpointError(f"{path}: {e}") from None
-        return ckpt
+        """The weights of the checkpoint `path`, which must hold the config's model; returns the checkpoint."""
+        return checkpoint.load(str(path), self.backend, expected=self.spec, expected_label="the config's model",
+                               net=self.net).ckpt
 
     def load(self, path: str) -> None:
         """Continue from checkpoint `path`: its weights, optimizer state, epoch, step and history."""
@@ -402,7 +394,8 @@ class Trainer:
 
 def normalise(batch: Mapping[str, Any]) -> Dict[str, Any]:
     """The original data_norm: inputs and targets mapped from [0, 1] to [-1, 1]."""
-    return {"inp": (batch["inp"] - 0.5) / 0.5, "coord": batch["coord"], "cell": batch["cell"], "gt": (batch["gt"] - 0.5) / 0.5}
+    return {"inp": to_model_range(batch["inp"]), "coord": batch["coord"], "cell": batch["cell"],
+            "gt": to_model_range(batch["gt"])}
 
 
 def resume_path(resume: "Union[bool, str, os.PathLike[str]]", out_dir: str) -> Optional[str]:
@@ -418,16 +411,6 @@ def resume_path(resume: "Union[bool, str, os.PathLike[str]]", out_dir: str) -> O
         raise CheckpointError(f"nothing to resume: {path} does not exist (resume=<run dir> or resume=<checkpoint.pth>; "
                         "resume=true resumes the run in hydra.run.dir)")
     return path
-
-
-def _canonical(spec: Mapping[str, Any]) -> str:
-    import json
-    return json.dumps(registry.with_defaults(spec), sort_keys=True, default=str)
-
-
-def _describe(spec: Mapping[str, Any]) -> str:
-    enc = (spec.get("args") or {}).get("encoder_spec", {})
-    return f"'{spec['name']}'" + (f" on '{enc.get('name')}'" if enc else "")
 
 
 class _StopFlag(rundir.on_signals):
