@@ -14,7 +14,6 @@ class LiifError(Exception):
     """Something the user can fix: the message says what and how."""
 
 
-UserError = LiifError  # the name the CLI and older code use
 
 
 class ConfigError(LiifError, ValueError):

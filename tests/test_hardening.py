@@ -20,7 +20,7 @@ from PIL import Image
 from conftest import FIXTURES, ROOT, compose, run_cli_inprocess, run_task_with_overrides
 from liif.inference import memory
 from liif.io import durable, outputs
-from liif.errors import LiifError as UserError, NotEnoughMemory, OutputError
+from liif.errors import LiifError, NotEnoughMemory, OutputError
 
 def _ckpt(name="edsr-baseline-liif"):
     return str(FIXTURES / f"ckpt_{name}.pth")
@@ -343,9 +343,9 @@ def test_the_api_never_returns_an_uninitialised_buffer():
     model = load_model(_ckpt(), device="cpu")
     inp, coord, cell = np.zeros((1, 3, 4, 4)), np.zeros((1, 5, 2)), np.full((1, 5, 2), 0.1)
     for bsize in (0, -3, 1.5, None, True):
-        with pytest.raises(UserError, match="positive integer"):
+        with pytest.raises(LiifError, match="positive integer"):
             model.query(inp, coord, cell, bsize=bsize)
-        with pytest.raises(UserError, match="positive integer"):
+        with pytest.raises(LiifError, match="positive integer"):
             model.upscale(np.zeros((4, 4, 3), np.uint8), (8, 8), bsize=bsize)
 
 

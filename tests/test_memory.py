@@ -2,7 +2,7 @@
 in test_hardening.py."""
 import pytest
 
-from liif.cli.main import UserError
+from liif.errors import LiifError
 from liif.errors import BudgetTooSmall
 from liif.inference.memory import resolve_budget
 from liif.sizes import format_bytes, parse_bytes
@@ -26,7 +26,7 @@ def test_resolve_budget():
     assert resolve_budget("auto") > 0  # half of this machine's available memory
     with pytest.raises(BudgetTooSmall, match="max_memory"):
         resolve_budget("lots")
-    assert isinstance(BudgetTooSmall("x"), UserError)  # one line, exit 2, in the CLI
+    assert isinstance(BudgetTooSmall("x"), LiifError)  # one line, exit 2, in the CLI
 
 
 def test_format_bytes():

@@ -102,16 +102,16 @@ def test_bad_command_lines_are_one_line_errors(sweep, tmp_path):
     (["checkpoint={ckpt}", "input={sweep}/photo.png", "task.port=99999"], "cannot listen on 127.0.0.1:99999"),
 ])
 def test_what_a_bad_command_line_says(sweep, tmp_path, args, words):
-    """The same checks in process (run_task turns these UserErrors into the one line shown above)."""
+    """The same checks in process (run_task turns these LiifErrors into the one line shown above)."""
     from conftest import typed
 
-    from liif.cli.main import UserError
+    from liif.errors import LiifError
     from liif.serve.task import main
 
     (tmp_path / "garbage.pth").write_bytes(b"not a checkpoint")
     (tmp_path / "notes.png").write_text("hello")
     ckpt = sweep / "0_liif_torch" / "checkpoints" / "epoch-last.pth"
-    with pytest.raises(UserError, match=words.replace("[", r"\[")):  # from the typed config, or from the task
+    with pytest.raises(LiifError, match=words.replace("[", r"\[")):  # from the typed config, or from the task
         main(typed("task=serve", "device=cpu", *(a.format(tmp=tmp_path, ckpt=ckpt, sweep=sweep) for a in args)))
 
 
@@ -120,12 +120,12 @@ def test_a_taken_port_is_a_user_error(sweep):
 
     from conftest import typed
 
-    from liif.cli.main import UserError
+    from liif.errors import LiifError
     from liif.serve.task import main
 
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
         cfg = typed("task=serve", f"checkpoint={sweep / '0_liif_torch' / 'checkpoints' / 'epoch-last.pth'}",
                       f"input={sweep / 'photo.png'}", f"task.port={port}", "device=cpu")
-        with pytest.raises(UserError, match=f"cannot listen on 127.0.0.1:{port}"):
+        with pytest.raises(LiifError, match=f"cannot listen on 127.0.0.1:{port}"):
             main(cfg)

@@ -108,7 +108,7 @@ def test_same_seed_same_run_other_seed_other_run(sample_dir, tmp_path):
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(sample_dir, tmp_path, monkeypatch):
     from liif.models import checkpoint
-    from liif.cli.main import UserError
+    from liif.errors import LiifError
     trainer = Trainer.from_config(tiny_cfg(sample_dir, tmp_path), str(tmp_path))
     real = liif.training.trainer.train_step
 
@@ -117,7 +117,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(sample_dir
         return float("nan") if len(trainer.step_losses) == 5 else loss
 
     monkeypatch.setattr(liif.training.trainer, "train_step", nan_in_epoch_2)
-    with pytest.raises(UserError, match="the loss became nan at epoch 2, step 2"):
+    with pytest.raises(LiifError, match="the loss became nan at epoch 2, step 2"):
         trainer.fit()
     kept = checkpoint.read(str(tmp_path / "checkpoints" / "epoch-last.pth"))
     assert kept["epoch"] == 1 and kept["liif"]["step_in_epoch"] == 0  # the end of epoch 1, not the NaN state

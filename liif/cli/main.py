@@ -15,7 +15,7 @@ import os
 import sys
 
 from liif import backends
-from liif.errors import MEMORY_SETTINGS, ConfigError, LiifError, UserError, is_out_of_memory  # noqa: F401
+from liif.errors import MEMORY_SETTINGS, ConfigError, LiifError, is_out_of_memory
 
 log = logging.getLogger("liif")
 
