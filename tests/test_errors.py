@@ -80,6 +80,8 @@ def test_a_project_error_is_one_line_and_exit_2(test_cfg, tmp_path, folder, quer
     status, err = run_test_task(test_cfg, tmp_path, folder)
     assert status == 2 and err == "error: the images are all black\n", err[-2000:]
     assert metrics(tmp_path / "run")["error"] == "DataError: the images are all black"
+    with pytest.raises(DataError):  # debug=true: raised, for Hydra to print its traceback
+        run_test_task(test_cfg, tmp_path / "dbg", folder, "debug=true")
 
 
 def test_out_of_memory_names_the_settings_to_lower(test_cfg, tmp_path, folder, query_raises):
