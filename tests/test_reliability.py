@@ -107,14 +107,6 @@ def test_impossible_scales(folder_cfg, tmp_path, folder, args, fragment):
     fails_cleanly(train(folder_cfg, tmp_path, f"dataset.path={folder}", *args), fragment)
 
 
-@pytest.mark.slow
-def test_a_non_integer_test_scale_is_rejected_by_the_config_schema(tmp_path, folder):
-    """scales is a list of ints in liif.config.RunConfig: Hydra names the value before any work."""
-    r = run_cli(*TINY, "dataset=folder", f"dataset.path={folder}", "scales=[2.5]", f"hydra.run.dir={tmp_path / 'run'}")
-    assert r.returncode != 0 and "Traceback" not in r.stderr and "scales[0]" in r.stderr, r.stderr
-    assert not (tmp_path / "run").exists()
-
-
 def test_hr_lr_count_and_size_mismatch(tmp_path, fixtures_dir):
     bench = tmp_path / "data" / "benchmark" / "Mine"
     (bench / "HR").mkdir(parents=True)
