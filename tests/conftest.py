@@ -148,6 +148,10 @@ class ForkedCli:
     def send_signal(self, sig):
         os.kill(self.pid, sig)
 
+    def output_so_far(self):
+        """(stdout, stderr) as the child has written them until now."""
+        return tuple(Path(path).read_text(errors="replace") for _, path in self._files)
+
     def communicate(self, timeout=None):
         """Wait for the end (SIGKILL at `timeout`: subprocess.TimeoutExpired); returns (stdout, stderr)."""
         self._child.join(timeout)
