@@ -12,13 +12,20 @@ FIXTURES = ROOT / "tests" / "fixtures" / "official_liif"  # the original code's 
 
 
 @pytest.fixture(autouse=True)
-def subnormal_floats():
+def subnormal_floats_and_threads():
     """Jittor compiles its kernels with -Ofast, and loading one (a new op kind) turns flush-to-zero on
     for the whole process (gcc's crtfastmath start-up code): subnormal floats then read as 0. Each
-    test starts with IEEE floats again, so none depends on which jittor tests ran before it."""
-    if importlib.util.find_spec("torch"):
-        import torch
-        torch.set_flush_denormal(False)
+    test starts with IEEE floats again, so none depends on which jittor tests ran before it. And
+    each ends with torch's thread count as it found it (a task run in process sets framework.threads)."""
+    if not importlib.util.find_spec("torch"):
+        yield
+        return
+    import torch
+    torch.set_flush_denormal(False)
+    threads = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
@@ -72,25 +79,119 @@ def once_more_on_jittor_internal_error(run):
     return run_again_if_needed
 
 
+# What a child of the CLI server has imported before it is forked: the whole project on torch, Hydra,
+# and what the tasks import when they first need it (torch._dynamo: torch's optimizers; TensorBoard's
+# writer; scikit-image: SSIM and the sample photos), seconds each. No thread is started by these
+# imports, so forking the server is safe. A module that is not installed is skipped.
+CLI_SERVER_PRELOAD = ["torch", "torch._dynamo", "hydra", "omegaconf", "tensorboardX", "tensorboardX.event_file_writer",
+                      "tensorboardX.summary", "skimage.metrics", "skimage.data", "liif.backends.torch", "liif.cli.main",
+                      "liif.cli.argv", "liif.cli.hydra_callbacks", "liif.training.trainer", "liif.evaluation.evaluate",
+                      "liif.inference.demo", "liif.report", "liif.serve.task", "conftest"]
+
+
+def cli_server():
+    """The multiprocessing context of the CLI server: a process forked from pytest at its first use that
+    imports CLI_SERVER_PRELOAD and then only forks. Its children are real processes (their own exit
+    status, signals, stdout and stderr, environment and working directory), not pytest's children,
+    that start in milliseconds instead of the seconds an interpreter takes to import torch and Hydra.
+    One per session (multiprocessing's forkserver is a singleton): every user preloads the same list."""
+    import multiprocessing
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(CLI_SERVER_PRELOAD)
+    return ctx
+
+
+def _run_py_in_child(args, cwd, env, out_path, err_path, prelude):
+    """In a child of the CLI server: `python run.py ARGS` as the interpreter would run it (run.py as
+    __main__, its argument checks included), stdout and stderr into the given files. `prelude`
+    (Python code) runs first, to make a part of the library fail the way a bug would."""
+    import atexit
+    import runpy
+    for fd, path in ((1, out_path), (2, err_path)):
+        target = os.open(path, os.O_WRONLY | os.O_TRUNC)
+        os.dup2(target, fd)
+        os.close(target)
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
+    sys.argv = [str(ROOT / "run.py"), *args]
+    try:
+        if prelude:
+            exec(prelude, {"__name__": "prelude"})
+        runpy.run_path(str(ROOT / "run.py"), run_name="__main__")
+    finally:
+        atexit._run_exitfuncs()
+
+
+class ForkedCli:
+    """`python run.py ARGS` running in a child of the CLI server; a subset of subprocess.Popen."""
+
+    def __init__(self, args, cwd=None, env=None, prelude=""):
+        import tempfile
+        self.args = [sys.executable, str(ROOT / "run.py"), *args]
+        self._files = [tempfile.mkstemp(prefix="liif-cli-", suffix=name) for name in (".out", ".err")]
+        for fd, _ in self._files:
+            os.close(fd)
+        full_env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
+        self._child = cli_server().Process(target=_run_py_in_child, args=(
+            list(map(str, args)), str(cwd or ROOT), full_env, self._files[0][1], self._files[1][1], prelude))
+        self._child.start()
+        self.pid = self._child.pid
+
+    @property
+    def returncode(self):
+        return self._child.exitcode  # -N when killed by signal N, as subprocess says
+
+    def poll(self):
+        return self.returncode
+
+    def send_signal(self, sig):
+        os.kill(self.pid, sig)
+
+    def output_so_far(self):
+        """(stdout, stderr) as the child has written them until now."""
+        return tuple(Path(path).read_text(errors="replace") for _, path in self._files)
+
+    def communicate(self, timeout=None):
+        """Wait for the end (SIGKILL at `timeout`: subprocess.TimeoutExpired); returns (stdout, stderr)."""
+        self._child.join(timeout)
+        timed_out = self._child.exitcode is None
+        if timed_out:
+            self._child.kill()
+            self._child.join()
+        out, err = (Path(path).read_text(errors="replace") for _, path in self._files)
+        for _, path in self._files:
+            os.unlink(path)
+        if timed_out:
+            raise subprocess.TimeoutExpired(self.args, timeout, out, err)
+        return out, err
+
+
 @once_more_on_jittor_internal_error
-def run_cli(*args, cwd=None, timeout=600, env=None):
-    """`python run.py ARGS` in a subprocess; returns the CompletedProcess."""
+def run_cli(*args, cwd=None, timeout=600, env=None, prelude=""):
+    """`python run.py ARGS` in a child of the CLI server (see cli_server); returns the CompletedProcess."""
+    proc = ForkedCli(args, cwd=cwd, env=env, prelude=prelude)
+    out, err = proc.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def run_cli_subprocess(*args, cwd=None, timeout=600, env=None):
+    """`python run.py ARGS` in a fresh interpreter, for a test of the program itself (its start-up)."""
     full_env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
     return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=cwd or ROOT, capture_output=True,
                           text=True, timeout=timeout, env=full_env)
 
 
 def sigterm_after_first_checkpoint(args, run_dir, cwd=ROOT):
-    """Start `python run.py *args hydra.run.dir=run_dir`, SIGTERM it once its first checkpoint is on
-    disk (training is under way), and return (its exit code, its stderr)."""
+    """Start `python run.py *args hydra.run.dir=run_dir` (a child of the CLI server), SIGTERM it as soon as
+    its first checkpoint is on disk (training is under way, more epochs to go), and return (its exit
+    code, its stderr)."""
     import signal
     import time
-    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args, f"hydra.run.dir={run_dir}"], cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = ForkedCli([*args, f"hydra.run.dir={run_dir}"], cwd=cwd)
     deadline = time.time() + 300
     while not (Path(run_dir) / "checkpoints" / "epoch-last.pth").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    time.sleep(0.3)
+        time.sleep(0.01)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=300)
     return proc.returncode, err

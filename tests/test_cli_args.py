@@ -93,13 +93,17 @@ def test_a_typo_through_the_cli_is_one_line_without_hydras_advice(tmp_path):
 
 TINY = ["model=edsr_baseline_liif_c",  # not the default model: its overrides must come back on resume
         "model.args.encoder_spec.args.n_resblocks=1", "model.args.encoder_spec.args.n_feats=8",
-        "model.args.imnet_spec.args.hidden_list=[16]", "train.epochs=3", "train.max_steps_per_epoch=200",
+        "model.args.imnet_spec.args.hidden_list=[16]", "train.epochs=3", "train.max_steps_per_epoch=20",
         "train.batch_size=2", "train.inp_size=8", "train.sample_q=16", "train.milestones=[2]", "dataset.val=null",
-        "dataset=folder", "dataset.train.repeat=200", "scales=[2]", "device=cpu", "framework.threads=1"]
+        "dataset=folder", "dataset.train.repeat=20", "scales=[2]", "device=cpu", "framework.threads=1"]
 
 
 @pytest.mark.slow
-def test_resume_dir_alone_continues_a_non_default_model_in_the_same_folder(tmp_path):
+def test_sigterm_then_resume_dir_alone_continues_a_non_default_model_in_the_same_folder(tmp_path):
+    """The CLI's resume, end to end: a training SIGTERMed from outside stops cleanly (exit 143, no
+    traceback, metrics.json 'interrupted') and prints the command that continues it; that command,
+    `resume=<run dir>` alone, restores the run's own overrides in its own folder and ends as the
+    uninterrupted run, bit for bit. (Where in an epoch a resume starts: tests/test_train.py.)"""
     from test_reliability import photo
     images = tmp_path / "imgs"
     images.mkdir()
@@ -112,7 +116,9 @@ def test_resume_dir_alone_continues_a_non_default_model_in_the_same_folder(tmp_p
     cut = tmp_path / "cut"
     returncode, err = sigterm_after_first_checkpoint(args, cut, cwd=tmp_path)
     assert returncode == 128 + signal.SIGTERM, err[-2000:]
-    assert f"python run.py resume={cut}" in err  # the hint printed is the command that works
+    assert "Traceback" not in err and f"python run.py resume={cut}" in err  # the hint printed is the command that works
+    interrupted = json.loads((cut / "metrics.json").read_text())
+    assert interrupted["status"] == "interrupted" and interrupted["train"]["epochs_done"] < 3
 
     refused = run_cli(f"resume={cut}", "model.args.encoder_spec.args.n_feats=16", cwd=tmp_path, timeout=120)
     assert refused.returncode == 2 and "architecture" in refused.stderr and "Traceback" not in refused.stderr

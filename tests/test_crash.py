@@ -3,21 +3,20 @@ liif/io/durable.py), then resumed with resume=true, ends exactly as the uninterr
 losses bit for bit, the same checkpoints, the same files, and no debris. docs/reliability.md
 lists the matrix.
 
-Each training runs in a child forked from a forkserver that has imported the project but run
-nothing (fast, and no thread pool is forked); SIGKILL ends the child, not pytest."""
+Each training runs in a child of the CLI server (tests/conftest.py: a forkserver that has imported
+the project but run nothing: fast, and no thread pool is forked), on a config composed once;
+SIGKILL ends the child, not pytest."""
 import csv
+import dataclasses
 import json
-import multiprocessing
 import os
 import signal
-import subprocess
-import sys
 import traceback
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_cli, typed
+from conftest import ForkedCli, cli_server, run_cli, typed
 
 pytestmark = pytest.mark.slow
 
@@ -54,15 +53,15 @@ MATRIX = [
 ]
 
 
-def _train(overrides, crash_at):
-    """In the child: the CLI's train task on `overrides`, killed at `crash_at` (or None)."""
+def _train(config, crash_at):
+    """In the child: the CLI's train task on `config` (a RunConfig), killed at `crash_at` (or None)."""
     if crash_at:
         os.environ["LIIF_CRASH_AT"] = crash_at
     else:
         os.environ.pop("LIIF_CRASH_AT", None)
     try:
         from liif.training.trainer import main
-        main(typed(*overrides))
+        main(config)
     except SystemExit as e:
         os._exit(e.code if isinstance(e.code, int) else 1)
     except BaseException:
@@ -72,12 +71,14 @@ def _train(overrides, crash_at):
 
 
 @pytest.fixture(scope="module")
-def train():
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["liif.training.trainer", "liif.evaluation.evaluate", "liif.backends.torch", "conftest"])
+def train(tmp_path_factory):
+    """train(run directory, resume, crash_at) -> the exit code of that training in a child process."""
+    sample = tmp_path_factory.mktemp("crash") / "data" / "sample"
+    config = typed(f"paths.sample_dir={sample}", *SETTINGS)  # Hydra composes once, not in every child
 
-    def run(overrides, crash_at=None):
-        child = ctx.Process(target=_train, args=(overrides, crash_at))
+    def run(out, resume=False, crash_at=None):
+        child = cli_server().Process(target=_train, args=(
+            dataclasses.replace(config, output_dir=str(out), resume=resume), crash_at))
         child.start()
         child.join(300)
         return child.exitcode
@@ -87,22 +88,19 @@ def train():
 @pytest.fixture(scope="module")
 def full_run(train, tmp_path_factory):
     """The uninterrupted run that every crashed-and-resumed one must end as."""
-    root = tmp_path_factory.mktemp("crash")
-    sample = str(root / "data" / "sample")
-    overrides = lambda out: [f"paths.sample_dir={sample}", *SETTINGS, f"output_dir={out}"]  # noqa: E731
-    assert train(overrides(root / "full")) == 0
-    return root / "full", overrides
+    full = tmp_path_factory.mktemp("crash") / "full"
+    assert train(full) == 0
+    return full
 
 
 @pytest.mark.parametrize("points, where", MATRIX, ids=["+".join(p) for p, _ in MATRIX])
 def test_killed_at_every_write_resumes_to_the_same_run(train, full_run, tmp_path, points, where):
-    full, overrides = full_run
     run = tmp_path / "run"
     for point in points:
-        code = train(overrides(run) + (["resume=true"] if run.exists() else []), crash_at=point)
+        code = train(run, resume=run.exists(), crash_at=point)
         assert code == -signal.SIGKILL, f"{point} was not reached (exit {code})"
-    assert train(overrides(run) + ["resume=true"]) == 0
-    assert_same_run(run, full)
+    assert train(run, resume=True) == 0
+    assert_same_run(run, full_run)
 
 
 def assert_same_run(run, full):
@@ -180,13 +178,10 @@ def _tensorboard_scalars(run):
 # ---- through the CLI: the issue's case, and the plain rerun --------------------------------
 
 def killed_cli(*args, crash_at):
-    """`python run.py ARGS` killed at `crash_at`, run by `sh` so that the killed process is not
-    pytest's child: Jittor, once an earlier test imported it into pytest, quick-exits the process
-    when a child dies of a signal other than SIGTERM (its SIGCHLD handler). Exit 137 = SIGKILL."""
-    cmd = [sys.executable, str(ROOT / "run.py"), *args]
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "LIIF_CRASH_AT": crash_at}
-    return subprocess.run(["sh", "-c", '"$@"; exit $?', "sh", *cmd], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600, env=env)
+    """`python run.py ARGS` (a child of the CLI server, not of pytest) killed at `crash_at`."""
+    proc = ForkedCli(args, env={"LIIF_CRASH_AT": crash_at})
+    _, err = proc.communicate(timeout=600)
+    return proc.returncode, err
 
 
 def test_killed_in_the_first_checkpoint_then_rerun_plainly_or_resumed(tmp_path):
@@ -194,8 +189,8 @@ def test_killed_in_the_first_checkpoint_then_rerun_plainly_or_resumed(tmp_path):
     args = [*SETTINGS, "train.epochs=1", f"paths.sample_dir={tmp_path / 'sample'}"]
     for follow_up in ([], ["resume=true"]):
         run = tmp_path / f"run{len(follow_up)}"
-        killed = killed_cli(*args, f"hydra.run.dir={run}", crash_at="epoch-last.tmp")
-        assert killed.returncode == 128 + signal.SIGKILL, killed.stderr[-2000:]
+        code, err = killed_cli(*args, f"hydra.run.dir={run}", crash_at="epoch-last.tmp")
+        assert code == -signal.SIGKILL, err[-2000:]
         assert [n.startswith(".tmp-") for n in os.listdir(run / "checkpoints")] == [True]  # only the temp
         again = run_cli(*args, f"hydra.run.dir={run}", *follow_up)
         assert again.returncode == 0, again.stderr[-2000:]
@@ -205,7 +200,7 @@ def test_killed_in_the_first_checkpoint_then_rerun_plainly_or_resumed(tmp_path):
 
 def test_a_plain_rerun_after_the_first_checkpoint_says_resume(tmp_path):
     args = [*SETTINGS, "train.epochs=2", f"paths.sample_dir={tmp_path / 'sample'}", f"hydra.run.dir={tmp_path / 'run'}"]
-    assert killed_cli(*args, crash_at="epoch-last:1").returncode == 128 + signal.SIGKILL
+    assert killed_cli(*args, crash_at="epoch-last:1")[0] == -signal.SIGKILL
     again = run_cli(*args)
     assert again.returncode == 2 and "Traceback" not in again.stderr
     assert again.stderr.startswith("error: ") and "already holds a run" in again.stderr and "resume=true" in again.stderr

@@ -1,17 +1,15 @@
-"""`python run.py task=demo ...` through the real CLI: any input mode, exact output size,
-one-line errors with a non-zero exit for bad input."""
+"""`python run.py task=demo ...`, the CLI's path after Hydra's composition (in process, on a config
+composed once): any input mode, exact output size, one-line errors with exit status 2 for bad input."""
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run_cli
-
-pytestmark = pytest.mark.slow
+from conftest import compose, run_task_with_overrides
 
 
 @pytest.fixture(scope="module")
-def ckpt(fixtures_dir):
-    return str(fixtures_dir / "ckpt_edsr-baseline-liif.pth")
+def demo_cfg(fixtures_dir):
+    return compose("task=demo", f"checkpoint={fixtures_dir / 'ckpt_edsr-baseline-liif.pth'}", "device=cpu")
 
 
 def _image(path, mode, size=(20, 14)):
@@ -22,12 +20,12 @@ def _image(path, mode, size=(20, 14)):
 
 
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "P"])
-def test_demo_writes_the_requested_size(tmp_path, ckpt, mode):
+def test_demo_writes_the_requested_size(demo_cfg, tmp_path, mode):
     src = _image(tmp_path / f"in_{mode}.png", mode)
     out = tmp_path / "out.png"
-    r = run_cli("task=demo", f"checkpoint={ckpt}", f"input={src}", "size=[31,57]", f"output={out}",
-                "device=cpu", f"hydra.run.dir={tmp_path / 'run'}")
-    assert r.returncode == 0, r.stderr
+    status, err = run_task_with_overrides(demo_cfg, f"input={src}", "size=[31,57]", f"output={out}",
+                                          f"output_dir={tmp_path / 'run'}")
+    assert status == 0, err
     with Image.open(out) as im:
         assert im.size == (57, 31) and im.mode == "RGB"  # PIL size is (width, height)
 
@@ -35,29 +33,17 @@ def test_demo_writes_the_requested_size(tmp_path, ckpt, mode):
 @pytest.mark.parametrize("size, message", [("[0,10]", "positive integers"), ("[-3,10]", "positive integers"),
                                            ("[2.5,10]", "positive integers"), ("abc", "height, width"),
                                            ("[1,2,3]", "height, width")])
-def test_malformed_size_is_one_clear_line(tmp_path, ckpt, size, message):
+def test_malformed_size_is_one_clear_line(demo_cfg, tmp_path, size, message):
     src = _image(tmp_path / "in.png", "RGB")
-    r = run_cli("task=demo", f"checkpoint={ckpt}", f"input={src}", f"size={size}", f"output={tmp_path / 'o.png'}",
-                f"hydra.run.dir={tmp_path / 'run'}")
-    assert r.returncode == 2
-    assert message in r.stderr and "Traceback" not in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    status, err = run_task_with_overrides(demo_cfg, f"input={src}", f"size={size}", f"output={tmp_path / 'o.png'}",
+                                          f"output_dir={tmp_path / 'run'}")
+    assert status == 2
+    assert message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
 
 
-def test_missing_input_is_one_clear_line(tmp_path, ckpt):
-    r = run_cli("task=demo", f"checkpoint={ckpt}", f"input={tmp_path / 'nope.png'}", "size=[8,8]",
-                f"output={tmp_path / 'o.png'}", f"hydra.run.dir={tmp_path / 'run'}")
-    assert r.returncode == 2 and "input image not found" in r.stderr and "Traceback" not in r.stderr
-
-
-def test_missing_checkpoint_is_one_clear_line(tmp_path):
+def test_missing_checkpoint_is_one_clear_line(demo_cfg, tmp_path):
     src = _image(tmp_path / "in.png", "RGB")
-    r = run_cli("task=demo", f"checkpoint={tmp_path / 'none.pth'}", f"input={src}", "size=[8,8]",
-                f"output={tmp_path / 'o.png'}", f"hydra.run.dir={tmp_path / 'run'}")
-    assert r.returncode == 2 and "checkpoint not found" in r.stderr and "Traceback" not in r.stderr
-
-
-def test_debug_flag_shows_the_traceback(tmp_path, ckpt):
-    r = run_cli("task=demo", f"checkpoint={ckpt}", f"input={tmp_path / 'nope.png'}", "size=[8,8]",
-                f"output={tmp_path / 'o.png'}", "debug=true", f"hydra.run.dir={tmp_path / 'run'}")
-    assert r.returncode != 0 and "Traceback" in r.stderr
+    status, err = run_task_with_overrides(demo_cfg, f"checkpoint={tmp_path / 'none.pth'}", f"input={src}", "size=[8,8]",
+                                          f"output={tmp_path / 'o.png'}", f"output_dir={tmp_path / 'run'}")
+    assert status == 2 and "checkpoint not found" in err and "Traceback" not in err

@@ -1,5 +1,6 @@
 """`task=test` on a benchmark-layout folder writes metrics.json records that follow the
-original test protocol, checked against an independent re-computation."""
+original test protocol, checked against an independent re-computation. The CLI's path after
+Hydra's composition, in process."""
 import json
 
 import numpy as np
@@ -7,10 +8,8 @@ import pytest
 from PIL import Image
 
 import liif
-from conftest import run_cli
+from conftest import compose, run_task_with_overrides
 from liif.coords import make_coord
-
-pytestmark = pytest.mark.slow
 
 
 def _photo(seed, h, w):
@@ -52,9 +51,10 @@ def expected_psnr(model, lr, hr, scale):
 def test_benchmark_folder_by_name(myset, tmp_path, fixtures_dir):
     ckpt = str(fixtures_dir / "ckpt_edsr-baseline-liif.pth")
     run_dir = tmp_path / "run"
-    r = run_cli("task=test", f"checkpoint={ckpt}", "dataset=benchmark", "dataset.name=MySet", f"paths.data_dir={myset}",
-                "scales=[2,3,4,6,8]", "device=cpu", f"hydra.run.dir={run_dir}")
-    assert r.returncode == 0, r.stderr
+    status, err = run_task_with_overrides(compose("task=test", f"checkpoint={ckpt}", "dataset=benchmark", "dataset.name=MySet",
+                                                  f"paths.data_dir={myset}", "scales=[2,3,4,6,8]", "device=cpu"),
+                                          f"output_dir={run_dir}")
+    assert status == 0, err
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "ok"
     records = {rec["scale"]: rec for rec in metrics["records"]}
@@ -80,10 +80,11 @@ def test_benchmark_folder_by_name(myset, tmp_path, fixtures_dir):
 
 
 def test_missing_benchmark_prints_the_expected_layout(tmp_path, fixtures_dir):
-    r = run_cli("task=test", f"checkpoint={fixtures_dir / 'ckpt_edsr-baseline-liif.pth'}", "dataset=benchmark",
-                "dataset.name=Nope", f"paths.data_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}")
-    assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert "benchmark/Nope/HR" in r.stderr and "LR_bicubic" in r.stderr
+    status, err = run_task_with_overrides(compose("task=test", f"checkpoint={fixtures_dir / 'ckpt_edsr-baseline-liif.pth'}",
+                                                  "dataset=benchmark", "dataset.name=Nope", f"paths.data_dir={tmp_path}"),
+                                          f"output_dir={tmp_path / 'run'}")
+    assert status == 2 and "Traceback" not in err
+    assert "benchmark/Nope/HR" in err and "LR_bicubic" in err
 
 
 def test_sigterm_during_a_test_run_is_recorded(myset, tmp_path, fixtures_dir, monkeypatch):

@@ -1,12 +1,13 @@
 """Every experiment, table, profile and launcher preset composes, and says what the paper says."""
 import fnmatch
+import functools
 import json
 
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import ROOT, compose, run_cli
+from conftest import ROOT, compose, run_task_with_overrides
 from liif.cli.main import register_model_presets
 import liif.models  # noqa: F401  (registers the model names)
 from liif import backends
@@ -25,8 +26,11 @@ ABLATION_FLAGS = {"ablation_liif": {}, "ablation_c": {"cell_decode": False}, "ab
 BENCHMARKS = ["Set5", "Set14", "B100", "Urban100"]
 
 
+@functools.lru_cache(maxsize=None)
 def compose_as_cli(*overrides):
-    """Like conftest.compose, but keeps the experiment's own run_name (compose() forces 'test')."""
+    """Like conftest.compose, but keeps the experiment's own run_name (compose() forces 'test'). Each
+    composition is made once for the module (a fraction of a second each, ~60 of them): read it, never
+    change it."""
     from liif.cli.main import compose as cli_compose
     return cli_compose(["output_dir=unused", *overrides])
 
@@ -42,7 +46,7 @@ def test_every_paper_row_has_an_experiment():
                 "table4_celebahq_64_128_liif", "table4_celebahq_64_128_upsample", "table4_celebahq_32_256_liif",
                 "table4_celebahq_32_256_upsample"}
     assert expected <= set(EXPERIMENTS)
-    tagged = {(c.paper.table, c.paper.row) for c in map(lambda e: compose(f"experiment={e}"), EXPERIMENTS)}
+    tagged = {(c.paper.table, c.paper.row) for c in map(lambda e: compose_as_cli(f"experiment={e}"), EXPERIMENTS)}
     for number, spec in paper.tables().items():
         for row in spec["rows"]:
             if row != "Bicubic":
@@ -81,20 +85,20 @@ def test_smoke_profile_keeps_the_experiment_but_shrinks_it(experiment):
 
 def test_ablations_inherit_from_ablation_liif():
     for name, flags in ABLATION_FLAGS.items():
-        cfg = compose(f"experiment={name}")
+        cfg = compose_as_cli(f"experiment={name}")
         assert cfg.paper.table == 3 and cfg.dataset.name == "div2k" and cfg.scale.min == 1 and cfg.scale.max == 4
         for flag in ("local_ensemble", "feat_unfold", "cell_decode"):
             assert cfg.model.args[flag] == flags.get(flag, True)
-    assert compose("experiment=ablation_d").model.args.imnet_spec.args.hidden_list == [256, 256]
+    assert compose_as_cli("experiment=ablation_d").model.args.imnet_spec.args.hidden_list == [256, 256]
     for k in (2, 3, 4):
-        cfg = compose(f"experiment=ablation_x{k}")
+        cfg = compose_as_cli(f"experiment=ablation_x{k}")
         assert (cfg.scale.min, cfg.scale.max) == (k, k) and cfg.model.args.cell_decode
         assert cfg.paper.row == f"LIIF (x{k}-only)"
 
 
 @pytest.mark.parametrize("experiment,k", sorted(FIXED_SCALE.items()))
 def test_fixed_scale_rows_train_and_test_at_their_scale(experiment, k):
-    cfg = compose(f"experiment={experiment}")
+    cfg = compose_as_cli(f"experiment={experiment}")
     assert cfg.model.args.encoder_spec.args.scale == k and not cfg.model.args.encoder_spec.args.no_upsampling
     assert (cfg.scale.min, cfg.scale.max) == (k, k) and list(cfg.scales) == [k]
     for node, split in ((cfg.dataset.train, "train"), (cfg.dataset.val, "valid")):  # the original's LR files
@@ -104,8 +108,9 @@ def test_fixed_scale_rows_train_and_test_at_their_scale(experiment, k):
 
 @pytest.mark.slow
 def test_fixed_scale_row_trains_on_the_lr_files(tmp_path):
-    """table1_edsr_baseline_x3 end to end on a tiny DIV2K tree: it reads DIV2K_*_LR_bicubic/X3, refuses
-    an LR crop larger than the LR images, and says which folder is missing when that one is."""
+    """table1_edsr_baseline_x3 end to end on a tiny DIV2K tree (the task in process): it reads
+    DIV2K_*_LR_bicubic/X3, refuses an LR crop larger than the LR images, and says which folder is
+    missing when that one is."""
     from PIL import Image
     from skimage import data
     photos = [data.astronaut(), data.chelsea(), data.coffee()]
@@ -116,30 +121,31 @@ def test_fixed_scale_row_trains_on_the_lr_files(tmp_path):
             hr = Image.fromarray(np.ascontiguousarray(photo[:96, :120]))
             hr.save(tmp_path / "DIV2K" / f"DIV2K_{split}_HR" / f"{i:04d}.png")
             hr.resize((40, 32), Image.BICUBIC).save(tmp_path / "DIV2K" / f"DIV2K_{split}_LR_bicubic/X3" / f"{i:04d}x3.png")
-    args = ["experiment=table1_edsr_baseline_x3", f"paths.data_dir={tmp_path}", "model.args.encoder_spec.args.n_resblocks=1",
-            "model.args.encoder_spec.args.n_feats=8", "dataset.train.inp_size=8", "dataset.val.inp_size=8",
-            "dataset.val.repeat=1", "train.epochs=1", "train.epoch_val=1", "train.batch_size=2", "device=cpu"]
-    r = run_cli(*args, f"hydra.run.dir={tmp_path / 'run'}")
-    assert r.returncode == 0, r.stderr[-3000:]
+    cfg = compose("experiment=table1_edsr_baseline_x3", f"paths.data_dir={tmp_path}", "model.args.encoder_spec.args.n_resblocks=1",
+                  "model.args.encoder_spec.args.n_feats=8", "dataset.train.inp_size=8", "dataset.val.inp_size=8",
+                  "dataset.val.repeat=1", "train.epochs=1", "train.epoch_val=1", "train.batch_size=2", "device=cpu",
+                  "framework.threads=1")
+    status, err = run_task_with_overrides(cfg, f"output_dir={tmp_path / 'run'}")
+    assert status == 0, err[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     [record] = metrics["records"]
     assert (record["scale"], record["lr_source"], record["n_images"]) == (3, "files", 1)
     assert metrics["train"]["steps"] == 20 and metrics["train"]["history"][0]["val_psnr"] is not None  # 2 images x repeat 20
 
     # an LR crop larger than the LR images (32x40) is refused up front, naming the file and the setting
-    r = run_cli(*args, "dataset.train.inp_size=33", f"hydra.run.dir={tmp_path / 'run3'}")
-    assert r.returncode == 2 and "0000x3.png is 32x40, smaller than the 33x33 LR crop" in r.stderr
-    assert "dataset.train.inp_size" in r.stderr
+    status, err = run_task_with_overrides(cfg, "dataset.train.inp_size=33", f"output_dir={tmp_path / 'run3'}")
+    assert status == 2 and "0000x3.png is 32x40, smaller than the 33x33 LR crop" in err
+    assert "dataset.train.inp_size" in err
 
     import shutil
     shutil.rmtree(tmp_path / "DIV2K" / "DIV2K_train_LR_bicubic")
-    r = run_cli(*args, f"hydra.run.dir={tmp_path / 'run2'}")
-    assert r.returncode == 2 and "DIV2K_train_LR_bicubic/X3" in r.stderr
+    status, err = run_task_with_overrides(cfg, f"output_dir={tmp_path / 'run2'}")
+    assert status == 2 and "DIV2K_train_LR_bicubic/X3" in err
 
 
 def test_table2_trains_on_div2k_and_tests_on_the_benchmarks():
     for name in ("table2_rdn", "table2_rdn_metasr", "table2_rdn_liif"):
-        cfg = compose(f"experiment={name}")
+        cfg = compose_as_cli(f"experiment={name}")
         assert (cfg.dataset.train.get("hr_root") or cfg.dataset.train.root).endswith("DIV2K/DIV2K_train_HR")
         assert [t.name for t in cfg.dataset.test] == BENCHMARKS
         assert all(list(t.scales) == [2, 3, 4, 6, 8] for t in cfg.dataset.test)
@@ -147,11 +153,11 @@ def test_table2_trains_on_div2k_and_tests_on_the_benchmarks():
 
 def test_table4_is_config_only_and_cannot_silently_train_the_wrong_recipe():
     for name in ("table4_celebahq_64_128_liif", "table4_celebahq_32_256_upsample"):
-        cfg = compose(f"experiment={name}")
+        cfg = compose_as_cli(f"experiment={name}")
         assert cfg.dataset.train.wrapper == "sr-implicit-uniform-varied"
         assert cfg.dataset.train.root is None  # the paired folders are read, not a downsampled `root`
         assert cfg.train.epochs == 200 and list(cfg.train.milestones) == [100] and cfg.train.gamma == 0.1
-    up = compose("experiment=table4_celebahq_32_256_upsample")
+    up = compose_as_cli("experiment=table4_celebahq_32_256_upsample")
     assert up.model.args.encoder_spec.args.scale == 8 and up.dataset.train.gt_resize == 256
 
 
@@ -165,7 +171,7 @@ def test_table_config_sweeps_exactly_its_experiments(table):
     assert set(listed) <= set(EXPERIMENTS)
     pattern = {"table1": "table1_*", "table2": "table2_*", "table3": "ablation_*", "table4": "table4_*"}[table]
     assert set(listed) == set(fnmatch.filter(EXPERIMENTS, pattern)), "the table and the glob select the same rows"
-    assert {compose(f"experiment={e}").paper.table for e in listed} == {int(table[-1])}
+    assert {compose_as_cli(f"experiment={e}").paper.table for e in listed} == {int(table[-1])}
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -181,7 +187,7 @@ def test_every_encoder_and_liif_decoder_has_a_smoke_size():
 
 
 def test_no_profile_changes_nothing():
-    plain = compose("experiment=ablation_d")
+    plain = compose_as_cli("experiment=ablation_d")
     assert plain.model.args.encoder_spec.args.n_feats == 64 and plain.dataset.name == "div2k"
 
 
@@ -202,9 +208,11 @@ def test_report_callback_is_registered():
     ("parallel", ["joblib_launcher.JoblibLauncher", "n_jobs: 2"]),
 ])
 def test_launcher_presets(launcher, expected):
+    """What `python run.py experiment=ablation_c hydra/launcher=<preset> --cfg hydra` prints of the launcher."""
+    from liif.cli.main import compose as cli_compose
     plugin = {"slurm": "hydra_plugins.hydra_submitit_launcher", "parallel": "hydra_plugins.hydra_joblib_launcher"}
     pytest.importorskip(plugin[launcher], reason="pip install -e '.[cluster]'")
-    r = run_cli("experiment=ablation_c", f"hydra/launcher={launcher}", "--cfg", "hydra", timeout=120)
-    assert r.returncode == 0, r.stderr
+    cfg = cli_compose(["output_dir=unused", "experiment=ablation_c", f"hydra/launcher={launcher}"], return_hydra_config=True)
+    printed = OmegaConf.to_yaml(cfg.hydra.launcher)
     for text in expected:
-        assert text in r.stdout, text
+        assert text in printed, text

@@ -1,27 +1,17 @@
-"""`python run.py task=serve ...` through the real CLI: it prints a local URL and serves the
-checkpoints of the command line (or of a sweep); bad input is the usual one-line error."""
+"""`python run.py task=serve ...`: through the CLI (a child of the CLI server) it prints a local URL,
+serves the checkpoints of a sweep and stops on Ctrl-C; bad input is the usual one-line error (the
+CLI's path after composition, in process)."""
 import json
-import os
-import selectors
 import signal
-import subprocess
-import sys
 import time
 import urllib.request
 
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import ForkedCli, compose, run_task_with_overrides
 from serve_helpers import photo, tiny_checkpoint
 
 pytest.importorskip("uvicorn")
-pytestmark = pytest.mark.slow
-
-
-def one_line_error(r, words):
-    assert r.returncode == 2, r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and words in lines[0], r.stderr
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +26,10 @@ def sweep(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_serves_a_sweep_on_localhost_and_stops_on_ctrl_c(sweep, tmp_path):
-    proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "task=serve", f"dir={sweep}", f"input={sweep / 'photo.png'}",
-                             "task.port=0", "task.downscale=2", "device=cpu", f"hydra.run.dir={tmp_path / 'run'}"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = ForkedCli(["task=serve", f"dir={sweep}", f"input={sweep / 'photo.png'}", "task.port=0", "task.downscale=2",
+                      "device=cpu", f"hydra.run.dir={tmp_path / 'run'}"])
     try:
         url = read_url(proc, timeout=240)
         assert url.startswith("http://127.0.0.1:")
@@ -53,40 +43,28 @@ def test_serves_a_sweep_on_localhost_and_stops_on_ctrl_c(sweep, tmp_path):
         assert json.loads(lines[-1])["type"] == "done"
         assert urllib.request.urlopen(url, timeout=30).status == 200
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
-        assert proc.returncode == 0 and "Traceback" not in out, out
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0 and "Traceback" not in out + err, out + err
     finally:
         if proc.poll() is None:
-            proc.kill()
+            proc.send_signal(signal.SIGKILL)
             proc.communicate()
 
 
 def read_url(proc, timeout):
-    """The URL of the line the viewer prints when it is ready. Reads the pipe's bytes itself:
-    `select` on a buffered reader misses lines already in the reader's buffer (the URL line often
-    arrives in one read with the log lines before it)."""
-    selector = selectors.DefaultSelector()
-    selector.register(proc.stdout, selectors.EVENT_READ)
+    """The URL of the line the viewer prints (flushed) when it is ready."""
     deadline = time.time() + timeout
-    pending = b""
-    while time.time() < deadline:
-        if selector.select(timeout=1):
-            chunk = os.read(proc.stdout.fileno(), 65536)
-            if not chunk and proc.poll() is not None:
-                break
-            pending += chunk
-            for line in pending.decode(errors="replace").splitlines():
-                if line.startswith("LIIF viewer: "):
-                    return line.split()[2]
-    raise AssertionError(f"no URL printed in {timeout} s; exit status {proc.poll()}; output: {pending[-2000:]!r}")
+    while time.time() < deadline and proc.poll() is None:
+        for line in proc.output_so_far()[0].splitlines():
+            if line.startswith("LIIF viewer: "):
+                return line.split()[2]
+        time.sleep(0.05)
+    raise AssertionError(f"no URL printed in {timeout} s; exit status {proc.poll()}; output: {proc.output_so_far()}")
 
 
-def test_bad_command_lines_are_one_line_errors(sweep, tmp_path):
-    garbage = tmp_path / "garbage.pth"
-    garbage.write_bytes(b"not a checkpoint")
-    run = f"hydra.run.dir={tmp_path / 'run'}"
-    one_line_error(run_cli("task=serve", "device=cpu", run, timeout=120), "task=serve needs checkpoint=")
-    one_line_error(run_cli("task=serve", f"checkpoint={garbage}", "device=cpu", run, timeout=120), "not a readable checkpoint")
+@pytest.fixture(scope="module")
+def serve_cfg():
+    return compose("task=serve", "device=cpu")
 
 
 @pytest.mark.parametrize("args, words", [
@@ -101,18 +79,15 @@ def test_bad_command_lines_are_one_line_errors(sweep, tmp_path):
     (["checkpoint={ckpt}", "input={sweep}/photo.png", "task.downscale=1"], "downscale must be an integer >= 2"),
     (["checkpoint={ckpt}", "input={sweep}/photo.png", "task.port=99999"], "cannot listen on 127.0.0.1:99999"),
 ])
-def test_what_a_bad_command_line_says(sweep, tmp_path, args, words):
-    """The same checks in process (run_task turns these LiifErrors into the one line shown above)."""
-    from conftest import typed
-
-    from liif.errors import LiifError
-    from liif.serve.task import main
-
+def test_what_a_bad_command_line_says(serve_cfg, sweep, tmp_path, args, words):
     (tmp_path / "garbage.pth").write_bytes(b"not a checkpoint")
     (tmp_path / "notes.png").write_text("hello")
     ckpt = sweep / "0_liif_torch" / "checkpoints" / "epoch-last.pth"
-    with pytest.raises(LiifError, match=words.replace("[", r"\[")):  # from the typed config, or from the task
-        main(typed("task=serve", "device=cpu", *(a.format(tmp=tmp_path, ckpt=ckpt, sweep=sweep) for a in args)))
+    status, err = run_task_with_overrides(serve_cfg, f"output_dir={tmp_path / 'run'}",
+                                          *(a.format(tmp=tmp_path, ckpt=ckpt, sweep=sweep) for a in args))
+    assert status == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and words in lines[0], err
 
 
 def test_a_taken_port_is_a_user_error(sweep):
