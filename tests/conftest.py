@@ -1,11 +1,15 @@
+import hashlib
 import importlib.util
 import os
+import stat
 import subprocess
 import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "official_liif"  # the original code's outputs (tests/fixtures/README.md)
@@ -289,3 +293,30 @@ def run_task_with_overrides(base_cfg, *overrides):
         except SystemExit as e:
             status = e.code
     return status, err.getvalue()
+
+
+def tree_state(root):
+    """Everything under `root` (type, size, content hash, mode), links and fifos not followed."""
+    state = {}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(folder, name)
+            st = os.lstat(path)
+            digest = None
+            if stat.S_ISREG(st.st_mode):
+                with open(path, "rb") as f:
+                    digest = hashlib.sha1(f.read()).hexdigest()
+            state[os.path.relpath(path, root)] = (stat.S_IFMT(st.st_mode), st.st_size, digest, stat.S_IMODE(st.st_mode))
+    return state
+
+
+def photo(path, size=(40, 40), mode="RGB", bits16=False):
+    """A random image file at `path` (RGB, another PIL mode, or 16-bit grey); returns `path`."""
+    rng = np.random.default_rng(len(str(path)))
+    img = Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8))
+    if bits16:
+        img = Image.fromarray((np.asarray(img.convert("L")).astype(np.uint16) * 257))
+    else:
+        img = img.convert(mode)
+    img.save(path)
+    return path

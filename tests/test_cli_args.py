@@ -104,7 +104,7 @@ def test_sigterm_then_resume_dir_alone_continues_a_non_default_model_in_the_same
     traceback, metrics.json 'interrupted') and prints the command that continues it; that command,
     `resume=<run dir>` alone, restores the run's own overrides in its own folder and ends as the
     uninterrupted run, bit for bit. (Where in an epoch a resume starts: tests/test_train.py.)"""
-    from test_reliability import photo
+    from conftest import photo
     images = tmp_path / "imgs"
     images.mkdir()
     for i in range(3):

@@ -115,7 +115,7 @@ import shutil  # noqa: E402
 import stat  # noqa: E402
 
 from conftest import FIXTURES, compose, run_cli_inprocess, run_task_with_overrides  # noqa: E402
-from test_hardening import tree_state  # noqa: E402
+from conftest import tree_state  # noqa: E402
 
 CKPT = FIXTURES / "ckpt_edsr-baseline-liif.pth"
 CONTRACT = settings(max_examples=60, deadline=None, derandomize=True,

@@ -4,7 +4,6 @@ case costs a model load, not an interpreter start. Every refusal is checked for 
 exit 2, exactly one line on stderr, no traceback, nothing changed in the workspace."""
 import importlib
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -17,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import FIXTURES, ROOT, compose, run_cli_inprocess, run_task_with_overrides
+from conftest import FIXTURES, ROOT, compose, run_cli_inprocess, run_task_with_overrides, tree_state
 from liif.inference import memory
 from liif.io import durable, outputs
 from liif.errors import LiifError, NotEnoughMemory, OutputError
@@ -29,21 +28,6 @@ def _ckpt(name="edsr-baseline-liif"):
 def noise_png(path, h=12, w=16, seed=0):
     Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)).save(path)
     return str(path)
-
-
-def tree_state(root):
-    """Everything under `root` (type, size, content hash, mode), links and fifos not followed."""
-    state = {}
-    for folder, dirs, files in os.walk(root):
-        for name in dirs + files:
-            path = os.path.join(folder, name)
-            st = os.lstat(path)
-            digest = None
-            if stat.S_ISREG(st.st_mode):
-                with open(path, "rb") as f:
-                    digest = hashlib.sha1(f.read()).hexdigest()
-            state[os.path.relpath(path, root)] = (stat.S_IFMT(st.st_mode), st.st_size, digest, stat.S_IMODE(st.st_mode))
-    return state
 
 
 def assert_refused(status, err, match):

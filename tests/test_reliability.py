@@ -5,27 +5,14 @@ docs/reliability.md lists the same cases."""
 import json
 import subprocess
 
-import numpy as np
 import pytest
-from PIL import Image
 
-from conftest import compose, run_cli, run_task_with_overrides
+from conftest import compose, photo, run_cli, run_task_with_overrides
 
 TINY = ["model.args.encoder_spec.args.n_resblocks=1", "model.args.encoder_spec.args.n_feats=8",
         "model.args.imnet_spec.args.hidden_list=[16]", "train.epochs=1", "train.max_steps_per_epoch=2",
         "train.batch_size=2", "train.inp_size=8", "train.sample_q=16", "dataset.val=null", "scales=[2]",
         "device=cpu", "framework.threads=1"]
-
-
-def photo(path, size=(40, 40), mode="RGB", bits16=False):
-    rng = np.random.default_rng(len(str(path)))
-    img = Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8))
-    if bits16:
-        img = Image.fromarray((np.asarray(img.convert("L")).astype(np.uint16) * 257))
-    else:
-        img = img.convert(mode)
-    img.save(path)
-    return path
 
 
 @pytest.fixture
