@@ -118,7 +118,7 @@ def test_a_file_that_is_not_a_checkpoint(tmp_path, folder):
 def test_a_checkpoint_of_another_model(folder_cfg, tmp_path, folder, fixtures_dir):
     metasr = fixtures_dir / "ckpt_edsr-baseline-metasr.pth"
     fails_cleanly(train(folder_cfg, tmp_path, f"dataset.path={folder}", f"checkpoint={metasr}"),  # the default model
-                  "checkpoint 'metasr' on 'edsr-baseline'", "config 'liif'")
+                  "holds another model than the config's model", "name is 'metasr' in the checkpoint, 'liif' asked for")
 
 
 @pytest.mark.slow
