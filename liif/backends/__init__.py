@@ -4,8 +4,8 @@
 the names listed, with their types and meaning, in `liif.backends.contract.Backend` (both
 `torch.py` and `jittor.py` define the same public names, in the same order). Tensors
 themselves offer the methods listed in `liif.backends.contract.Tensor` (the surface
-framework-neutral code may use); `tests/test_backend_contract.py` checks both backends against
-both, and the type check (tests/test_typecheck.py) checks their signatures against `Backend`.
+framework-neutral code may use); `tests/unit/backends/test_contract.py` checks both backends against
+both, and the type check (tests/project/test_typecheck.py) checks their signatures against `Backend`.
 
 Besides `get(name)`, the package offers `version(name)` (the framework's version, for the run's
 record, without building a backend) and `is_internal_failure(name, error)` (asked of a loaded backend).

@@ -4,9 +4,9 @@
 the order they define them; `liif.backends.get(name)` returns such a module. `Tensor` is the
 surface of a backend's tensors (torch.Tensor, jittor.Var): at least these attributes and
 methods, with torch's meaning; anything else a model needs goes through the backend module
-(`backend.cat`, `backend.grid_sample_nearest` ...). `tests/test_backend_contract.py` checks each
+(`backend.cat`, `backend.grid_sample_nearest` ...). `tests/unit/backends/test_contract.py` checks each
 backend's names against `Backend` and its tensors against `Tensor`, method by method, against NumPy;
-the type check (mypy, tests/test_typecheck.py) checks both modules' signatures against `Backend`.
+the type check (mypy, tests/project/test_typecheck.py) checks both modules' signatures against `Backend`.
 
 Models, optimizers and layers stay `Any` here: their types are the framework's own, which the
 framework-neutral code never names.

@@ -59,7 +59,7 @@ def grid_sample_nearest(x, coord, window=None):
         out = F.grid_sample(x, coord.flip(-1).unsqueeze(1), mode="nearest", align_corners=False)
         return out[:, :, 0, :].permute(0, 2, 1)
     # x is the window (top, left) of an H x W map: grid_sample's own float32 index arithmetic on the
-    # whole map's size (round(((c + 1) * size - 1) / 2), halves to even; tests/test_tiled.py checks it
+    # whole map's size (round(((c + 1) * size - 1) / 2), halves to even; tests/unit/inference/test_tiled.py checks it
     # against grid_sample, ties included), then the window's offset; outside the window gives 0
     height, width, top, left = window
     b, c, h, w = x.shape

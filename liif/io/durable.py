@@ -16,7 +16,7 @@ would, with no handler, `finally` or flush running. The points:
     renamed (e.g. `epoch-last.tmp`, `epoch-2.tmp`, `history.tmp`, `metrics.tmp`);
   - `<stem>`: just after the rename (e.g. `epoch-last`, `epoch-best`, `history`);
   - the ones the training loop names itself (liif/training/trainer.py): `start`, `step`, `tensorboard`.
-tests/test_crash.py kills a training at each of them and checks what resume makes of it.
+tests/e2e/test_crash.py kills a training at each of them and checks what resume makes of it.
 """
 import errno
 import os

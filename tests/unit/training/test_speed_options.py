@@ -67,7 +67,7 @@ def train_losses(model, precision="fp32"):
 
 
 def reference(model):
-    model.net.query_rgb = model.net.query_rgb_reference  # an instance attribute, as tests/test_fast_path.py
+    model.net.query_rgb = model.net.query_rgb_reference  # an instance attribute, as tests/unit/models/test_fast_path.py
     return model
 
 

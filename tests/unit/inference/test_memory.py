@@ -1,5 +1,5 @@
 """Memory budgets for inference (`max_memory`, liif/inference/memory.py); the up-front fit check is tested
-in test_hardening.py."""
+in tests/cli/test_hardening.py."""
 import pytest
 
 from liif.errors import LiifError

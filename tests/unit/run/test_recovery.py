@@ -1,6 +1,6 @@
 """The pieces of crash recovery on their own (fast): the crash point switch, the removal of
 temps, the files derived from epoch-last.pth, and where resume=true starts. The whole is
-tested by killing real trainings in tests/test_crash.py."""
+tested by killing real trainings in tests/e2e/test_crash.py."""
 import csv
 import os
 import signal
@@ -19,7 +19,7 @@ ROWS = [{"epoch": 1, "loss": 0.5, "lr": 1e-3, "val_psnr": 12.0, "seconds": 1.0},
 
 @pytest.fixture
 def kills(monkeypatch):
-    """The SIGKILLs a crash point sends, recorded instead of sent (tests/test_crash.py lets them kill)."""
+    """The SIGKILLs a crash point sends, recorded instead of sent (tests/e2e/test_crash.py lets them kill)."""
     sent = []
     monkeypatch.setattr(durable.os, "kill", lambda pid, sig: sent.append((pid, sig)))
     monkeypatch.setattr(durable, "_hits", {})

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,7 +32,7 @@ from liif.training.step import train_step  # noqa: E402
 
 pytestmark = pytest.mark.jittor
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = str(Path(__file__).resolve().parents[3])
 
 
 def tiny_edsr(**args):

@@ -103,7 +103,7 @@ def test_sigterm_then_resume_dir_alone_continues_a_non_default_model_in_the_same
     """The CLI's resume, end to end: a training SIGTERMed from outside stops cleanly (exit 143, no
     traceback, metrics.json 'interrupted') and prints the command that continues it; that command,
     `resume=<run dir>` alone, restores the run's own overrides in its own folder and ends as the
-    uninterrupted run, bit for bit. (Where in an epoch a resume starts: tests/test_train.py.)"""
+    uninterrupted run, bit for bit. (Where in an epoch a resume starts: tests/unit/training/test_trainer.py.)"""
     from conftest import photo
     images = tmp_path / "imgs"
     images.mkdir()

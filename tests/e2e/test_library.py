@@ -1,8 +1,8 @@
 """The library without Hydra: typed configs checked on construction, and a training plus its test
 run from plain Python (explicit arguments; that the library never imports Hydra is the contract
-tests/test_architecture.py checks) that gives exactly what
+tests/project/test_architecture.py checks) that gives exactly what
 `python run.py` gives with the same settings. And the CLI side of the typed configs: Hydra
-rejects a wrong type by name (an unknown key: tests/test_cli_args.py), a value out of range is one
+rejects a wrong type by name (an unknown key: tests/cli/test_argv.py), a value out of range is one
 line, and both happen before any work (no run folder)."""
 import json
 import re

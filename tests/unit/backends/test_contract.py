@@ -14,7 +14,7 @@ from liif.backends.contract import ATTRIBUTES, BACKEND_NAMES, METHODS, Tensor
 
 FRAMEWORKS = ["torch", pytest.param("jittor", marks=[pytest.mark.jittor, pytest.mark.skipif(
     importlib.util.find_spec("jittor") is None, reason="jittor is not installed")])]
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _arrays():
