@@ -110,7 +110,11 @@ def _run_py_in_child(args, cwd, env, out_path, err_path, prelude):
     __main__, its argument checks included), stdout and stderr into the given files. `prelude`
     (Python code) runs first, to make a part of the library fail the way a bug would."""
     import atexit
+    import multiprocessing
     import runpy
+    # a child of a forkserver inherits "forkserver" as its start method; `python run.py` has the
+    # platform's default, which libraries that start worker pools (Jittor's compiler) rely on
+    multiprocessing.set_start_method("fork" if sys.platform.startswith("linux") else "spawn", force=True)
     for fd, path in ((1, out_path), (2, err_path)):
         target = os.open(path, os.O_WRONLY | os.O_TRUNC)
         os.dup2(target, fd)
