@@ -611,13 +611,13 @@ def test_a_record_without_bicubic_and_names_with_pipes_keep_the_report_whole(tmp
     assert "0_a\\|b" in md and "x\\|y" in md
 
 
-def test_report_out_under_a_file_is_one_line(tmp_path):
+def test_report_out_under_a_file_is_one_line(tmp_path, capsys):
+    from liif.report import cli
     (tmp_path / "0_run").mkdir()
     (tmp_path / "0_run" / "metrics.json").write_text(json.dumps({"status": "ok"}))
     (tmp_path / "afile").write_text("x")
-    r = subprocess.run([sys.executable, "-m", "liif.report", str(tmp_path), "--out", str(tmp_path / "afile"), "--no-plots"],
-                       cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+    status = cli([str(tmp_path), "--out", str(tmp_path / "afile"), "--no-plots"])  # `python -m liif.report ...`
+    assert status == 2 and capsys.readouterr().err.strip().splitlines() == [
         f"error: cannot write {tmp_path}/afile/report.md: {tmp_path}/afile is a file, not a folder"]
 
 
