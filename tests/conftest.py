@@ -1,3 +1,4 @@
+import functools
 import hashlib
 import importlib.util
 import os
@@ -55,7 +56,15 @@ def pytest_runtest_makereport(item, call):
 
 
 def compose(*overrides):
-    """The composed run config (a DictConfig), as run.py would see it (output_dir made concrete)."""
+    """The composed run config (a DictConfig), as run.py would see it (output_dir made concrete). A
+    copy of a composition cached for the session: Hydra takes a fraction of a second to compose, and
+    many tests compose the same overrides (every preset, every experiment)."""
+    import copy
+    return copy.deepcopy(_composed(overrides))
+
+
+@functools.lru_cache(maxsize=512)
+def _composed(overrides):
     from liif.cli.main import compose as cli_compose
     return cli_compose(["output_dir=unused", "run_name=test", *overrides])
 

@@ -2,8 +2,9 @@
 mostly in process: `run_task_with_overrides` is the CLI's path after Hydra's composition, so each
 case costs a model load, not an interpreter start. Every refusal is checked for the contract:
 exit 2, exactly one line on stderr, no traceback, nothing changed in the workspace."""
-import importlib
 import errno
+import functools
+import importlib
 import json
 import os
 import shutil
@@ -360,7 +361,9 @@ def test_images(tmp_path_factory):
     return folder
 
 
+@functools.lru_cache(maxsize=None)
 def make_test_cfg(images, *extra):
+    """`task=test` on a folder, composed once per folder and settings (read only: run_task_with_overrides copies it)."""
     return compose("task=test", "dataset=folder", f"dataset.path={images}", "scales=[2]", "device=cpu",
                    "framework.threads=1", *extra)
 
@@ -413,13 +416,17 @@ def test_the_original_checkpoints_are_labelled_as_their_presets(name):
         name, "edsr_baseline_" + name.replace("-", "_"))
 
 
+@pytest.fixture(scope="module")
+def train_cfg(tmp_path_factory):
+    return compose("task=train", f"paths.sample_dir={tmp_path_factory.mktemp('data') / 'sample'}", *TINY)
+
+
 @pytest.mark.parametrize("setting", ["dataset.train.repeat=0", "dataset.train.repeat=-2", "dataset.train.repeat=abc",
                                      "dataset.val.repeat=0", "dataset.train.first_k=0", "dataset.train.first_k=1.5",
                                      "dataset.train.repeat=true"])
-def test_a_data_count_that_is_not_a_positive_integer_is_one_line_before_training(tmp_path, setting):
+def test_a_data_count_that_is_not_a_positive_integer_is_one_line_before_training(train_cfg, tmp_path, setting):
     """repeat=0 made an empty training set: nothing trained, status ok."""
-    base = compose("task=train", f"paths.sample_dir={tmp_path / 'sample'}", *TINY)
-    status, err = run_task_with_overrides(base, f"output_dir={tmp_path / 'run'}", setting)
+    status, err = run_task_with_overrides(train_cfg, f"output_dir={tmp_path / 'run'}", setting)
     name = setting.split("=")[0].rsplit(".", 1)[1]
     assert_refused(status, err, f"{name}=")
     assert not list((tmp_path / "run").glob("checkpoints/*.pth"))
@@ -595,13 +602,13 @@ def test_a_record_without_bicubic_and_names_with_pipes_keep_the_report_whole(tmp
     assert "0_a\\|b" in md and "x\\|y" in md
 
 
-def test_report_out_under_a_file_is_one_line(tmp_path):
+def test_report_out_under_a_file_is_one_line(tmp_path, capsys):
+    from liif.report import cli
     (tmp_path / "0_run").mkdir()
     (tmp_path / "0_run" / "metrics.json").write_text(json.dumps({"status": "ok"}))
     (tmp_path / "afile").write_text("x")
-    r = subprocess.run([sys.executable, "-m", "liif.report", str(tmp_path), "--out", str(tmp_path / "afile"), "--no-plots"],
-                       cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+    status = cli([str(tmp_path), "--out", str(tmp_path / "afile"), "--no-plots"])  # `python -m liif.report ...`
+    assert status == 2 and capsys.readouterr().err.strip().splitlines() == [
         f"error: cannot write {tmp_path}/afile/report.md: {tmp_path}/afile is a file, not a folder"]
 
 

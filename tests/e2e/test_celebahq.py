@@ -1,13 +1,13 @@
 """Table 4's CelebA-HQ recipe end to end on a tiny CelebA-HQ-layout folder: size-varied
 ground truths (sr-implicit-uniform-varied) for training, the paired 64 -> 128 split for
-validation and test (plain RGB PSNR), with split.json honoured."""
+validation and test (plain RGB PSNR), with split.json honoured. The CLI's path after composition, in process."""
 import json
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run_cli
+from conftest import compose, run_task_with_overrides
 
 pytestmark = pytest.mark.slow
 
@@ -36,8 +36,9 @@ TINY = ["model.args.encoder_spec.args.n_resblocks=1", "model.args.encoder_spec.a
 @pytest.mark.parametrize("experiment, mlp", [("table4_celebahq_64_128_liif", ["model.args.imnet_spec.args.hidden_list=[16]"]),
                                              ("table4_celebahq_64_128_upsample", [])])
 def test_table4_recipe_trains_and_tests_on_the_split(celebahq, tmp_path, experiment, mlp):
-    r = run_cli(f"experiment={experiment}", *TINY, *mlp, f"paths.data_dir={celebahq}", f"hydra.run.dir={tmp_path / 'run'}")
-    assert r.returncode == 0, r.stderr[-3000:]
+    status, err = run_task_with_overrides(compose(f"experiment={experiment}", *TINY, *mlp, f"paths.data_dir={celebahq}"),
+                                          f"output_dir={tmp_path / 'run'}")
+    assert status == 0, err[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["status"] == "ok" and metrics["paper"]["table"] == 4
     [record] = metrics["records"]

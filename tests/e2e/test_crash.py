@@ -16,13 +16,13 @@ import traceback
 import numpy as np
 import pytest
 
-from conftest import ForkedCli, cli_server, run_cli, typed
+from conftest import ForkedCli, cli_server, noise_photos, run_cli, typed
 
 pytestmark = pytest.mark.slow
 
-# 3 epochs of 2 steps, validation every epoch, epoch-2.pth saved, a test pass at x2. The learning
-# rate raised 100x for epoch 3 makes it worse than epoch 2 (12.4 dB, then 4 dB): epoch-best.pth is
-# not the last epoch, so a stale one shows.
+# 3 epochs of 2 steps, validation every epoch, epoch-2.pth saved, a test pass at x2 (on three 40x40
+# images: the test_set fixture). The learning rate raised 100x for epoch 3 makes it worse than epoch 2
+# (12.4 dB, then 4 dB): epoch-best.pth is not the last epoch, so a stale one shows.
 SETTINGS = ["model.args.encoder_spec.args.n_resblocks=1", "model.args.encoder_spec.args.n_feats=8",
             "model.args.imnet_spec.args.hidden_list=[16]", "train.batch_size=2", "train.inp_size=16",
             "train.sample_q=64", "train.max_steps_per_epoch=2", "train.epochs=3", "train.milestones=[2]",
@@ -71,10 +71,16 @@ def _train(config, crash_at):
 
 
 @pytest.fixture(scope="module")
-def train(tmp_path_factory):
+def test_set(tmp_path_factory):
+    """Three small images for the final test pass (the sample set's photos would take most of each run)."""
+    return noise_photos(tmp_path_factory.mktemp("crash") / "test")
+
+
+@pytest.fixture(scope="module")
+def train(tmp_path_factory, test_set):
     """train(run directory, resume, crash_at) -> the exit code of that training in a child process."""
     sample = tmp_path_factory.mktemp("crash") / "data" / "sample"
-    config = typed(f"paths.sample_dir={sample}", *SETTINGS)  # Hydra composes once, not in every child
+    config = typed(f"paths.sample_dir={sample}", *SETTINGS, f"dataset.test.0.hr={test_set}")  # composed once
 
     def run(out, resume=False, crash_at=None):
         child = cli_server().Process(target=_train, args=(
@@ -184,9 +190,9 @@ def killed_cli(*args, crash_at):
     return proc.returncode, err
 
 
-def test_killed_in_the_first_checkpoint_then_rerun_plainly_or_resumed(tmp_path):
+def test_killed_in_the_first_checkpoint_then_rerun_plainly_or_resumed(tmp_path, test_set):
     """SIGKILL while the first checkpoint is written: a plain rerun starts in place, and so does resume=true."""
-    args = [*SETTINGS, "train.epochs=1", f"paths.sample_dir={tmp_path / 'sample'}"]
+    args = [*SETTINGS, "train.epochs=1", f"paths.sample_dir={tmp_path / 'sample'}", f"dataset.test.0.hr={test_set}"]
     for follow_up in ([], ["resume=true"]):
         run = tmp_path / f"run{len(follow_up)}"
         code, err = killed_cli(*args, f"hydra.run.dir={run}", crash_at="epoch-last.tmp")

@@ -5,6 +5,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import FIXTURES, ROOT
 
 BUDGET = 50 * 2 ** 20  # bytes: the repository carries them
@@ -36,6 +38,7 @@ def test_no_test_reads_fixtures_from_outside_the_repository():
         assert not any(a + b in text for a, b in outside), path.name
 
 
+@pytest.mark.slow  # a whole pytest run in a fresh interpreter (torch imported by the conftest)
 def test_a_skip_for_a_missing_fixture_is_a_failure(tmp_path):
     """The suite's conftest on two skipping tests: the missing fixture fails, the missing GPU skips."""
     (tmp_path / "conftest.py").write_text((ROOT / "tests" / "conftest.py").read_text())

@@ -352,16 +352,16 @@ def test_load_model_refuses_on_both_frameworks(tmp_path, marker, framework, fmt,
     assert not marker.exists()
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("framework", ["torch", pytest.param("jittor", marks=[
     pytest.mark.jittor, pytest.mark.skipif(not HAS_JITTOR, reason="jittor is not installed")])])
 @pytest.mark.parametrize("fmt,slot", [("zip", "sd value"), ("legacy", "sys_info")])
 def test_cli_refuses_with_one_line_and_exit_2(tmp_path, marker, framework, fmt, slot):
-    from conftest import run_cli
+    """task=test, the CLI's path after composition (in process)."""
+    from conftest import compose, run_task_with_overrides
     path = crafted_file(tmp_path, fmt, slot, payloads(marker)["builtins.exec"])
-    r = run_cli("task=test", f"checkpoint={path}", f"framework={framework}", "device=cpu",
-                f"hydra.run.dir={tmp_path / 'run'}", timeout=300)
-    assert r.returncode == 2, r.stderr[-3000:]
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "not a readable checkpoint" in lines[0], r.stderr
-    assert "Traceback" not in r.stderr and not marker.exists()
+    status, err = run_task_with_overrides(compose("task=test", f"framework={framework}", "device=cpu"),
+                                          f"checkpoint={path}", f"output_dir={tmp_path / 'run'}")
+    assert status == 2, err[-3000:]
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "not a readable checkpoint" in lines[0], err
+    assert "Traceback" not in err and not marker.exists()

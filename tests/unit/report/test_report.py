@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, compose, run_task_with_overrides
 from liif import report
 from liif.report import paper
 from liif.cli.hydra_callbacks import ReportCallback
@@ -196,17 +196,22 @@ def test_callback_never_raises(tmp_path, caplog):
     assert (tmp_path / "report.md").is_file()
 
 
-def test_cli_module_and_report_task(sweep, tmp_path):
+@pytest.mark.slow
+def test_the_module_runs_as_a_program(sweep):
+    """`python -m liif.report` in a fresh interpreter: the entry point itself (its exit status, its output)."""
     r = subprocess.run([sys.executable, "-m", "liif.report", str(sweep), "--no-plots"], cwd=ROOT,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert str(sweep / "report.md") in r.stdout
-    r = subprocess.run([sys.executable, "-m", "liif.report", str(tmp_path / "nope")], cwd=ROOT,
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and "no such folder" in r.stderr
+
+
+def test_cli_module_and_report_task(sweep, tmp_path, capsys):
+    assert report.cli([str(sweep), "--no-plots"]) == 0  # what `python -m liif.report` runs
+    assert str(sweep / "report.md") in capsys.readouterr().out
+    assert report.cli([str(tmp_path / "nope")]) == 2 and "no such folder" in capsys.readouterr().err
     os.remove(sweep / "report.md")
-    r = run_cli("task=report", f"dir={sweep}", f"hydra.run.dir={tmp_path / 'report_run'}", timeout=300)
-    assert r.returncode == 0, r.stderr
+    status, err = run_task_with_overrides(compose("task=report"), f"dir={sweep}", f"output_dir={tmp_path / 'report_run'}")
+    assert status == 0, err
     assert (sweep / "report.md").is_file() and (sweep / "psnr_vs_scale_table3.png").is_file()
-    r = run_cli("task=report", f"hydra.run.dir={tmp_path / 'report_run2'}", timeout=120)
-    assert r.returncode == 2 and "task=report needs dir=" in r.stderr
+    status, err = run_task_with_overrides(compose("task=report"), f"output_dir={tmp_path / 'report_run2'}")
+    assert status == 2 and "task=report needs dir=" in err
