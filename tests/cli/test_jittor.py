@@ -1,10 +1,11 @@
-"""framework=jittor through the real CLI: train, test and demo; checkpoints cross frameworks."""
+"""framework=jittor: train, test and demo (the CLI's path after composition, in process; checkpoints
+cross frameworks), and Ctrl-C on a real `python run.py framework=jittor` training."""
 import importlib.util
 import json
 
 import pytest
 
-from conftest import run_cli
+from conftest import compose, noise_photos, run_task_with_overrides
 
 if importlib.util.find_spec("jittor") is None:  # the CLI subprocesses import it (with liif's defaults)
     pytest.skip("jittor is not installed", allow_module_level=True)
@@ -18,16 +19,17 @@ TINY = ["model.args.encoder_spec.args.n_resblocks=1", "model.args.encoder_spec.a
 
 def test_train_on_jittor_then_test_on_both_frameworks(tmp_path):
     data = f"paths.sample_dir={tmp_path / 'sample'}"
-    r = run_cli(*TINY, data, "framework=jittor", f"hydra.run.dir={tmp_path / 'train'}")
-    assert r.returncode == 0, r.stderr[-3000:]
+    test_set = f"dataset.test.0.hr={noise_photos(tmp_path / 'test')}"  # three 40x40 images, not the sample photos
+    status, err = run_task_with_overrides(compose(*TINY, data, test_set, "framework=jittor"), f"output_dir={tmp_path / 'train'}")
+    assert status == 0, err[-3000:]
     trained = json.loads((tmp_path / "train" / "metrics.json").read_text())
     assert trained["status"] == "ok" and trained["framework"] == "jittor" and len(trained["records"]) == 2
     ckpt = tmp_path / "train" / "checkpoints" / "epoch-last.pth"
     psnr = {}
     for framework in ("jittor", "torch"):
-        r = run_cli("task=test", f"checkpoint={ckpt}", data, "scales=[2,5]", f"framework={framework}", "device=cpu",
-                    f"hydra.run.dir={tmp_path / framework}")
-        assert r.returncode == 0, r.stderr[-3000:]
+        status, err = run_task_with_overrides(compose("task=test", data, test_set, "scales=[2,5]", f"framework={framework}",
+                                                      "device=cpu"), f"checkpoint={ckpt}", f"output_dir={tmp_path / framework}")
+        assert status == 0, err[-3000:]
         psnr[framework] = [rec["psnr"] for rec in json.loads((tmp_path / framework / "metrics.json").read_text())["records"]]
     assert psnr["jittor"] == pytest.approx(psnr["torch"], abs=1e-4)
     assert psnr["jittor"] == pytest.approx([rec["psnr"] for rec in trained["records"]], abs=1e-4)
@@ -37,9 +39,10 @@ def test_demo_on_jittor(tmp_path, fixtures_dir):
     from PIL import Image
     src = tmp_path / "in.png"
     Image.new("RGB", (11, 7), (200, 30, 90)).save(src)
-    r = run_cli("task=demo", "framework=jittor", f"checkpoint={fixtures_dir / 'ckpt_edsr-baseline-liif.pth'}",
-                f"input={src}", "size=[15,40]", f"output={tmp_path / 'out.png'}", f"hydra.run.dir={tmp_path / 'run'}")
-    assert r.returncode == 0, r.stderr[-3000:]
+    status, err = run_task_with_overrides(compose("task=demo", "framework=jittor", f"checkpoint={fixtures_dir / 'ckpt_edsr-baseline-liif.pth'}",
+                                                  f"input={src}", "size=[15,40]"),
+                                          f"output={tmp_path / 'out.png'}", f"output_dir={tmp_path / 'run'}")
+    assert status == 0, err[-3000:]
     assert Image.open(tmp_path / "out.png").size == (40, 15)
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import liif
-from conftest import run_cli, typed
+from conftest import compose, run_task_with_overrides, typed
 from liif.models import registry
 from liif.inference.api import Model
 from liif.backends import torch as T
@@ -279,12 +279,12 @@ def test_jittor_rejects_the_pytorch_options():
 
 
 @pytest.mark.jittor
-@pytest.mark.slow
 def test_jittor_rejects_bf16_training_in_one_line(tmp_path):
+    """task=train, the CLI's path after composition (in process)."""
     if importlib.util.find_spec("jittor") is None:
         pytest.skip("jittor is not installed")
-    r = run_cli("framework=jittor", "framework.precision=bf16", *TINY, f"paths.sample_dir={tmp_path / 'sample'}",
-                "device=cpu", f"hydra.run.dir={tmp_path / 'run'}")
-    assert r.returncode == 2, r.stderr[-2000:]
-    assert r.stderr.strip().splitlines()[-1].startswith("error: framework=jittor runs in float32 only, not precision 'bf16'")
-    assert "Traceback" not in r.stderr
+    status, err = run_task_with_overrides(compose("framework=jittor", "framework.precision=bf16", *TINY, "device=cpu",
+                                                  f"paths.sample_dir={tmp_path / 'sample'}"), f"output_dir={tmp_path / 'run'}")
+    assert status == 2, err[-2000:]
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: framework=jittor runs in float32 only, not precision 'bf16'"), err
