@@ -8,6 +8,7 @@ import os
 import platform
 import shutil
 import signal
+import stat
 import sys
 import threading
 import time
@@ -113,8 +114,15 @@ def claim(out_dir, resuming=False):
 def _lock_file(path, out_dir):
     """`path` opened and locked; a RunDirError naming the holder if a live process holds it."""
     while True:
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:  # never through a link: a copied run folder must not make us truncate a file elsewhere
+            fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW, 0o644)
+        except OSError as e:  # a folder, a link (ELOOP), an unwritable folder
+            raise RunDirError(f"cannot lock {out_dir}: {path} cannot be opened as a lock file "
+                              f"({e.strerror or e}); remove it or choose another hydra.run.dir") from None
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise RunDirError(f"cannot lock {out_dir}: {path} is not a regular file; remove it or "
+                                  "choose another hydra.run.dir")
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip()

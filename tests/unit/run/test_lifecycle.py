@@ -136,3 +136,19 @@ def test_the_record_reads_back_what_it_wrote_and_tolerates_old_or_odd_files():
     assert RunRecord.from_dict({}).status == "failed"  # a record that does not say ok is not ok
     with pytest.raises(ValueError):
         RunRecord.from_dict(["not", "a", "dict"])
+
+
+@pytest.mark.parametrize("kind", ["folder", "link", "fifo"])
+def test_a_lock_file_that_is_not_a_regular_file_is_refused_and_not_followed(tmp_path, kind):
+    """A copied run folder whose `.running` is a folder, a link or a fifo: one RunDirError, and a
+    link's target is neither truncated nor written."""
+    out, target = tmp_path / "run", tmp_path / "precious.txt"
+    out.mkdir()
+    target.write_text("keep me")
+    lock = out / LOCK
+    {"folder": lock.mkdir, "link": lambda: lock.symlink_to(target), "fifo": lambda: os.mkfifo(lock)}[kind]()
+    with pytest.raises(RunDirError, match=r"cannot lock .*\.running .*remove it or choose another hydra.run.dir"):
+        with RunLifecycle(out, RunRecord(task="test")):
+            pass
+    assert target.read_text() == "keep me"
+    assert not (out / "metrics.json").exists()
