@@ -281,6 +281,8 @@ class _SignalEcho:
     """A thread that calls `announce(signum)` as soon as SIGINT or SIGTERM arrives (the C-level
     handler writes the signal number to the wakeup fd immediately, whatever the main thread does)."""
 
+    _END = b"\0"  # not a signal number: what close() writes to end the thread
+
     def __init__(self, announce):
         self.announce, self.announced = announce, False
         self.read_fd, self.write_fd = os.pipe()
@@ -292,14 +294,20 @@ class _SignalEcho:
     def _run(self):
         while True:
             data = os.read(self.read_fd, 64)
-            if not data:  # the write end was closed: the scope ended
-                return
             if not self.announced and any(b in (signal.SIGINT, signal.SIGTERM) for b in data):
                 self.announced = True
                 self.announce(next(b for b in data if b in (signal.SIGINT, signal.SIGTERM)))
+            if not data or self._END in data:  # the scope ended
+                return
 
     def close(self):
         signal.set_wakeup_fd(self.old_fd)
+        # an explicit end, not only EOF: a process forked meanwhile (a data-loader worker) holds a copy
+        # of the write end, so closing ours alone would leave the thread waiting for the join's timeout
+        try:
+            os.write(self.write_fd, self._END)
+        except BlockingIOError:  # a full pipe (64 KB of signals): the join's timeout ends the wait
+            pass
         os.close(self.write_fd)
         self.thread.join(timeout=5)
         os.close(self.read_fd)

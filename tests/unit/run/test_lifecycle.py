@@ -6,6 +6,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -152,3 +153,27 @@ def test_a_lock_file_that_is_not_a_regular_file_is_refused_and_not_followed(tmp_
             pass
     assert target.read_text() == "keep me"
     assert not (out / "metrics.json").exists()
+
+
+def test_the_signal_echo_ends_with_its_scope_while_a_forked_worker_lives():
+    """A data-loader worker forked inside the scope holds a copy of the echo's pipe: the thread must
+    still end when the scope does (not linger until the join gives up), and it still announces."""
+    import multiprocessing
+    from liif.run.rundir import on_signals
+    heard = []
+    with on_signals(lambda signum: None, announce=heard.append) as scope:
+        pool = multiprocessing.get_context("fork").Pool(1)
+        try:
+            pool.map(abs, [1])
+            os.kill(os.getpid(), signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            while not heard and time.monotonic() < deadline:  # announced from the echo's thread
+                time.sleep(0.01)
+            assert heard == [signal.SIGTERM]
+        finally:
+            echo = scope._echo
+    try:
+        assert not echo.thread.is_alive()
+    finally:
+        pool.terminate()
+        pool.join()
