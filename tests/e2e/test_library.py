@@ -10,9 +10,8 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from conftest import compose, run_cli, run_task_with_overrides, typed
+from conftest import compose, noise_photos, run_cli, run_task_with_overrides, typed
 from liif.config import RunConfig, ScaleConfig, TaskConfig, TestSetConfig, TrainConfig, unknown_setting
 from liif.errors import BadInput, ConfigError
 
@@ -26,17 +25,13 @@ CLI_SETTINGS = [f"train.{k}={v}".replace(" ", "") for k, v in SETTINGS.items()] 
 
 @pytest.fixture
 def folder(tmp_path):
-    d = tmp_path / "imgs"
-    d.mkdir()
-    for i in range(3):
-        Image.fromarray(np.random.default_rng(i).integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(d / f"{i}.png")
-    return d
+    return noise_photos(tmp_path / "imgs")
 
 
 def make_hydra_unimportable(monkeypatch):
     """While the test runs, any import of Hydra or OmegaConf fails: the modules pytest already holds are
     hidden (a None entry in sys.modules makes `import` raise). Whether the library imports them at
-    import time is test_the_library_does_not_import_hydra's question (a fresh interpreter)."""
+    all is the import contracts' question (tests/project/test_architecture.py)."""
     for name in [m for m in sys.modules if m.split(".")[0] in ("hydra", "omegaconf")] + ["hydra", "omegaconf"]:
         monkeypatch.setitem(sys.modules, name, None)
 
