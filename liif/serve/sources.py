@@ -95,11 +95,7 @@ def load_pictures(input_path, sample_dir, factor=None):
     for i, path in enumerate(paths):
         if not os.path.isfile(path):
             raise LiifError(f"input image not found: {path}")
-        try:
-            rgb = read_image(path)
-        except ImageError as e:
-            raise LiifError(str(e)) from None
-        pictures.append(make_picture(f"i{i}", os.path.basename(path), rgb, factor))
+        pictures.append(make_picture(f"i{i}", os.path.basename(path), read_image(path), factor))  # ImageError: one line
     return pictures
 
 
