@@ -90,10 +90,12 @@ def once_more_on_jittor_internal_error(run):
 
 # What a child of the CLI server has imported before it is forked: the whole project on torch, Hydra,
 # and what the tasks import when they first need it (torch._dynamo: torch's optimizers; TensorBoard's
-# writer; scikit-image: SSIM and the sample photos), seconds each. No thread is started by these
-# imports, so forking the server is safe. A module that is not installed is skipped.
+# writer; scikit-image: SSIM and the sample photos; matplotlib: the sweep report's plots), seconds
+# each. No thread is started by these imports, so forking the server is safe. A module that is not
+# installed is skipped.
 CLI_SERVER_PRELOAD = ["torch", "torch._dynamo", "hydra", "omegaconf", "tensorboardX", "tensorboardX.event_file_writer",
-                      "tensorboardX.summary", "skimage.metrics", "skimage.data", "liif.backends.torch", "liif.cli.main",
+                      "tensorboardX.summary", "skimage.metrics", "skimage.data", "matplotlib.pyplot",
+                      "liif.backends.torch", "liif.cli.main",
                       "liif.cli.argv", "liif.cli.hydra_callbacks", "liif.training.trainer", "liif.evaluation.evaluate",
                       "liif.inference.demo", "liif.report", "liif.serve.task", "conftest"]
 
@@ -115,7 +117,13 @@ def _run_py_in_child(args, cwd, env, out_path, err_path, prelude):
     __main__, its argument checks included), stdout and stderr into the given files. `prelude`
     (Python code) runs first, to make a part of the library fail the way a bug would."""
     import atexit
+    import multiprocessing
     import runpy
+    # multiprocessing's view of this process as in a fresh interpreter: no parent, the platform's start
+    # method (a forkserver child inherits 'forkserver', which jittor's compile pool would then use)
+    multiprocessing.set_start_method(None, force=True)
+    multiprocessing.process._parent_process = None
+    multiprocessing.current_process().name = "MainProcess"
     for fd, path in ((1, out_path), (2, err_path)):
         target = os.open(path, os.O_WRONLY | os.O_TRUNC)
         os.dup2(target, fd)
@@ -128,7 +136,9 @@ def _run_py_in_child(args, cwd, env, out_path, err_path, prelude):
         if prelude:
             exec(prelude, {"__name__": "prelude"})
         runpy.run_path(str(ROOT / "run.py"), run_name="__main__")
-    finally:
+    finally:  # the interpreter's exit: threads and their exit hooks (joblib's workers), then atexit's
+        import threading
+        threading._shutdown()
         atexit._run_exitfuncs()
 
 
