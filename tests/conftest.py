@@ -95,17 +95,19 @@ def once_more_on_jittor_internal_error(run):
 # installed is skipped.
 CLI_SERVER_PRELOAD = ["torch", "torch._dynamo", "hydra", "omegaconf", "tensorboardX", "tensorboardX.event_file_writer",
                       "tensorboardX.summary", "skimage.metrics", "skimage.data", "matplotlib.pyplot",
-                      "liif.backends.torch", "liif.cli.main",
-                      "liif.cli.argv", "liif.cli.hydra_callbacks", "liif.training.trainer", "liif.evaluation.evaluate",
-                      "liif.inference.demo", "liif.report", "liif.serve.task", "conftest"]
+                      "liif.backends.torch", "liif.cli.main", "liif.cli.argv", "liif.cli.hydra_callbacks",
+                      "liif.training.trainer", "liif.evaluation.evaluate", "liif.inference.demo", "liif.report",
+                      "liif.serve.task", "conftest"]
 
 
 def cli_server():
-    """The multiprocessing context of the CLI server: a process forked from pytest at its first use that
-    imports CLI_SERVER_PRELOAD and then only forks. Its children are real processes (their own exit
-    status, signals, stdout and stderr, environment and working directory), not pytest's children,
-    that start in milliseconds instead of the seconds an interpreter takes to import torch and Hydra.
-    One per session (multiprocessing's forkserver is a singleton): every user preloads the same list."""
+    """The multiprocessing context of the CLI server: an interpreter started at its first use (a few
+    seconds, once per session) that imports CLI_SERVER_PRELOAD and then only forks. Its children are
+    real processes (their own exit status, signals, stdout and stderr, environment and working
+    directory), not pytest's children, and start in milliseconds instead of the seconds a fresh
+    interpreter takes to import all that. (A test of a program's own start-up runs it with subprocess
+    instead: `python -m liif.report`, torchrun, mpirun.) One per session (multiprocessing's forkserver
+    is a singleton): every user preloads the same list."""
     import multiprocessing
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(CLI_SERVER_PRELOAD)
@@ -192,13 +194,6 @@ def run_cli(*args, cwd=None, timeout=600, env=None, prelude=""):
     proc = ForkedCli(args, cwd=cwd, env=env, prelude=prelude)
     out, err = proc.communicate(timeout=timeout)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-
-
-def run_cli_subprocess(*args, cwd=None, timeout=600, env=None):
-    """`python run.py ARGS` in a fresh interpreter, for a test of the program itself (its start-up)."""
-    full_env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
-    return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=cwd or ROOT, capture_output=True,
-                          text=True, timeout=timeout, env=full_env)
 
 
 def sigterm_after_first_checkpoint(args, run_dir, cwd=ROOT):
