@@ -94,20 +94,24 @@ def once_more_on_jittor_internal_error(run):
 
 # What a child of the CLI server has imported before it is forked: the whole project on torch, Hydra,
 # and what the tasks import when they first need it (torch._dynamo: torch's optimizers; TensorBoard's
-# writer; scikit-image: SSIM and the sample photos), seconds each. No thread is started by these
-# imports, so forking the server is safe. A module that is not installed is skipped.
+# writer; scikit-image: SSIM and the sample photos; matplotlib: the sweep report's plots), seconds
+# each. No thread is started by these imports, so forking the server is safe. A module that is not
+# installed is skipped.
 CLI_SERVER_PRELOAD = ["torch", "torch._dynamo", "hydra", "omegaconf", "tensorboardX", "tensorboardX.event_file_writer",
-                      "tensorboardX.summary", "skimage.metrics", "skimage.data", "liif.backends.torch", "liif.cli.main",
-                      "liif.cli.argv", "liif.cli.hydra_callbacks", "liif.training.trainer", "liif.evaluation.evaluate",
-                      "liif.inference.demo", "liif.report", "liif.serve.task", "conftest"]
+                      "tensorboardX.summary", "skimage.metrics", "skimage.data", "matplotlib.pyplot",
+                      "liif.backends.torch", "liif.cli.main", "liif.cli.argv", "liif.cli.hydra_callbacks",
+                      "liif.training.trainer", "liif.evaluation.evaluate", "liif.inference.demo", "liif.report",
+                      "liif.serve.task", "conftest"]
 
 
 def cli_server():
-    """The multiprocessing context of the CLI server: a process forked from pytest at its first use that
-    imports CLI_SERVER_PRELOAD and then only forks. Its children are real processes (their own exit
-    status, signals, stdout and stderr, environment and working directory), not pytest's children,
-    that start in milliseconds instead of the seconds an interpreter takes to import torch and Hydra.
-    One per session (multiprocessing's forkserver is a singleton): every user preloads the same list."""
+    """The multiprocessing context of the CLI server: an interpreter started at its first use (a few
+    seconds, once per session) that imports CLI_SERVER_PRELOAD and then only forks. Its children are
+    real processes (their own exit status, signals, stdout and stderr, environment and working
+    directory), not pytest's children, and start in milliseconds instead of the seconds a fresh
+    interpreter takes to import all that. (A test of a program's own start-up runs it with subprocess
+    instead: `python -m liif.report`, torchrun, mpirun.) One per session (multiprocessing's forkserver
+    is a singleton): every user preloads the same list."""
     import multiprocessing
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(CLI_SERVER_PRELOAD)
@@ -121,9 +125,12 @@ def _run_py_in_child(args, cwd, env, out_path, err_path, prelude):
     import atexit
     import multiprocessing
     import runpy
-    # a child of a forkserver inherits "forkserver" as its start method; `python run.py` has the
-    # platform's default, which libraries that start worker pools (Jittor's compiler) rely on
+    # multiprocessing's view of this process as in a fresh interpreter: no parent, the start method
+    # `python run.py` has on Linux (a forkserver child inherits 'forkserver', which jittor's compile pool
+    # would then use)
     multiprocessing.set_start_method("fork" if sys.platform.startswith("linux") else "spawn", force=True)
+    multiprocessing.process._parent_process = None
+    multiprocessing.current_process().name = "MainProcess"
     for fd, path in ((1, out_path), (2, err_path)):
         target = os.open(path, os.O_WRONLY | os.O_TRUNC)
         os.dup2(target, fd)
@@ -136,7 +143,9 @@ def _run_py_in_child(args, cwd, env, out_path, err_path, prelude):
         if prelude:
             exec(prelude, {"__name__": "prelude"})
         runpy.run_path(str(ROOT / "run.py"), run_name="__main__")
-    finally:
+    finally:  # the interpreter's exit: threads and their exit hooks (joblib's workers), then atexit's
+        import threading
+        threading._shutdown()
         atexit._run_exitfuncs()
 
 
@@ -193,7 +202,8 @@ def run_cli(*args, cwd=None, timeout=600, env=None, prelude=""):
 
 
 def run_cli_subprocess(*args, cwd=None, timeout=600, env=None):
-    """`python run.py ARGS` in a fresh interpreter, for a test of the program itself (its start-up)."""
+    """`python run.py ARGS` in a fresh interpreter, for a test whose subject is what the interpreter
+    does around the program (a launcher's worker pool and its shutdown)."""
     full_env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
     return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=cwd or ROOT, capture_output=True,
                           text=True, timeout=timeout, env=full_env)
