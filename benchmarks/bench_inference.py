@@ -1,4 +1,4 @@
-"""LIIF decoding speed and memory: the fast `query_rgb` against the reference formulation (issue 6).
+"""LIIF decoding speed and memory: the fast `decode` against the reference formulation (issue 6).
 
     python benchmarks/bench_inference.py [--threads 2] [--repeats 3] [--json PATH]
 
@@ -55,12 +55,12 @@ def build(threads):
 
 
 def use(model, path):
-    """Select the decoding formulation: the default (fast) `query_rgb` or the reference."""
+    """Select the decoding formulation: the default (fast) `decode` or the reference."""
     net = model.net
     if path == "reference":
-        net.query_rgb = net.query_rgb_reference
+        net.decode = net.decode_reference
     else:
-        net.__dict__.pop("query_rgb", None)
+        net.__dict__.pop("decode", None)
 
 
 def astronaut_64():

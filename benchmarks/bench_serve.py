@@ -12,7 +12,7 @@ page sends them. The view is x4 (a 960x1440 grid) and a 512x512 viewport inside 
    x1 on a 128x128 grid) received;
 2. full render, features cached: from the request to the last line (preview, eight 64-row bands,
    PSNR-free), against `Model.query` on the same 262,144 queries (which also runs the encoder:
-   its decoding part alone, `Model.query` minus `gen_feat`, is given too);
+   its decoding part alone, `Model.query` minus `encode`, is given too);
 3. first render of a new image: the features of the image dropped from the cache first, so the
    request also runs the encoder (the viewer's first view of an image or upload).
 """
@@ -81,7 +81,7 @@ def model_query(model, image):
     import torch
     t0 = time.perf_counter()
     with torch.no_grad():
-        model.net.gen_feat(torch.from_numpy(inp))
+        model.net.encode(torch.from_numpy(inp))
     return total, time.perf_counter() - t0
 
 

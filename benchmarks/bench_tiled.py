@@ -9,7 +9,7 @@ h x h uint8 image; `torch.manual_seed(0)` weights: random weights cost the same 
 - untiled: `max_memory="1TB"`, i.e. one tile, the whole-input computation;
 - tiled: `max_memory=BUDGET`;
 - original (EDSR-baseline-LIIF, the smaller sizes): untiled through the original's decoding
-  formulation (`query_rgb_reference`, which unfolds the whole feature map for every chunk of
+  formulation (`decode_reference`, which unfolds the whole feature map for every chunk of
   30,000 queries), for reference: the peak the original code's demo reaches.
 
 Peak: the process's VmHWM after the upscale minus its VmRSS just before it (Python, torch, the
@@ -67,8 +67,8 @@ def original_demo(net, image, out_size, bsize=30000):
     cell[..., 1] *= 2 / w
     with torch.no_grad():
         net.eval()
-        net.gen_feat(inp[None])
-        preds = [net.query_rgb_reference(coord[:, i:i + bsize], cell[:, i:i + bsize]) for i in range(0, h * w, bsize)]
+        latent = net.encode(inp[None])
+        preds = [net.decode_reference(latent, coord[:, i:i + bsize], cell[:, i:i + bsize]) for i in range(0, h * w, bsize)]
         pred = torch.cat(preds, dim=1)[0]
     return from_model_range(pred).clamp(0, 1).view(h, w, 3).mul(255).round().byte().numpy()
 

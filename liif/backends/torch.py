@@ -127,13 +127,13 @@ def optimize(model, channels_last=False, compile=False):
     """Speed options, in place; state_dict keys and values unchanged (checkpoints are the same).
     channels_last: 4-d weights (the convolutions) in NHWC layout; a convolution with NHWC weights
     runs and returns NHWC whatever its input's layout (cuDNN and oneDNN), so inputs need no change.
-    compile: torch.compile the model's two calls, `gen_feat` (the encoder) and `query_rgb` (the
-    decoder); `forward` (training) is these two. Not `nn.Module.compile()` on the MLP: the fast
-    decoding path calls its layers one by one, never the MLP module itself."""
+    compile: torch.compile the model's two calls, `encode` and `decode` (the decoder contract,
+    liif/models/decoder.py); `forward` (training) is these two. Not `nn.Module.compile()` on the
+    MLP: LIIF's fast decoding calls its layers one by one, never the MLP module itself."""
     if channels_last:
         model.to(memory_format=torch.channels_last)
     if compile:
-        for fn in ("gen_feat", "query_rgb"):
+        for fn in ("encode", "decode"):
             setattr(model, fn, torch.compile(getattr(model, fn)))  # an instance attribute: no new state_dict keys
     return model
 

@@ -11,16 +11,20 @@ and numbers in docs/tiling.md):
   plus a `margin` (below), cut at the image's true border only: features farther than `halo`
   from the tile's cut edges equal the whole image's, and zero padding happens where it
   happens for the whole image.
-- A query only reads latent cells near its own: the local ensemble's nearest lookups reach
-  one cell to each side (plus rounding), MetaSR's reaches half a query cell back, the 3x3
-  unfolding (and the latent table built from it) one cell more. `margin` covers all of them;
-  the features kept for a tile are its core widened by `margin`.
-- Each query is decoded with the tile that holds its centre, through a feature map that keeps
-  the whole map's geometry (`use_feat(feat, window)`: the models' lookups index the whole H x W
-  grid and subtract the tile's offset), so every lookup picks the same cell, with the same
+- A query only reads latent pixels near its own, as far as the decoder declares (`net.reach`,
+  the decoder contract of liif/models/decoder.py: LIIF's ensemble one pixel to each side and
+  its 3x3 unfolding one more, MetaSR half a query cell back, LTE's convolutions and bilinear
+  skip). `margin` is that reach plus one for rounding; the latent kept for a tile is its core
+  widened by `margin` (`encode`'s `crop`).
+- Each query is decoded with the tile that holds its centre, through a latent that keeps the
+  whole map's geometry (`encode`'s `window`: the decoder's lookups index the whole H x W grid
+  and subtract the tile's offset), so every lookup picks the same pixel, with the same
   relative coordinate, as untiled: the same arithmetic, up to float rounding in the convolutions.
 
-Memory: a tile's cost is estimated from the model (`tile_bytes`) and tiles are as large as
+The engine knows nothing else of the model: the encoder's `halo`, `out_scale` and costs, and the
+decoder's `encode`, `decode`, `reach` and `footprint`.
+
+Memory: a tile's cost is estimated from those declarations (`tile_bytes`) and tiles are as large as
 `max_memory` allows (`plan`), with the fewest halo pixels. One tile covering the image is
 exactly the untiled computation. The upscaled image is written in place, as uint8, tile by
 tile; the decoder runs on chunks of at most `bsize` queries.
@@ -37,6 +41,7 @@ from tqdm import tqdm
 from liif.errors import BudgetTooSmall, ConfigError
 from liif.coords import make_coord
 from liif.inference.memory import release_freed_memory, resolve_budget
+from liif.models.decoder import Latent
 from liif.sizes import format_bytes
 from liif.value_range import from_model_range, image_to_model_range
 
@@ -63,7 +68,7 @@ class Plan:
         bsize: queries per decoder call.
         budget: the memory budget, in bytes.
         estimate: bytes the largest tile needs, by `tile_bytes`.
-        table_block: unfolded floats per block of LIIF's latent-table build (None: no table).
+        build_block: latent pixels per block of the decoder's precomputation (None: none).
     """
     rows: List[Span]
     cols: List[Span]
@@ -72,7 +77,7 @@ class Plan:
     bsize: int
     budget: int
     estimate: int
-    table_block: Optional[int] = None
+    build_block: Optional[int] = None
 
     @property
     def n_tiles(self) -> int:
@@ -80,94 +85,53 @@ class Plan:
 
 
 def margin_for(net: Any, max_cell: float) -> int:
-    """Latent cells beyond a query's own that its lookups may read, plus one for rounding.
+    """Latent pixels kept around a tile: what the decoder's lookups may reach beyond a query's own
+    pixel (`net.reach`, liif/models/decoder.py), plus one for rounding.
 
     Args:
-        net: the network (LIIF, MetaSR or a fixed-scale baseline).
-        max_cell: the largest query cell, in latent cells.
+        net: the network.
+        max_cell: the largest query cell, in latent pixels.
     """
-    reach = 1  # the local ensemble's shifted lookups (LIIF), or the cell under the query
-    if hasattr(net, "feat_unfold") and not net.local_ensemble:
-        reach = 0
-    if not hasattr(net, "feat_unfold"):  # MetaSR: the cell under the query's top-left corner
-        reach = math.ceil(max_cell / 2)
-    unfold = 1 if getattr(net, "feat_unfold", True) and getattr(net, "imnet", None) is not None else 0
-    return reach + unfold + 1
+    return int(net.reach(max_cell)) + 1
 
 
-def query_floats(net: Any) -> int:
-    """Floats per query alive in the decoder at its peak (an estimate)."""
-    imnet = getattr(net, "imnet", None)
-    if imnet is None:
-        return 16  # fixed-scale baselines: a nearest lookup
-    c = net.encoder.out_dim
-    if not hasattr(net, "feat_unfold"):  # MetaSR: the per-query 9C x 3 weights, their input, the gathered code
-        return 4 * 9 * c + 2 * 256
-    if net._fast_decodable():
-        width = net.imnet.layers[0].weight.shape[0]
-        # measured with glibc's malloc (docs/tiling.md): ~10.5 x the width per query at the chunk's
-        # peak (a corner's gathered rows, their sum with the coordinate terms, the layers' outputs,
-        # and the blocks the allocator keeps from the corners before it)
-        return 11 * width + 32
-    return 2 * (9 * c + 4) + 3 * 256  # the reference path's decoder input
-
-
-def feature_floats(net: Any) -> Tuple[int, int]:
-    """(kept, unfolded): floats per kept feature pixel while decoding a tile: the features (and LIIF's
-    latent table, the width of the MLP's first layer), and the unfolded code per pixel that the
-    latent table is built from, a block of rows at a time (0: no table)."""
-    c = net.encoder.out_dim
-    imnet = getattr(net, "imnet", None)
-    if imnet is None:
-        return c, 0
-    if not hasattr(net, "feat_unfold"):
-        return c + 9 * c, 0  # MetaSR unfolds the kept features whole, for every chunk
-    k = 9 * c if net.feat_unfold else c
-    if net._fast_decodable():
-        return c + net.imnet.layers[0].weight.shape[0], k
-    return c + k, 0
-
-
-def table_block_for(net: Any, budget: float, dtype_bytes: int = 4) -> Optional[int]:
-    """Unfolded floats per block of LIIF's latent-table build (`LIIF.use_feat`'s table_block): the
-    block, its product with the first layer and that product's biased copy within a quarter of the
-    budget, and never more than the model's default (None: the model has no table)."""
-    kept, unfolded = feature_floats(net)
-    if not unfolded:
+def build_block_for(net: Any, budget: float, dtype_bytes: int = 4) -> Optional[int]:
+    """Latent pixels per block of the decoder's precomputation (`encode`'s `block`; LIIF's latent
+    table): what is alive while a block is built within a quarter of the budget, and never more than
+    the model's default (None: the decoder builds nothing in blocks)."""
+    footprint = net.footprint()
+    if not footprint.build_floats:
         return None
-    width = kept - net.encoder.out_dim
-    per_unfolded = max(unfolded + width, 2 * width) / unfolded  # floats alive per unfolded float
-    return max(1, min(net.TABLE_BLOCK, int(budget / 4 / (SLACK * dtype_bytes) / per_unfolded)))
+    return max(1, min(footprint.build_block, int(budget / 4 / (SLACK * dtype_bytes) / footprint.build_floats)))
 
 
 def tile_bytes(net: Any, in_rows: int, in_cols: int, feat_rows: int, feat_cols: int, bsize: int,
-               table_block: Optional[int] = None, dtype_bytes: int = 4) -> int:
-    """Estimated peak bytes of one tile: the encoder's forward on its input, then the kept
-    features with the decoder's table build (a block of rows at a time) or one chunk of queries.
+               build_block: Optional[int] = None, dtype_bytes: int = 4) -> int:
+    """Estimated peak bytes of one tile: the encoder's forward on its input, then the kept latent
+    with the decoder's precomputation (a block of rows at a time) or one chunk of queries.
 
     Args:
         net: the network.
         in_rows, in_cols: the encoder's input (core, margin and halo), in input pixels.
-        feat_rows, feat_cols: the features kept (core and margin), in input pixels.
+        feat_rows, feat_cols: the latent kept (core and margin), in input pixels.
         bsize: queries per decoder call.
-        table_block: as `Plan.table_block` (None: the model's default).
+        build_block: as `Plan.build_block` (None: the model's default).
         dtype_bytes: 4 (float32) or 8 (float64).
 
     Returns:
         Bytes, `SLACK` included.
     """
     s = net.encoder.out_scale
+    footprint = net.footprint()
     kept_pixels = feat_rows * feat_cols * s * s
     encode = net.encoder.activation_floats * in_rows * in_cols
     encode += net.encoder.out_dim * kept_pixels  # the kept copy, made while the rest is alive
-    kept, unfolded = feature_floats(net)
-    table = 0
-    if unfolded:
-        width = kept - net.encoder.out_dim
-        row = feat_cols * s  # the table is built a block of whole rows at a time
-        rows = max(1, min(feat_rows * s, (table_block or net.TABLE_BLOCK) // (unfolded * row)))
-        table = max(unfolded + width, 2 * width) * rows * row
-    decode = kept * kept_pixels + max(table, query_floats(net) * bsize)
+    build = 0
+    if footprint.build_floats:
+        row = feat_cols * s  # built a block of whole rows at a time
+        rows = max(1, min(feat_rows * s, (build_block or footprint.build_block) // row))
+        build = footprint.build_floats * rows * row
+    decode = footprint.latent_floats * kept_pixels + max(build, footprint.query_floats * bsize)
     return int(SLACK * dtype_bytes * max(encode, decode))
 
 
@@ -213,21 +177,21 @@ def plan(net: Any, height: int, width: int, max_memory: MaxMemory = "auto", bsiz
     budget = resolve_budget(max_memory, available)
     halo = net.encoder.halo
     margin = margin_for(net, max_cell)
-    per_query = SLACK * dtype_bytes * query_floats(net)
+    per_query = SLACK * dtype_bytes * net.footprint().query_floats
     chunk = max(1, min(bsize, int(budget / 4 / per_query)))  # a quarter of the budget at most
     chunk = max(chunk, min(bsize, MIN_CHUNK))
-    table_block = table_block_for(net, budget, dtype_bytes)
+    build_block = build_block_for(net, budget, dtype_bytes)
 
     def cost(rows: List[Span], cols: List[Span]) -> int:  # of the largest tile: its features and encoder input, cut at the image's border
         feat_r, feat_c = _widest(rows, height, margin), _widest(cols, width, margin)
         in_r, in_c = _widest(rows, height, margin + halo), _widest(cols, width, margin + halo)
-        return tile_bytes(net, in_r, in_c, feat_r, feat_c, chunk, table_block, dtype_bytes)
+        return tile_bytes(net, in_r, in_c, feat_r, feat_c, chunk, build_block, dtype_bytes)
 
     if tile is not None:
         if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 1:
             raise ConfigError(f"infer.tile (tile=) must be a positive number of input pixels or null, got {tile!r}")
         rows, cols = _spans(height, tile), _spans(width, tile)
-        return Plan(rows, cols, halo, margin, chunk, budget, cost(rows, cols), table_block)
+        return Plan(rows, cols, halo, margin, chunk, budget, cost(rows, cols), build_block)
     best = None
     for n_rows in range(1, math.ceil(height / min(height, MIN_TILE)) + 1):
         rows = _spans(height, math.ceil(height / n_rows))
@@ -255,7 +219,7 @@ def plan(net: Any, height: int, width: int, max_memory: MaxMemory = "auto", bsiz
                              f"tile with its {halo}-pixel halo needs about {format_bytes(needed)}; "
                              f"use max_memory={math.ceil(needed / (1 << 20))}MB or more")
     _, rows, cols = best
-    return Plan(rows, cols, halo, margin, chunk, budget, cost(rows, cols), table_block)
+    return Plan(rows, cols, halo, margin, chunk, budget, cost(rows, cols), build_block)
 
 
 class Encoding:
@@ -279,7 +243,7 @@ class Encoding:
                  progress: Progress = True) -> None:
         self.model, self.source, self.height, self.width = model, source, height, width
         self.max_memory, self.bsize, self.tile, self.cache, self.progress = max_memory, bsize, tile, cache, progress
-        self._features: Dict[tuple, Dict[str, Any]] = {}  # (tile row, tile col, margin) -> (feature crop, window)
+        self._latents: Dict[tuple, Latent] = {}  # (tile row, tile col, margin, halo, plan) -> its latent
         self._plans: Dict[int, Plan] = {}
 
     @classmethod
@@ -318,61 +282,42 @@ class Encoding:
     def _anchor_is_float64(self) -> bool:
         return "64" in str(getattr(self.model._anchor(), "dtype", ""))
 
-    # what a network keeps between gen_feat and query_rgb (LIIF: the features, their window, the
-    # latent table once built and its block size; MetaSR: the first two)
-    DECODING_STATE = ("_feat", "_window", "_table", "_table_block")
-
-    def _use_tile(self, p: Plan, i: int, j: int) -> tuple:
-        """Make the network decode from tile (i, j)'s features, encoding them if needed; returns the
-        tile's key (for `_keep`)."""
+    def _latent(self, p: Plan, i: int, j: int) -> Latent:
+        """Tile (i, j)'s latent, encoded now unless kept: the encoder's input is the core widened by
+        the margin and the halo (cut at the image's border), its output cut to the core and margin."""
         key = (i, j, p.margin, p.halo, id(p))
-        net, backend = self.model.net, self.model.backend
-        table = {"table_block": p.table_block} if p.table_block else {}  # LIIF's only
-        if key in self._features:
-            state = self._features[key]
-            if net._feat is not state["_feat"]:
-                for name, value in state.items():
-                    setattr(net, name, value)
-            return key
+        if key in self._latents:
+            return self._latents[key]
         if not self.cache:
-            self._features.clear()
-            net.use_feat(None)  # let the previous tile's features go before encoding the next
+            self._latents.clear()  # the previous tile's latent goes before the next is encoded
             release_freed_memory()
+        net, backend = self.model.net, self.model.backend
         (a, b), (c, d) = p.rows[i], p.cols[j]
-        fa, fb = max(0, a - p.margin), min(self.height, b + p.margin)  # the features kept
+        fa, fb = max(0, a - p.margin), min(self.height, b + p.margin)  # the latent kept
         fc, fd = max(0, c - p.margin), min(self.width, d + p.margin)
         ia, ib = max(0, fa - p.halo), min(self.height, fb + p.halo)  # the encoder's input
         ic, id_ = max(0, fc - p.halo), min(self.width, fd + p.halo)
-        feat = net.gen_feat(backend.tensor(self.source(ia, ib, ic, id_), like=self.model._anchor()))
         s = net.encoder.out_scale
-        window = None
-        if (fa, fb, fc, fd) != (0, self.height, 0, self.width):  # else: the whole image, as untiled
-            if (ia, ib, ic, id_) != (fa, fb, fc, fd):
-                feat = feat[:, :, (fa - ia) * s:(fb - ia) * s, (fc - ic) * s:(fd - ic) * s].clone()
-            window = (self.height * s, self.width * s, fa * s, fc * s)
-        net.use_feat(backend.materialize(feat), window, **table)
-        del feat
+        crop = ((fa - ia) * s, (fb - ia) * s, (fc - ic) * s, (fd - ic) * s)
+        whole = (fa, fb, fc, fd) == (0, self.height, 0, self.width)  # else a window of the whole map
+        window = None if whole else (self.height * s, self.width * s, fa * s, fc * s)
+        inp = backend.tensor(self.source(ia, ib, ic, id_), like=self.model._anchor())
+        latent = net.encode(inp, crop=crop, window=window, block=p.build_block)
+        del inp
+        latent.maps = {name: backend.materialize(t) for name, t in latent.maps.items()}
         if not self.cache:
             release_freed_memory()  # the encoder's freed maps, before the decoder's differently sized blocks
-        self._keep(key)
-        return key
-
-    def _keep(self, key: tuple) -> None:
-        """Remember the network's decoding state for tile `key`: its features and, once a query has
-        built it, LIIF's latent table (a cached tile is then only decoded, never rebuilt)."""
-        net = self.model.net
-        self._features[key] = {name: getattr(net, name) for name in self.DECODING_STATE if name in vars(net)}
+        self._latents[key] = latent
+        return latent
 
     def prepare(self, max_cell: float = 1.0) -> "Encoding":
-        """Encode every tile now, and build what the decoder caches per tile (LIIF's latent table),
-        for queries with cells up to `max_cell` latent cells (with `cache=True`: a viewer encodes
-        once, then every query only decodes)."""
+        """Encode every tile now, for queries with cells up to `max_cell` latent pixels (with
+        `cache=True`: a viewer encodes once, then every query only decodes)."""
         p = self.plan(max_cell)
-        rows = np.array([(a + b) / 2 for a, b in p.rows])
-        cols = np.array([(c + d) / 2 for c, d in p.cols])
-        centres = np.stack(np.meshgrid(rows / self.height * 2 - 1, cols / self.width * 2 - 1, indexing="ij"), -1)
-        cell = np.full((p.n_tiles, 2), 2 * max_cell, np.float32) / np.array([self.height, self.width], np.float32)
-        self.query(centres.reshape(-1, 2).astype(np.float32), cell)
+        with self._inference():
+            for i in range(len(p.rows)):
+                for j in range(len(p.cols)):
+                    self._latent(p, i, j)
         return self
 
     def _tile_of(self, positions: np.ndarray, spans: List[Span]) -> np.ndarray:
@@ -384,13 +329,8 @@ class Encoding:
 
     @property
     def nbytes(self) -> int:
-        """Bytes of the tile features (and latent tables) kept (`cache=True` keeps every tile's)."""
-        tensors = []
-        for state in self._features.values():
-            tensors.append(state["_feat"])
-            if state.get("_table") is not None:
-                tensors.append(state["_table"][1])
-        return sum(int(np.prod(tuple(t.shape))) * (8 if self._anchor_is_float64() else 4) for t in tensors)
+        """Bytes of the tiles' latents kept (`cache=True` keeps every tile's)."""
+        return sum(latent.numel() for latent in self._latents.values()) * (8 if self._anchor_is_float64() else 4)
 
     @contextlib.contextmanager
     def _inference(self) -> Iterator[None]:
@@ -428,7 +368,7 @@ class Encoding:
         backend = self.model.backend
         net = self.model.net
         for t in self._tiles(p, skip=lambda t: bounds[t] == bounds[t + 1]):
-            key = self._use_tile(p, t // len(p.cols), t % len(p.cols))
+            latent = self._latent(p, t // len(p.cols), t % len(p.cols))
             idx = order[bounds[t]:bounds[t + 1]]
             like = self.model._anchor()
             stage = max(p.bsize, p.budget // 16 // 12)  # queries staged on the device between copies to the host
@@ -438,13 +378,11 @@ class Encoding:
                 buf = backend.tensor(np.empty((1, len(staged), 3), np.float32), like=like)
                 for start in range(0, len(staged), p.bsize):
                     part = staged[start:start + p.bsize]
-                    pred = net.query_rgb(backend.tensor(coord[part][None], like=like),
-                                         backend.tensor(cell[part][None], like=like))
+                    pred = net.decode(latent, backend.tensor(coord[part][None], like=like),
+                                      backend.tensor(cell[part][None], like=like))
                     buf[:, start:start + len(part)] = pred.float()
                     buf = backend.materialize(buf)
                 out[staged] = backend.to_numpy(buf)[0]
-            if self.cache:
-                self._keep(key)  # with the latent table its first chunk built
         return out
 
     def render(self, size: Tuple[int, int], out: Optional[np.ndarray] = None) -> npt.NDArray[np.uint8]:
@@ -478,7 +416,7 @@ class Encoding:
         done = 0
         for t in self._tiles(p, skip):
             (r0, r1), (c0, c1) = out_rows[t // len(p.cols)], out_cols[t % len(p.cols)]
-            key = self._use_tile(p, t // len(p.cols), t % len(p.cols))
+            latent = self._latent(p, t // len(p.cols), t % len(p.cols))
             like = self.model._anchor()
             # chunks: whole rows of the tile's block (or parts of one row, when a row exceeds bsize), staged
             # on the device in bands of rows, one copy back per band (a GPU is not waited for per chunk)
@@ -493,8 +431,8 @@ class Encoding:
                     for x in range(c0, c1, step_c):
                         ys, xs = np.arange(y, min(y1, y + step_r)), np.arange(x, min(c1, x + step_c))
                         coord = np.stack(np.meshgrid(rows[ys], cols[xs], indexing="ij"), -1).reshape(1, -1, 2)
-                        pred = net.query_rgb(backend.tensor(coord, like=like),
-                                             backend.tensor(cell[:, :coord.shape[1]], like=like))[0]
+                        pred = net.decode(latent, backend.tensor(coord, like=like),
+                                          backend.tensor(cell[:, :coord.shape[1]], like=like))[0]
                         at = (y - y0) * block_w + (x - c0)  # a contiguous range of the band: whole rows, or one row's part
                         # rounded, not floored (the original demo truncates)
                         buf[at:at + coord.shape[1]] = backend.to_uint8(from_model_range(pred.float()))
@@ -503,8 +441,6 @@ class Encoding:
                         if callable(self.progress):  # the demo's estimate (liif/inference/demo.py)
                             self.progress(done, height * width)
                 out[y0:y1, c0:c1] = backend.to_numpy(buf).reshape(y1 - y0, block_w, 3)
-            if self.cache:
-                self._keep(key)
         return out
 
     @staticmethod

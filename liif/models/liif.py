@@ -1,29 +1,32 @@
 """LIIF: the Local Implicit Image Function decoder (Chen et al., CVPR 2021), registered `liif`.
 
-An encoder turns the input into a latent feature map; `query_rgb` predicts the RGB at any
-continuous coordinate from the nearest latent code(s), the relative coordinate and the
-query's cell size. Flags are the paper's ablations: `feat_unfold` (-u), `local_ensemble`
-(-e), `cell_decode` (-c); `imnet_spec.args.hidden_list` is -d. Without `imnet_spec` the
-model is the fixed-scale baseline: the encoder upsamples and queries sample it nearest.
+An encoder turns the input into a latent feature map (`encode`); `decode` predicts the RGB at
+any continuous coordinate from the nearest latent code(s), the relative coordinate and the
+query's cell size (the original's `query_rgb`). Flags are the paper's ablations: `feat_unfold`
+(-u), `local_ensemble` (-e), `cell_decode` (-c); `imnet_spec.args.hidden_list` is -d. Without
+`imnet_spec` the model is the fixed-scale baseline: the encoder upsamples and queries sample it
+nearest. The members `encode`, `decode`, `reach`, `footprint` are the decoder contract
+(liif/models/decoder.py) that training, tiling and the viewer use.
 
 The arithmetic follows the original code step for step (its quirks included, marked
 "original:") so that original checkpoints give the same outputs to float precision.
 
-Two formulations of `query_rgb` compute the same function:
-- `query_rgb_reference`: the original's, step for step. Per query and ensemble corner it
-  gathers the (unfolded) latent code and runs the whole MLP on [q_feat, rel_coord, rel_cell].
-- `query_rgb` (the default, inference and training): the first Linear is split,
+Two formulations of the decoding compute the same function:
+- `decode_reference`: the original's `query_rgb`, step for step. Per query and ensemble corner
+  it gathers the (unfolded) latent code and runs the whole MLP on [q_feat, rel_coord, rel_cell].
+- the fast one (what `decode` runs, in inference and training): the first Linear is split,
   W = [W_f | W_c | W_s]. W_f.q_feat only depends on the latent cell a query picks, so
   W_f.code + b is computed once per latent position for the whole map (the latent table,
   (B, 256, h, w): W_f applied to unfold3x3(feat), i.e. a 3x3 conv) and gathered with the same
   nearest sampling as the reference (same cell choice, ties included); per query and corner
   only W_c.rel_coord + W_s.rel_cell is added before the MLP's remaining layers. Equal to the
-  reference up to float rounding (~1e-7 on the original checkpoints). The table is cached
-  per feature map in eval mode (query chunks reuse it); `gen_feat` drops it.
+  reference up to float rounding (~1e-7 on the original checkpoints). `encode` builds the
+  table (a map of the `Latent`, beside the features), so query chunks share it.
 """
 import numpy as np
 
 from liif.coords import make_coord_window
+from liif.models.decoder import Footprint, Latent, crop_and_window
 from liif.models.registry import make, register
 
 
@@ -41,47 +44,69 @@ class LIIF:
             self.imnet = make(imnet_spec, self.backend, args={"in_dim": in_dim})
         else:
             self.imnet = None
-        self._table = None  # the fast path's per-feature-map cache, see `_latent_table`
-        self._table_block = None  # floats per block of the table's build (`use_feat`), None: TABLE_BLOCK
 
-    def gen_feat(self, inp):
-        return self.use_feat(self.encoder(inp))
+    # --- the decoder contract (liif/models/decoder.py) ------------------------------------------
 
-    def use_feat(self, feat, window=None, table_block=None):
-        """Decode from `feat` from now on. `window` = (H, W, top, left): `feat` is the part at (top, left)
-        of an H x W feature map (a tile's, liif/inference/tiled.py); queries keep the whole map's coordinates,
-        so every nearest lookup, relative coordinate and cell size is the whole map's. `table_block`:
-        unfolded floats per block of the latent table's build (default TABLE_BLOCK; a memory budget)."""
-        self._table = None
-        self._feat = feat  # leading underscore: jittor would make a Var attribute a parameter
-        self._window = window
-        self._table_block = table_block
-        return feat
+    def encode(self, inp, crop=None, window=None, block=None):
+        """The encoder's features of `inp`, cut to `crop` at `window`, and, on the fast path, the
+        latent table built from them in blocks of `block` latent pixels (default: TABLE_BLOCK floats
+        of unfolded code)."""
+        feat, window = crop_and_window(self.encoder(inp), crop, window)
+        maps = {"feat": feat}
+        if self.imnet is not None and self._fast_decodable():
+            maps["table"] = self._latent_table(feat, block)
+        return Latent(maps, window)
 
-    def _grid(self, feat, like):
-        """(H, W, window) of the map `feat` is part of, and the centres of `feat`'s cells in its
+    def decode(self, latent, coord, cell=None):
+        """RGB at `coord` (B,Q,2) for cells `cell` (B,Q,2): through the latent table when `encode`
+        built one (the fast formulation), else the reference."""
+        if "table" in latent.maps:
+            return self._decode_fast(latent, coord, cell)
+        return self.decode_reference(latent, coord, cell)
+
+    def reach(self, max_cell):
+        """The ensemble's shifted lookups reach one latent pixel to each side; the 3x3 unfolding
+        (and the latent table built from it) one more, spoiled at a crop's cut edges."""
+        ensemble = 1 if self.local_ensemble else 0
+        unfold = 1 if self.feat_unfold and self.imnet is not None else 0
+        return ensemble + unfold
+
+    def footprint(self):
+        c = self.encoder.out_dim
+        if self.imnet is None:
+            return Footprint(latent_floats=c, query_floats=16)  # a nearest lookup of the upsampled image
+        k = 9 * c if self.feat_unfold else c
+        if not self._fast_decodable():
+            return Footprint(latent_floats=c + k, query_floats=2 * (k + 4) + 3 * 256)  # the MLP's whole input
+        width = self.imnet.layers[0].weight.shape[0]
+        # the table build: a block of unfolded code, its product with the first layer, that product's
+        # biased copy; per query, measured with glibc's malloc (docs/tiling.md): ~10.5 x the width at
+        # the chunk's peak (a corner's gathered rows, their sum with the coordinate terms, the layers'
+        # outputs, and the blocks the allocator keeps from the corners before it)
+        return Footprint(latent_floats=c + width, build_floats=max(k + width, 2 * width),
+                         build_block=max(1, self.TABLE_BLOCK // k), query_floats=11 * width + 32)
+
+    def forward(self, inp, coord, cell):
+        return self.decode(self.encode(inp), coord, cell)
+
+    # --- lookups ---------------------------------------------------------------------------------
+
+    def _grid(self, feat, window, like):
+        """(H, W) of the map `feat` is part of, and the centres of `feat`'s cells in its
         coordinates as a (n, 2, h, w) tensor, for nearest lookups and relative coordinates."""
         n, _, h, w = feat.shape
-        window = getattr(self, "_window", None)
         height, width, top, left = window if window is not None else (h, w, 0, 0)
         centres = make_coord_window((height, width), top, left, h, w).transpose(2, 0, 1)
         centres = self.backend.tensor(np.ascontiguousarray(np.broadcast_to(centres, (n, 2, h, w))), like=like)
-        return height, width, window, centres
+        return height, width, centres
 
-    def query_rgb(self, coord, cell=None):
-        """RGB at `coord` (B,Q,2) for cells `cell` (B,Q,2), from the map of the last `gen_feat`:
-        the fast formulation, or the reference where it does not apply (see `_fast_decodable`)."""
-        if self.imnet is None or not self._fast_decodable():
-            return self.query_rgb_reference(coord, cell)
-        return self._query_rgb_fast(coord, cell)
-
-    def query_rgb_reference(self, coord, cell=None):
+    def decode_reference(self, latent, coord, cell=None):
         """The original query_rgb, step for step (the decoder MLP sees the full input)."""
         backend = self.backend
-        feat = self._feat
+        feat, window = latent["feat"], latent.window
         if self.imnet is None:
-            return backend.grid_sample_nearest(feat, coord, getattr(self, "_window", None))
-        h, w, window, feat_coord = self._grid(feat, like=feat)
+            return backend.grid_sample_nearest(feat, coord, window)
+        h, w, feat_coord = self._grid(feat, window, like=feat)
         if self.feat_unfold:
             feat = backend.unfold3x3(feat)
 
@@ -135,25 +160,21 @@ class LIIF:
 
     def _fast_decodable(self):
         """The fast path needs an MLP whose first layer is a Linear. It never calls the MLP as a
-        module: to watch the decoder's full input (a forward hook), use `query_rgb_reference`."""
+        module: to watch the decoder's full input (a forward hook), use `decode_reference`."""
         layers = getattr(self.imnet, "layers", None)
         return layers is not None and len(layers) > 0 and isinstance(layers[0], self.backend.nn.Linear)
 
-    def _latent_table(self):
+    def _latent_table(self, feat, block=None):
         """W_f.code + b at every latent position, (B, D, h, w): the feature part of the decoder's first
         Linear (D = its width) and its bias, applied to the (unfolded) latent code, i.e. a 3x3 conv
-        (1x1 without feat_unfold). Cached per feature map, except in training mode (gradients flow
-        through it, and `forward` calls gen_feat every time anyway)."""
-        cached = self._table
-        if cached is not None and cached[0] is self._feat:
-            return cached[1]
+        (1x1 without feat_unfold), built `block` latent pixels (whole rows) at a time."""
         backend = self.backend
-        feat = self._feat
         first = self.imnet.layers[0]
         n, c, h, w = feat.shape
         k = c * 9 if self.feat_unfold else c
         w_f = first.weight[:, :k]  # (D, k)
-        rows = max(1, min(h, (self._table_block or self.TABLE_BLOCK) // max(1, n * k * w)))
+        block = block or self.TABLE_BLOCK // k
+        rows = max(1, min(h, block // max(1, n * w)))
         bias = None if first.bias is None else first.bias.view(-1, 1, 1)
         proj = None
         for r0 in range(0, h, rows):
@@ -168,33 +189,32 @@ class LIIF:
             else:
                 code = feat if (r0, r1) == (0, h) else feat[:, :, r0:r1]
             # reshape, not view: without feat_unfold `code` is the encoder's map, which may be NHWC (channels_last)
-            block = (w_f @ code.reshape(n, k, (r1 - r0) * w)).view(n, -1, r1 - r0, w)
+            part = (w_f @ code.reshape(n, k, (r1 - r0) * w)).view(n, -1, r1 - r0, w)
             del code  # the unfolded block (9x the features) goes before the next is made
             if bias is not None:
-                block = block + bias
+                part = part + bias
             if rows >= h:
-                proj = block
+                proj = part
             else:  # written in place into one table: no list of blocks and its concatenated copy
                 if proj is None:
-                    proj = backend.tensor(np.empty((n, block.shape[1], h, w), np.float32), like=block)
-                proj[:, :, r0:r1] = block
+                    proj = backend.tensor(np.empty((n, part.shape[1], h, w), np.float32), like=part)
+                proj[:, :, r0:r1] = part
                 proj = backend.materialize(proj)
-            del block
-        self._table = None if self.training else (feat, proj)
+            del part
         return proj
 
-    def _query_rgb_fast(self, coord, cell=None):
-        """query_rgb through the latent table: per query and corner, a nearest lookup of D values,
+    def _decode_fast(self, latent, coord, cell=None):
+        """The decoding through the latent table: per query and corner, a nearest lookup of D values,
         W_c.rel_coord + W_s.rel_cell added, then the MLP's remaining layers."""
         backend = self.backend
-        proj = self._latent_table()
+        proj, window = latent["table"], latent.window
         d = proj.shape[1]
         first = self.imnet.layers[0]
         k = first.weight.shape[1] - (4 if self.cell_decode else 2)
         w_rel = first.weight[:, k:].permute(1, 0)  # (2 or 4, D): rel_coord (and rel_cell) -> D
         rest = [self.imnet.layers[i] for i in range(1, len(self.imnet.layers))]
         # the centre of every latent cell, as the reference samples it (never needs a gradient)
-        h, w, window, feat_coord = self._grid(proj, like=proj)
+        h, w, feat_coord = self._grid(proj, window, like=proj)
         # float32 (h, w): multiplying by it is the reference's per-column `*= h`, `*= w`, bit for bit
         hw = backend.tensor(np.array([h, w], np.float32), like=proj)
         rel_cell = cell * hw if self.cell_decode else None
@@ -230,8 +250,4 @@ class LIIF:
                 areas.append((rel_coord[:, :, 0] * rel_coord[:, :, 1]).abs() + 1e-9)
 
         return self._blend(preds, areas)
-
-    def forward(self, inp, coord, cell):
-        self.gen_feat(inp)
-        return self.query_rgb(coord, cell)
 

@@ -4,9 +4,12 @@ As in the original LIIF code: per query, a small MLP maps (offset inside the lat
 cell, 1/scale) to the weights of a 9C -> 3 linear map applied to the nearest unfolded
 latent code. No ensemble, no area weighting.
 """
+import math
+
 import numpy as np
 
 from liif.coords import make_coord_window
+from liif.models.decoder import Footprint, Latent, crop_and_window
 from liif.models.registry import make, register
 
 
@@ -19,21 +22,18 @@ class MetaSR:
         imnet_spec = {"name": "mlp", "args": {"in_dim": 3, "out_dim": self.encoder.out_dim * 9 * 3, "hidden_list": [256]}}
         self.imnet = make(imnet_spec, self.backend)
 
-    def gen_feat(self, inp):
-        return self.use_feat(self.encoder(inp))
+    # --- the decoder contract (liif/models/decoder.py) ------------------------------------------
 
-    def use_feat(self, feat, window=None):
-        """Decode from `feat`, the part (top, left) of an H x W map when `window` = (H, W, top, left);
-        see LIIF.use_feat."""
-        self._feat = feat
-        self._window = window
-        return feat
+    def encode(self, inp, crop=None, window=None, block=None):
+        """The encoder's features of `inp`, cut to `crop` at `window` (nothing is precomputed)."""
+        feat, window = crop_and_window(self.encoder(inp), crop, window)
+        return Latent({"feat": feat}, window)
 
-    def query_rgb(self, coord, cell=None):
+    def decode(self, latent, coord, cell=None):
         backend = self.backend
-        feat = backend.unfold3x3(self._feat)
+        window = latent.window
+        feat = backend.unfold3x3(latent["feat"])
         n, c, fh, fw = feat.shape
-        window = getattr(self, "_window", None)
         h, w, top, left = window if window is not None else (fh, fw, 0, 0)  # the whole map's size
         feat_coord = make_coord_window((h, w), top, left, fh, fw)
         # the top-left corner of each latent cell (float32 steps, as the original's in-place ops)
@@ -60,6 +60,16 @@ class MetaSR:
         pred = backend.bmm(q_feat.contiguous().view(bs * q, 1, -1), weight)
         return pred.view(bs, q, 3)
 
+    def reach(self, max_cell):
+        """A query reads the latent pixel under its cell's top-left corner, half a cell back, and
+        the 3x3 unfolding its neighbours (zero padded at a crop's cut edges)."""
+        return math.ceil(max_cell / 2) + 1
+
+    def footprint(self):
+        c = self.encoder.out_dim
+        # the features are unfolded whole (9C a pixel) for every chunk of queries; per query: the
+        # 9C x 3 weights the MLP makes, their input, the gathered code
+        return Footprint(latent_floats=c + 9 * c, query_floats=4 * 9 * c + 2 * 256)
+
     def forward(self, inp, coord, cell):
-        self.gen_feat(inp)
-        return self.query_rgb(coord, cell)
+        return self.decode(self.encode(inp), coord, cell)

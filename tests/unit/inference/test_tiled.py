@@ -62,8 +62,8 @@ def untiled_query(model, inp, coord, cell):
     net.eval()
     with backend.no_grad():
         like = next(iter(net.parameters()))
-        net.gen_feat(backend.tensor(inp, like=like))
-        return backend.to_numpy(net.query_rgb(backend.tensor(coord, like=like), backend.tensor(cell, like=like)))
+        latent = net.encode(backend.tensor(inp, like=like))
+        return backend.to_numpy(net.decode(latent, backend.tensor(coord, like=like), backend.tensor(cell, like=like)))
 
 
 def image(h, w, seed=0):
@@ -137,10 +137,10 @@ def test_fixed_scale_baselines(enc, scale):
 
 def test_input_smaller_than_one_tile_and_reference_decoder():
     """A tile larger than the input (one tile, no window), and the reference formulation (which the
-    engine reaches through query_rgb) tiled."""
+    engine reaches through decode) tiled."""
     model = build(liif_spec())
     check_tiled(model, scales={"x30": SCALES["x30"]}, tiles=(64,))
-    model.net.query_rgb = model.net.query_rgb_reference
+    model.net.decode = model.net.decode_reference
     check_tiled(model, scales={"x4": SCALES["x4"]}, tiles=(3,))
 
 
@@ -260,7 +260,7 @@ def test_budget_too_small_names_the_minimum():
 
 def test_output_too_large_fails_before_any_work(monkeypatch):
     model = build(liif_spec())
-    monkeypatch.setattr(model.net, "gen_feat", lambda *a: pytest.fail("the encoder ran"))
+    monkeypatch.setattr(model.net, "encode", lambda *a, **k: pytest.fail("the encoder ran"))
     with pytest.raises(NotEnoughMemory, match="a 200000x300000 output image needs about 167.6 GB"):
         model.upscale(image(4, 4), (200000, 300000))
 
@@ -269,8 +269,8 @@ def test_encoding_cache_encodes_each_tile_once():
     model = build(liif_spec())
     img = image(12, 12)
     calls = []
-    gen_feat = model.net.gen_feat
-    model.net.gen_feat = lambda inp: calls.append(1) or gen_feat(inp)
+    encode = model.net.encode
+    model.net.encode = lambda inp, **where: calls.append(1) or encode(inp, **where)
     coord, cell = grid(30, 30)
     enc = model.encode(img, tile=6, cache=True)
     first = enc.query(coord[0], cell[0])
@@ -282,7 +282,8 @@ def test_encoding_cache_encodes_each_tile_once():
 
 def count_table_writes(monkeypatch, backend, width=16):
     """Count the blocks written into latent tables (4-d tensors of the MLP's first width) through
-    `backend.materialize`; returns the list the counts go to."""
+    `backend.materialize`, and the finished tables the engine materialises (one a tile); returns
+    the list the counts go to."""
     writes = []
     real = backend.materialize
 
@@ -295,7 +296,7 @@ def count_table_writes(monkeypatch, backend, width=16):
 
 
 def test_the_latent_table_is_built_in_blocks_within_the_budget(monkeypatch):
-    """Under a small budget a tile's latent table is built a few rows at a time (`Plan.table_block`,
+    """Under a small budget a tile's latent table is built a few rows at a time (`Plan.build_block`,
     a quarter of the budget) straight into one tensor: the same output as one block."""
     model = build(liif_spec())
     img = image(40, 30)
@@ -304,7 +305,7 @@ def test_the_latent_table_is_built_in_blocks_within_the_budget(monkeypatch):
     writes = count_table_writes(monkeypatch, T)
     got = model.upscale(img, (100, 75), max_memory="2MB", progress=False)
     monkeypatch.undo()
-    assert len(writes) > p.n_tiles  # some table took more than one block
+    assert len(writes) > p.n_tiles  # some table took more than one block (a tile's finished table: one write)
     diff = np.abs(got.astype(int) - want.astype(int))
     assert diff.max() <= 1 and (diff == 0).mean() > 0.999
 
@@ -339,7 +340,7 @@ def test_jittor_latent_table_in_row_blocks_equals_whole(monkeypatch):
     writes = count_table_writes(monkeypatch, J)
     blocked = model.query(inp, coord, cell)
     monkeypatch.undo()
-    assert len(writes) == 6  # 11 rows, 2 at a time
+    assert len(writes) == 6 + 1  # 11 rows, 2 at a time, and the finished table
     np.testing.assert_allclose(blocked, whole, atol=1e-6, rtol=0)
 
 

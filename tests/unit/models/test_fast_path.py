@@ -1,7 +1,7 @@
-"""The fast LIIF decoding (issue 6) computes what the reference `query_rgb` computes.
+"""The fast LIIF decoding (issue 6) computes what the reference `decode_reference` computes.
 
-`LIIF.query_rgb` (the default, inference and training) applies the feature part of the
-decoder's first Linear once per latent position and gathers it; `query_rgb_reference` is the
+`LIIF.decode` (the default, inference and training) applies the feature part of the
+decoder's first Linear once per latent position and gathers it; `decode_reference` is the
 original's formulation. They must agree to float rounding everywhere: the original
 checkpoints on every case, random weights for every flag combination and decoder depth,
 ties, coordinates outside [-1, 1], and gradients.
@@ -26,12 +26,12 @@ LIIF_VARIANTS = ["edsr-baseline-liif", "edsr-baseline-liif-c", "edsr-baseline-li
 
 def reference(model):
     """`model` (a liif.inference.api.Model) switched to the reference formulation (an instance attribute)."""
-    model.net.query_rgb = model.net.query_rgb_reference
+    model.net.decode = model.net.decode_reference
     return model
 
 
 def fast(model):
-    model.net.__dict__.pop("query_rgb", None)
+    model.net.__dict__.pop("decode", None)
     return model
 
 
@@ -80,14 +80,14 @@ def test_original_checkpoints_every_case(variant, fixtures_dir, inputs):
     cases = [k[len("pred_"):] for k in out.files if k.startswith("pred_")]
     assert len(cases) >= 6
     with torch.no_grad():
-        net.gen_feat(torch.from_numpy(inputs["inp_norm"]))  # once: the encoder is the same for every case
+        latent = net.encode(torch.from_numpy(inputs["inp_norm"]))  # once: the encoder is the same for every case
         for case in cases:
             q = inputs[f"coord_{case}"].shape[1]
             ties = np.flatnonzero(out[f"tie_{case}"]) if f"tie_{case}" in out.files else np.zeros(0, int)
             idx = np.union1d(np.arange(0, q, max(1, q // 2000)), ties)
             coord, cell = (torch.from_numpy(np.ascontiguousarray(inputs[f"{k}_{case}"][:, idx])) for k in ("coord", "cell"))
-            got = net.query_rgb(coord, cell).numpy()
-            want = net.query_rgb_reference(coord, cell).numpy()
+            got = net.decode(latent, coord, cell).numpy()
+            want = net.decode_reference(latent, coord, cell).numpy()
             assert np.abs(got - want).max() <= 1e-5, (variant, case)
             assert np.abs(got - out[f"pred_{case}"][:, idx]).max() <= 1e-5, (variant, case)
 
@@ -159,7 +159,8 @@ def test_table_built_in_row_blocks_is_the_same(monkeypatch):
             blocked = model.query(inp, coord, cell)
             monkeypatch.undo()
             tables = [shape for shape in written if shape == (1, 16, 11, 9)]  # the first layer's width: 16
-            assert len(tables) == len(inp) * -(-11 // rows)  # Model.query encodes each image alone
+            # per image (Model.query encodes each alone): one per block, and the engine's of the finished latent
+            assert len(tables) == len(inp) * (-(-11 // rows) + 1)
             np.testing.assert_allclose(blocked, whole, atol=1e-6, rtol=0)
 
 
@@ -169,12 +170,12 @@ def grads_of(net, inp, coord, cell, gt, path):
     net.train()
     net.zero_grad()
     if path == "reference":
-        net.query_rgb = net.query_rgb_reference
+        net.decode = net.decode_reference
     else:
-        net.__dict__.pop("query_rgb", None)
+        net.__dict__.pop("decode", None)
     loss = (net(inp, coord, cell) - gt).abs().mean()
     loss.backward()
-    net.__dict__.pop("query_rgb", None)
+    net.__dict__.pop("decode", None)
     return loss.item(), {k: p.grad.clone() for k, p in net.named_parameters() if p.grad is not None}
 
 
@@ -235,8 +236,8 @@ def test_fast_path_is_the_default_for_query_upscale_forward_and_training():
             return method(*args, **kwargs)
         return wrapped
 
-    net._query_rgb_fast = counting("fast", net._query_rgb_fast)
-    net.query_rgb_reference = counting("reference", net.query_rgb_reference)
+    net._decode_fast = counting("fast", net._decode_fast)
+    net.decode_reference = counting("reference", net.decode_reference)
     rng = np.random.default_rng(0)
     inp = rng.uniform(-1, 1, (1, 3, 6, 7)).astype(np.float32)
     coord, cell = grid(12, 14)
@@ -252,27 +253,28 @@ def test_fast_path_is_the_default_for_query_upscale_forward_and_training():
     assert calls == {"fast": 7, "reference": 0}
 
 
-def test_latent_table_cached_per_feature_map_in_eval_only():
+def test_latent_table_built_once_per_encoding_and_shared_by_its_chunks():
     model = build(tiny_spec())
     net = model.net
+    builds = []
+    build_table = net._latent_table
+    net._latent_table = lambda *a, **k: builds.append(1) or build_table(*a, **k)
     rng = np.random.default_rng(0)
     inp = torch.from_numpy(rng.uniform(-1, 1, (1, 3, 6, 7)).astype(np.float32))
     coord, cell = (torch.from_numpy(a) for a in grid(12, 14))
     net.eval()
     with torch.no_grad():
-        net.gen_feat(inp)
-        a = net.query_rgb(coord[:, :50], cell[:, :50])
-        table = net._table[1]
-        b = net.query_rgb(coord, cell)
-        assert net._table[1] is table  # reused by the next chunk
+        latent = net.encode(inp)
+        assert builds == [1] and latent["table"].shape == (1, 16, 6, 7)  # the first layer's width: 16
+        a = net.decode(latent, coord[:, :50], cell[:, :50])
+        b = net.decode(latent, coord, cell)
+        assert builds == [1]  # the chunks read the encoding's table
         torch.testing.assert_close(a, b[:, :50], atol=0, rtol=0)
-        net.gen_feat(inp * 0.5)
-        assert net._table is None  # a new feature map invalidates it
-        net.query_rgb(coord, cell)
-        assert net._table[1] is not table
+        other = net.encode(inp * 0.5)
+        assert builds == [1, 1] and not torch.equal(other["table"], latent["table"])
     net.train()
     net(inp, coord, cell)
-    assert net._table is None  # training: never kept across calls
+    assert builds == [1, 1, 1]  # training: one per forward (gradients flow through it)
 
 
 # --- jittor ---------------------------------------------------------------------------------------
@@ -289,7 +291,7 @@ def test_jittor_fast_path_equals_torch_reference(variant, fixtures_dir, inputs):
     want_model = reference(liif.load_model(path, framework="torch", device="cpu"))
     jmodel = liif.load_model(path, framework="jittor", device="cpu")
     calls = []
-    jmodel.net._query_rgb_fast = (lambda f: lambda *a: calls.append(1) or f(*a))(jmodel.net._query_rgb_fast)
+    jmodel.net._decode_fast = (lambda f: lambda *a: calls.append(1) or f(*a))(jmodel.net._decode_fast)
     out = np.load(fixtures_dir / f"out_{variant}.npz")
     coords, cells = [], []
     for case in ("x3.7", "nonsquare", "offgrid"):  # every tie-sensitive query (-e) and a spread of the others

@@ -51,7 +51,7 @@ def test_decoder_inputs_match_the_trace(variant, framework, fixtures_dir, inputs
     dbg = np.load(fixtures_dir / "liif_debug.npz")
     model = liif.load_model(str(fixtures_dir / f"ckpt_{variant}.pth"), framework=framework, device="cpu")
     # the default (fast) LIIF path never forms the decoder's full input: trace the reference one
-    model.net.query_rgb = getattr(model.net, "query_rgb_reference", model.net.query_rgb)
+    model.net.decode = getattr(model.net, "decode_reference", model.net.decode)
     imnet, seen = model.net.imnet, []
     forward = imnet.forward
 

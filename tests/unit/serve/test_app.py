@@ -353,7 +353,7 @@ def test_a_tiled_encoding_renders_the_same_and_decodes_without_reencoding(checkp
     split, whole = client(tiled_viewer), client(make_viewer(checkpoints))
     views = ((1.0, -3, -4), (3.37, 40, 7), (7.9, 60, 190))
     wants = [assemble(render(whole, view=n, scale=s, top=t, left=l), 37, 53, t, l) for n, (s, t, l) in enumerate(views, 1)]
-    calls = {"gen_feat": 0, "unfold3x3": 0}
+    calls = {"encode": 0, "unfold3x3": 0}
 
     def counting(name, fn):
         def wrapped(*a, **k):
@@ -362,16 +362,16 @@ def test_a_tiled_encoding_renders_the_same_and_decodes_without_reencoding(checkp
         return wrapped
     for number, ((scale, top, left), (want, inside)) in enumerate(zip(views, wants), 1):
         if number == 2:  # every tile was encoded, with its latent table, by the first render: now only decoded
-            monkeypatch.setattr(net, "gen_feat", counting("gen_feat", net.gen_feat))
+            monkeypatch.setattr(net, "encode", counting("encode", net.encode))
             monkeypatch.setattr(T, "unfold3x3", counting("unfold3x3", T.unfold3x3))
         got, covered = assemble(render(split, view=number, scale=scale, top=top, left=left), 37, 53, top, left)
         assert (covered == inside).all() and inside.any()
         diff = np.abs(got.astype(int) - want.astype(int))[inside]
         assert diff.max() <= 1 and (diff == 0).mean() > 0.99, scale
     monkeypatch.undo()
-    assert calls == {"gen_feat": 0, "unfold3x3": 0}
+    assert calls == {"encode": 0, "unfold3x3": 0}
     encoding = tiled_viewer.cache.get(("m0", "i0"), None, None)[0]
-    assert encoding.plan().n_tiles == 6 and len(encoding._features) == 6
+    assert encoding.plan().n_tiles == 6 and len(encoding._latents) == 6
 
 
 def test_a_render_that_fails_after_its_stream_began_ends_with_an_error_line(checkpoints):

@@ -67,7 +67,7 @@ def train_losses(model, precision="fp32"):
 
 
 def reference(model):
-    model.net.query_rgb = model.net.query_rgb_reference  # an instance attribute, as tests/unit/models/test_fast_path.py
+    model.net.decode = model.net.decode_reference  # an instance attribute, as tests/unit/models/test_fast_path.py
     return model
 
 
@@ -119,7 +119,7 @@ def test_an_unknown_precision_is_a_clear_error():
 def test_channels_last_equals_the_default_layout(flags):
     spec = tiny_spec(**flags)
     default, nhwc = build(spec), build(spec, channels_last=True)
-    feat = nhwc.net.gen_feat(T.tensor(image()))
+    feat = nhwc.net.encode(T.tensor(image()))["feat"]
     assert feat.is_contiguous(memory_format=torch.channels_last) and not feat.is_contiguous()  # it took effect
     a, b = T.state_dict_numpy(default.net), T.state_dict_numpy(nhwc.net)
     assert list(a) == list(b) and all(np.array_equal(a[k], b[k]) for k in a)  # the same checkpoint
@@ -154,7 +154,7 @@ def test_compile_equals_eager():
         np.testing.assert_allclose(got, eager.query(image(h, w), coord, cell, bsize=100), rtol=0, atol=1e-5)
     np.testing.assert_allclose(train_losses(compiled), train_losses(eager), rtol=0, atol=1e-5)
     print(f"compile + run: {time.perf_counter() - started:.1f} s")
-    assert {"gen_feat", "query_rgb"} <= set(compiled.net.__dict__)  # the compiled functions are what ran
+    assert {"encode", "decode"} <= set(compiled.net.__dict__)  # the compiled functions are what ran
 
 
 # --- the decoding loop ----------------------------------------------------------------------------
