@@ -288,9 +288,14 @@ class TaskConfig:
 
 @dataclass
 class PaperConfig:
-    """An experiment's place in the paper (conf/experiment/*.yaml `paper`): the report prints its numbers beside ours."""
-    table: Optional[int] = None
+    """An experiment's place in a paper (conf/experiment/*.yaml `paper`): the report prints its numbers beside ours.
+    `table`: LIIF's table number, or the name of another paper's table (`lte`; liif/report/paper_results.yaml)."""
+    table: Any = None  # int or str: OmegaConf 2.3 fails to merge a Union field inside this Optional node
     row: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.table is not None and (isinstance(self.table, bool) or not isinstance(self.table, (int, str))):
+            raise ConfigError(f"paper.table={self.table!r} must be a table number or name (liif/report/paper_results.yaml)")
 
 
 @dataclass
