@@ -237,6 +237,31 @@ class InferConfig:
 
 
 @dataclass
+class TestConfig:
+    """conf/config.yaml `test`: the evaluation protocol of `task=test` and of a training's final test.
+
+    `cell_clip`: the cell a model is given at an integer test scale s. LTE's `test.py` (and its
+    `demo.py`) decodes with the cell multiplied by max(s / 4, 1), 4 being its training range
+    (scale_max): beyond x4 the model is told x4's cell. LIIF's `test.py` gives the cell of s itself.
+      null:          each model family's published protocol (liif.evaluation.protocol: 4 for `lte`,
+                     none for `liif` and `metasr`)
+      a number c:    cell x max(s / c, 1) for every model (c >= 1)
+      false (or 0):  never: the cell of the scale tested, for every model
+    Each test record of metrics.json says which clip its number used (`cell_clip`, null for none)."""
+    __test__ = False  # not a pytest test class, despite the name
+
+    cell_clip: Optional[Union[int, float, bool]] = None
+
+    def __post_init__(self) -> None:
+        clip = self.cell_clip
+        if clip is None or clip is False:
+            return
+        if clip is True or not isinstance(clip, (int, float)) or not math.isfinite(clip) or (clip != 0 and clip < 1):
+            raise ConfigError(f"test.cell_clip={clip!r} must be a scale >= 1 (the cell is held at that scale's beyond it), "
+                              "false (never) or null (each model's published protocol)")
+
+
+@dataclass
 class TaskConfig:
     """conf/task/*.yaml: the task, and the viewer's settings (task=serve, conf/task/serve.yaml, docs/serve.md)."""
     name: str = "train"
@@ -263,9 +288,14 @@ class TaskConfig:
 
 @dataclass
 class PaperConfig:
-    """An experiment's place in the paper (conf/experiment/*.yaml `paper`): the report prints its numbers beside ours."""
-    table: Optional[int] = None
+    """An experiment's place in a paper (conf/experiment/*.yaml `paper`): the report prints its numbers beside ours.
+    `table`: LIIF's table number, or the name of another paper's table (`lte`; liif/report/paper_results.yaml)."""
+    table: Any = None  # int or str: OmegaConf 2.3 fails to merge a Union field inside this Optional node
     row: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.table is not None and (isinstance(self.table, bool) or not isinstance(self.table, (int, str))):
+            raise ConfigError(f"paper.table={self.table!r} must be a table number or name (liif/report/paper_results.yaml)")
 
 
 @dataclass
@@ -289,6 +319,7 @@ class RunConfig:
     dir: Any = None                   # report, serve: a folder or a list of folders (str or list, as `checkpoint`)
     eval_bsize: int = 30000
     infer: InferConfig = field(default_factory=InferConfig)
+    test: TestConfig = field(default_factory=TestConfig)
     debug: bool = False
     on_bad_file: str = "error"
     run_name: Optional[str] = None

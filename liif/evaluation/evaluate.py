@@ -6,6 +6,8 @@ the HR with Pillow bicubic after cropping it to a multiple of the scale, exactly
 original test configs. Each image is encoded and decoded in tiles within `infer.max_memory`
 (liif/inference/tiled.py; the untiled result), in chunks of `eval_bsize` queries, clamped
 to [0, 1] and compared unquantised, one image at a time (the original's batch size 1).
+The cell given to the model follows `test.cell_clip` (liif/evaluation/protocol.py: LTE's
+authors clip it at x4, LIIF's do not); each record says which clip its number used.
 Bicubic upsampling of the same LR is measured beside the model as the floor to beat.
 """
 import logging
@@ -21,6 +23,7 @@ from tqdm import tqdm
 
 from liif.config import RunConfig, TestSetConfig
 from liif.evaluation import metrics
+from liif.evaluation import protocol
 from liif.errors import CheckpointError
 from liif.run.record import RunRecord, TestResult
 from liif.value_range import from_model_range, to_model_range
@@ -70,12 +73,12 @@ def evaluate_as_configured(model: "Model", config: RunConfig, out_dir: Optional[
     policy and `infer` tiling (max_memory, tile). Returns `evaluate`'s records."""
     from liif.inference.api import tiling_options
     return evaluate(model, config.dataset.test, config.eval_bsize, out_dir, scales=config.scales,
-                    on_bad_file=config.on_bad_file, tiling=tiling_options(config.infer))
+                    on_bad_file=config.on_bad_file, tiling=tiling_options(config.infer), cell_clip=config.test.cell_clip)
 
 
 def evaluate(model: "Model", test_sets: Sequence[TestSetConfig], eval_bsize: int = 30000, out_dir: Optional[str] = None,
              scales: Optional[Sequence[int]] = None, on_bad_file: str = "error",
-             tiling: Optional[Mapping[str, Any]] = None) -> List[Dict[str, Any]]:
+             tiling: Optional[Mapping[str, Any]] = None, cell_clip: protocol.CellClip = None) -> List[Dict[str, Any]]:
     """PSNR and SSIM of `model` on each test set at each scale, with the original test protocols.
 
     Args:
@@ -86,9 +89,11 @@ def evaluate(model: "Model", test_sets: Sequence[TestSetConfig], eval_bsize: int
         scales: the scales to test (None: each set's own).
         on_bad_file: 'error' or 'skip' (an unreadable image).
         tiling: `Model.query`'s max_memory and tile (liif/inference/tiled.py; None: the defaults).
+        cell_clip: `test.cell_clip` (liif.config.TestConfig): None = the model family's published
+            protocol, a number c = the cell of scale s times max(s / c, 1), False = never.
 
     Returns:
-        One record per (set, scale): a dict of liif.run.record.TestResult's fields.
+        One record per (set, scale): a dict of liif.run.record.TestResult's fields (`cell_clip`: the clip used).
     """
     from liif.data import layouts
     from liif.run.progress import Estimate
@@ -100,16 +105,19 @@ def evaluate(model: "Model", test_sets: Sequence[TestSetConfig], eval_bsize: int
                                        on_bad_file=on_bad_file, split_file=entry.split_file, split_key=entry.split_key)
             runs.append((entry, scale, dataset))
     estimate = Estimate("test", sum(len(d) for _, _, d in runs), "image")
+    clip = protocol.cell_clip_for((model.spec or {}).get("name"), cell_clip)
     records = []
     for entry, scale, dataset in runs:
         eval_type = "none" if entry.protocol == "none" else f"{entry.protocol}-{scale}"
         record = evaluate_set(model, dataset, eval_type, eval_bsize, f"{entry.name} x{scale}",
                               sample_dir=os.path.join(out_dir, "samples") if out_dir else None, tiling=tiling,
-                              estimate=estimate)
-        record.update(dataset=entry.name, scale=int(scale), lr_source="files" if _is_paired(dataset) else "pillow-bicubic")
+                              estimate=estimate, cell_factor=protocol.cell_factor(scale, clip))
+        record.update(dataset=entry.name, scale=int(scale), lr_source="files" if _is_paired(dataset) else "pillow-bicubic",
+                      cell_clip=clip)
         records.append(record)
-        log.info("%s x%d (%s): PSNR %.4f dB, SSIM %.4f, bicubic %.4f dB, %d images", entry.name, scale, eval_type,
-                 record["psnr"], record["ssim"], record["psnr_bicubic"], record["n_images"])
+        log.info("%s x%d (%s%s): PSNR %.4f dB, SSIM %.4f, bicubic %.4f dB, %d images", entry.name, scale, eval_type,
+                 "" if clip is None else f", cell clipped at x{clip}", record["psnr"], record["ssim"],
+                 record["psnr_bicubic"], record["n_images"])
     return records
 
 
@@ -127,16 +135,17 @@ def _is_paired(dataset: Any) -> bool:
 
 def evaluate_set(model: "Model", dataset: Any, eval_type: str, bsize: int = 30000, desc: str = "test",
                  sample_dir: Optional[str] = None, tiling: Optional[Mapping[str, Any]] = None,
-                 estimate: "Optional[Estimate]" = None) -> Dict[str, Any]:
+                 estimate: "Optional[Estimate]" = None, cell_factor: float = 1.0) -> Dict[str, Any]:
     """Mean PSNR/SSIM (and bicubic's PSNR) over `dataset`. `tiling`: `Model.query`'s max_memory and
     tile options (default: auto). With `sample_dir`, its first image is saved there as the model's
     output (`<desc>.png`) and as a comparison with the input, bicubic and the ground truth
-    (`<desc>_compare.png`, liif/evaluation/compare.py). `estimate` (liif.run.progress.Estimate) counts the images."""
+    (`<desc>_compare.png`, liif/evaluation/compare.py). `estimate` (liif.run.progress.Estimate) counts the images.
+    `cell_factor`: the samples' cells are multiplied by it (liif/evaluation/protocol.py)."""
     psnrs, ssims, bicubics = [], [], []
     started = time.time()
     for i in tqdm(range(len(dataset)), desc=desc, leave=False, disable=None):
         sample = dataset[i]
-        sr, hr, shape = predict_image(model, sample, bsize, tiling)
+        sr, hr, shape = predict_image(model, sample, bsize, tiling, cell_factor)
         if not np.isfinite(sr).all():  # nan survives the clip: it would give a black sample and a nan PSNR
             raise CheckpointError(f"{desc}: the model predicts non-finite values (nan or inf) for image {i + 1}; the test "
                                   "stops as failed (are the checkpoint's weights sane?)")
@@ -165,11 +174,16 @@ def sample_name(desc: str) -> str:
 
 
 def predict_image(model: "Model", sample: Mapping[str, np.ndarray], bsize: int,
-                  tiling: Optional[Mapping[str, Any]] = None) -> Tuple[np.ndarray, np.ndarray, Tuple[int, int]]:
+                  tiling: Optional[Mapping[str, Any]] = None,
+                  cell_factor: float = 1.0) -> Tuple[np.ndarray, np.ndarray, Tuple[int, int]]:
     """Whole-image prediction in [0, 1] as (1, 3, H, W), the ground truth likewise, and (H, W).
-    The image is encoded in tiles when it does not fit `tiling["max_memory"]` (same output)."""
+    The image is encoded in tiles when it does not fit `tiling["max_memory"]` (same output).
+    The model gets the sample's cell times `cell_factor` (LTE's cell clip: max(s / 4, 1))."""
     inp = to_model_range(sample["inp"])[None]
-    pred = model.query(inp, sample["coord"][None], sample["cell"][None], bsize=bsize, **(tiling or {}))
+    cell = sample["cell"][None]
+    if cell_factor != 1:  # original (LTE test.py): cell * max(scale / scale_max, 1), in the cell's float32
+        cell = cell * np.asarray(cell_factor, dtype=cell.dtype)
+    pred = model.query(inp, sample["coord"][None], cell, bsize=bsize, **(tiling or {}))
     pred = np.clip(from_model_range(pred), 0, 1)
     # original: the output shape is inferred from the query count (same ratio on both axes)
     ih, iw = sample["inp"].shape[-2:]
@@ -218,10 +232,14 @@ def print_run_files(out_dir: Optional[str], best_psnr: Optional[float] = None) -
 def print_table(records: Sequence[Mapping[str, Any]]) -> None:
     if not records:
         return
-    lines = [f"{'dataset':<12}{'scale':>6}  {'eval_type':<13}{'PSNR':>9}{'bicubic':>9}{'SSIM':>8}{'images':>8}"]
+    clipped = any(r.get("cell_clip") is not None for r in records)  # the cell protocol, when not LIIF's
+    lines = [f"{'dataset':<12}{'scale':>6}  {'eval_type':<13}{'PSNR':>9}{'bicubic':>9}{'SSIM':>8}{'images':>8}"
+             + (f"  {'cell clip':<9}" if clipped else "")]
     for r in records:
+        clip = r.get("cell_clip")
         lines.append(f"{r['dataset']:<12}{'x' + str(r['scale']):>6}  {r['eval_type']:<13}{r['psnr']:>9.3f}"
-                     f"{r['psnr_bicubic']:>9.3f}{r['ssim']:>8.4f}{r['n_images']:>8}")
+                     f"{r['psnr_bicubic']:>9.3f}{r['ssim']:>8.4f}{r['n_images']:>8}"
+                     + (f"  {'none' if clip is None else 'x' + str(clip):<9}" if clipped else ""))
     try:
         print("\n".join(lines), flush=True)
     except BrokenPipeError:  # the reader went away (`... | head -1`); the results are in metrics.json

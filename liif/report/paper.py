@@ -1,8 +1,10 @@
-"""The paper's published PSNR numbers (Tables 1-4) as data, from `paper_results.yaml`.
+"""The published PSNR numbers (LIIF's Tables 1-4, LTE's table `lte`) as data, from `paper_results.yaml`.
 
-`tables()` -> {table: {"title", "key", "columns", "rows", ...}}; `lookup(table, row, column)`
--> float or None, where `column` is a scale (int) for Tables 1 and 3, `(set, scale)` for
-Table 2 and a test-set name for Table 4. `SOURCE` names where the numbers come from.
+`tables()` -> {table: {"title", "key", "columns", "rows", ...}} (a table is a number, LIIF's
+paper, or a name: `lte`); `lookup(table, row, column)` -> float or None, where `column` is a
+scale (int) for Tables 1 and 3, `(set, scale)` for Table 2 and `lte`, and a test-set name for
+Table 4. `columns(spec, set)` are a set's columns (`lte`: one list per set). `SOURCE` names where
+LIIF's numbers come from; a table with its own `source` (and `protocol`) says so itself.
 """
 import functools
 import os
@@ -22,8 +24,15 @@ SOURCE = " ".join(_data()["source"].split())
 
 
 def tables():
-    """{table number (int): its description}; rows keep the paper's order."""
-    return {int(k): v for k, v in _data()["tables"].items()}
+    """{table number (int) or name (str): its description}; rows keep the paper's order."""
+    return {_as_int(k): v for k, v in _data()["tables"].items()}
+
+
+def columns(spec, set_name=None):
+    """The columns of `spec` (a table's description) for the test set `set_name`: its list,
+    or, where the columns differ per set (`lte`: DIV2K x2-x30, the benchmarks x2-x8), that set's."""
+    cols = spec["columns"]
+    return list(cols.get(set_name, [])) if isinstance(cols, dict) else list(cols)
 
 
 def table(number):
@@ -42,9 +51,12 @@ def lookup(number, row, column):
         column = scale
         if values is None:
             return None
+        cols = columns(t, name)
+    else:
+        cols = columns(t)
     try:
-        return values[t["columns"].index(column)]
-    except ValueError:
+        return values[cols.index(column)]
+    except (ValueError, IndexError):
         return None
 
 

@@ -41,7 +41,7 @@ def plot_psnr_vs_scale(view, out_dir):
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, (title, cols) in zip(axes[0], panels):
         color_of = {}
-        for (row, fw), runs in view.groups.items():
+        for (row, fw, cell), runs in view.groups.items():
             c = color_of.setdefault(row, colors[len(color_of) % len(colors)])
             xs, ys, es = [], [], []
             for _, ds, s, _ in cols:
@@ -49,14 +49,15 @@ def plot_psnr_vs_scale(view, out_dir):
                 if m is not None:
                     xs.append(s), ys.append(m), es.append(sd or 0)
             if xs:
-                ax.errorbar(xs, ys, yerr=es, marker="o", color=c, label=f"{row} ({fw})",
+                label = f"{row} ({fw}, cell {cell})" if view.show_cell else f"{row} ({fw})"
+                ax.errorbar(xs, ys, yerr=es, marker="o", color=c, label=label,
                             linestyle="-" if fw != "jittor" else "-.")
         paper_ds = cols[0][1] if cols else None
         for row, c in color_of.items():  # the paper's whole row, at every scale it reports
             if view.key == "set_scale":
-                pts = [(s, paper.lookup(view.number, row, (paper_ds, s))) for s in view.spec["columns"]]
+                pts = [(s, paper.lookup(view.number, row, (paper_ds, s))) for s in paper.columns(view.spec, paper_ds)]
             else:
-                pts = [(s, paper.lookup(view.number, row, s)) for s in view.spec["columns"]]
+                pts = [(s, paper.lookup(view.number, row, s)) for s in paper.columns(view.spec)]
             pts = [(s, p) for s, p in pts if p is not None]
             if pts:
                 ax.plot(*zip(*pts), linestyle="--", marker="x", color=c, alpha=0.6, label=f"{row} (paper)")
@@ -65,7 +66,8 @@ def plot_psnr_vs_scale(view, out_dir):
         if bic:
             ax.plot(*zip(*bic), linestyle=":", color="grey", label="bicubic (ours)")
         ax.set_xscale("log")
-        ticks = sorted({s for _, _, s, _ in cols} | set(view.spec["columns"]), key=_sort_key)
+        paper_cols = paper.columns(view.spec, paper_ds) if view.key == "set_scale" else paper.columns(view.spec)
+        ticks = sorted({s for _, _, s, _ in cols} | set(paper_cols), key=_sort_key)
         ax.set_xticks(ticks)
         ax.set_xticklabels([f"x{t}" for t in ticks], fontsize=7)
         ax.minorticks_off()
@@ -76,7 +78,8 @@ def plot_psnr_vs_scale(view, out_dir):
     axes[0][-1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.suptitle(view.spec["title"], fontsize=10)
     fig.tight_layout()
-    return _save(plt, fig, out_dir, f"psnr_vs_scale_table{view.number}.png")
+    name = f"table{view.number}" if isinstance(view.number, int) else str(view.number)  # LIIF's Table 1; lte
+    return _save(plt, fig, out_dir, f"psnr_vs_scale_{name}.png")
 
 
 def plot_training_curves(runs, out_dir):

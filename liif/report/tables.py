@@ -7,8 +7,30 @@ from liif.report import paper
 from liif.report.collect import _scale
 
 CSV_FIELDS = ["run_dir", "status", "reason", "table", "row", "framework", "seed", "run_name", "model", "dataset",
-              "scale", "eval_type", "psnr", "psnr_bicubic", "ssim", "n_images", "lr_source", "paper_psnr",
+              "scale", "eval_type", "psnr", "psnr_bicubic", "ssim", "n_images", "lr_source", "cell_clip", "paper_psnr",
               "delta", "wall_time_s"]
+NO_RECORDS = "–"  # the cell protocol of a run without test records
+
+
+def cell_label(run):
+    """The cell protocol of a run's numbers (metrics.json records' `cell_clip`, test.cell_clip):
+    'none' (the cell of the scale tested: LIIF's), 'x4' (held at x4's cell beyond x4: LTE's), several
+    joined by ' + ' when a run mixed them, None for a run without records."""
+    clips = {rec.cell_clip for rec in run.records}
+    if not clips:
+        return None
+    return " + ".join(_clip_text(c) for c in sorted(clips, key=lambda c: (c is not None, c or 0)))
+
+
+def _clip_text(clip):
+    if clip is None:
+        return "none"
+    return f"x{int(clip)}" if float(clip).is_integer() else f"x{clip}"
+
+
+def table_label(number):
+    """'T1' for LIIF's Table 1, the name for a named table ('lte')."""
+    return f"T{number}" if isinstance(number, int) else str(number)
 
 
 def mean_std(values):
@@ -47,9 +69,20 @@ class TableView:
         self.spec = paper.table(number) or {"title": f"Table {number}", "key": "scale", "columns": [], "rows": {}}
         self.key = self.spec["key"]
         self.ok_runs = [r for r in runs if r.ok]
-        self.groups = {}  # (row, framework) -> [runs], paper order first
+        # numbers of different cell protocols are never averaged together: a group per (row, framework,
+        # protocol); a run without records joins its row's protocol
+        labels = {id(r): cell_label(r) for r in runs}
+        known = {}
+        for r in runs:
+            if labels[id(r)] is not None:
+                known.setdefault((r.row, r.framework), labels[id(r)])
+        self.cell = {id(r): labels[id(r)] or known.get((r.row, r.framework), NO_RECORDS) for r in runs}
+        # the protocol is shown where numbers of different protocols could meet: a table whose published
+        # numbers used another protocol than LIIF's, or any run not tested with LIIF's
+        self.show_cell = bool(self.spec.get("protocol")) or any(c not in ("none", NO_RECORDS) for c in self.cell.values())
+        self.groups = {}  # (row, framework, cell protocol) -> [runs], paper order first
         for r in sorted(runs, key=lambda r: (self._row_order(r.row), _framework_order(r.framework), str(r.seed))):
-            self.groups.setdefault((r.row, r.framework), []).append(r)
+            self.groups.setdefault((r.row, r.framework, self.cell[id(r)]), []).append(r)
 
     def _row_order(self, row):
         names = list(self.spec["rows"])
@@ -75,7 +108,7 @@ class TableView:
             names = self.datasets() or [ref]
             out = []
             for ds in names:
-                scales = sorted(ours.get(ds) or self.spec["columns"], key=_sort_key)
+                scales = sorted(ours.get(ds) or paper.columns(self.spec, ds), key=_sort_key)
                 title = f"ours on {ds}" + ("" if ds == ref or ref is None else f", the paper on {ref}")
                 out.append((title, [(f"x{s}", ds, s, s) for s in scales]))
             return out
@@ -84,7 +117,7 @@ class TableView:
             sets += [ds for ds in self.datasets() if ds not in sets]
             out = []
             for ds in sets:
-                scales = sorted(ours.get(ds) or self.spec["columns"], key=_sort_key)
+                scales = sorted(ours.get(ds) or paper.columns(self.spec, ds), key=_sort_key)
                 paper_col = (lambda s, ds=ds: (ds, s)) if ds in self.spec.get("sets", []) else (lambda s: None)
                 out.append((ds, [(f"x{s}", ds, s, paper_col(s)) for s in scales]))
             return out
@@ -112,12 +145,23 @@ class TableView:
 
     def markdown(self):
         lines = [f"## {self.spec['title']}", ""]
+        if self.spec.get("source"):
+            lines += [f"Published numbers: {' '.join(str(self.spec['source']).split())}  "]
+        if self.spec.get("protocol"):
+            lines += [f"Their test protocol: {' '.join(str(self.spec['protocol']).split())}  "]
+        if self.show_cell:
+            lines += ["The **cell** column is the cell protocol of our numbers (metrics.json `cell_clip`, "
+                      "`test.cell_clip`): none = the cell of the scale tested (LIIF's), x4 = the cell of x4 beyond x4 "
+                      "(LTE's)."]
+        if lines[-1] != "":
+            lines.append("")
+        cell_col = (lambda text: [text]) if self.show_cell else (lambda text: [])  # noqa: E731
         for title, cols in self.panels():
             lines += [f"**{title}**", ""]
-            head = ["row", "framework", "runs", ""] + [c[0] for c in cols]
+            head = ["row", "framework"] + cell_col("cell") + ["runs", ""] + [c[0] for c in cols]
             lines.append("| " + " | ".join(head) + " |")
             lines.append("|" + "---|" * len(head))
-            for (row, fw), runs in self.groups.items():
+            for (row, fw, cell), runs in self.groups.items():
                 n_ok = sum(r.ok for r in runs)
                 runs_cell = f"{n_ok}/{len(runs)}" if n_ok != len(runs) else str(n_ok)
                 if n_ok:
@@ -129,22 +173,26 @@ class TableView:
                 for (_, ds, s, _), p in zip(cols, paper_vals):
                     m = mean_std(self.values(runs, ds, s))[0]
                     deltas.append(None if m is None or p is None else m - p)
-                lines.append("| " + " | ".join([_md(row), _md(fw), runs_cell, "ours"] + ours) + " |")
-                lines.append("| " + " | ".join(["", "", "", "paper"] + [fmt_num(p) for p in paper_vals]) + " |")
-                lines.append("| " + " | ".join(["", "", "", "Δ"] + [fmt_num(d, True) for d in deltas]) + " |")
+                lines.append("| " + " | ".join([_md(row), _md(fw)] + cell_col(_md(cell)) + [runs_cell, "ours"] + ours) + " |")
+                lines.append("| " + " | ".join(["", ""] + cell_col("") + ["", "paper"] + [fmt_num(p) for p in paper_vals])
+                             + " |")
+                lines.append("| " + " | ".join(["", ""] + cell_col("") + ["", "Δ"] + [fmt_num(d, True) for d in deltas])
+                             + " |")
             if self.ok_runs:  # the bicubic floor, measured on the same test images
                 bic = [fmt_num(mean_std(self.values(self.ok_runs, ds, s, "bicubic"))[0]) for _, ds, s, _ in cols]
                 paper_bic = [self.paper_value("Bicubic", pc) for *_, pc in cols]
-                lines.append("| " + " | ".join(["Bicubic", "–", "–", "ours"] + bic) + " |")
+                lines.append("| " + " | ".join(["Bicubic", "–"] + cell_col("–") + ["–", "ours"] + bic) + " |")
                 if any(p is not None for p in paper_bic):
-                    lines.append("| " + " | ".join(["", "", "", "paper"] + [fmt_num(p) for p in paper_bic]) + " |")
+                    lines.append("| " + " | ".join(["", ""] + cell_col("") + ["", "paper"] + [fmt_num(p) for p in paper_bic])
+                                 + " |")
             tested = {pc[1] if isinstance(pc, tuple) else pc for *_, pc in cols if pc is not None}
-            untested = [c for c in self.spec["columns"] if c not in tested]
+            panel_set = cols[0][1] if cols and self.key == "set_scale" else None  # its own columns (lte: per set)
+            untested = [c for c in paper.columns(self.spec, panel_set) if c not in tested]
             if self.ok_runs and tested and untested:
                 lines += ["", "The paper also reports " + ", ".join(f"x{c}" if isinstance(c, int) else str(c)
                                                                     for c in untested) + " (not tested here)."]
             lines.append("")
-        ran = {row for row, _ in self.groups}
+        ran = {row for row, _, _ in self.groups}
         not_run = [r for r in self.spec["rows"] if r not in ran and r != "Bicubic"]
         if not_run:
             lines += ["Not in these sweeps: " + ", ".join(not_run) + ".", ""]
@@ -193,6 +241,7 @@ def run_csv_rows(run, table, paper_for=lambda rec: None):
         psnr = rec.psnr
         out.append({**base, **{k: _blank(getattr(rec, k)) for k in ("dataset", "scale", "eval_type", "psnr", "psnr_bicubic",
                                                             "ssim", "n_images", "lr_source")},
+                    "cell_clip": _clip_text(rec.cell_clip).lstrip("x"),  # 'none', or the scale
                     "paper_psnr": "" if p is None else p,
                     "delta": "" if p is None or psnr is None else round(psnr - p, 4)})
     return out
@@ -205,18 +254,19 @@ def framework_pairs(views):
     """[(label, torch psnr, jittor psnr)] for every (table, row, dataset, scale) both ran."""
     pairs = []
     for v in views:
-        rows = {row for row, _ in v.groups}
-        for row in rows:
-            t, j = v.groups.get((row, "torch")), v.groups.get((row, "jittor"))
+        rows = {(row, cell) for row, _, cell in v.groups}
+        for row, cell in sorted(rows, key=lambda k: (str(k[0]), str(k[1]))):
+            t, j = v.groups.get((row, "torch", cell)), v.groups.get((row, "jittor", cell))
             if not t or not j:
                 continue
+            name = f"{row} (cell {cell})" if v.show_cell else row
             keys = set()
             for r in t + j:
                 keys |= set(r.psnr())
             for ds, s in sorted(keys, key=lambda k: (str(k[0]), _sort_key(k[1]))):
                 mt, mj = mean_std(v.values(t, ds, s))[0], mean_std(v.values(j, ds, s))[0]
                 if mt is not None and mj is not None:
-                    pairs.append((f"T{v.number} {row} {ds} x{s}", mt, mj))
+                    pairs.append((f"{table_label(v.number)} {name} {ds} x{s}", mt, mj))
     return pairs
 
 
@@ -252,15 +302,19 @@ def render_markdown(sweep_dirs, runs, views, untagged, plot_files, plots):
         lines += [f"| {label} | {t:.3f} | {j:.3f} | {j - t:+.3f} |" for label, t, j in pairs]
         lines.append("")
     if untagged:
-        lines += ["## Runs without a paper tag", "", "| run | status | model | framework | dataset | scale | PSNR | bicubic |",
-                  "|---|---|---|---|---|---|---|---|"]
+        # the cell protocol of each number, where not every one is LIIF's (test.cell_clip)
+        show_cell = any(rec.cell_clip is not None for r in untagged for rec in r.records)
+        cell = (lambda text: f" {text} |") if show_cell else (lambda text: "")  # noqa: E731
+        lines += ["## Runs without a paper tag", "", "| run | status | model | framework | dataset | scale |" + cell("cell")
+                  + " PSNR | bicubic |", "|---|---|---|---|---|---|" + cell("---").strip() + "---|---|"]
         for r in untagged:
             if not r.records:
                 lines.append(f"| {_md(r.path)} | {_md(r.status)} | {_md(r.record.model or '–')} | {_md(r.framework)} | "
-                             f"{_md(r.record.dataset or '–')} | – | – | – |")
+                             f"{_md(r.record.dataset or '–')} | – |{cell('–')} – | – |")
             for rec in r.records:
                 lines.append(f"| {_md(r.path)} | {_md(r.status)} | {_md(r.record.model or '–')} | {_md(r.framework)} | "
-                             f"{_md(rec.dataset)} | x{_md(rec.scale)} | {fmt_num(rec.psnr)} | {fmt_num(rec.psnr_bicubic)} |")
+                             f"{_md(rec.dataset)} | x{_md(rec.scale)} |{cell(_clip_text(rec.cell_clip))} "
+                             f"{fmt_num(rec.psnr)} | {fmt_num(rec.psnr_bicubic)} |")
         lines.append("")
     lines += ["## Runs", "", "| run | status | table | row | framework | seed | epochs | best val PSNR | wall time |",
               "|---|---|---|---|---|---|---|---|---|"]

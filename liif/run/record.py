@@ -27,6 +27,9 @@ class TestResult:
     n_images: Optional[int] = None
     seconds: Optional[float] = None
     lr_source: Optional[str] = None  # files, or pillow-bicubic
+    # the cell protocol (test.cell_clip, liif/evaluation/protocol.py): the scale beyond which the model was
+    # given that scale's cell (LTE's: 4); None: the cell of the scale tested (LIIF's; all older records)
+    cell_clip: Optional[float] = None
 
 
 @dataclass
@@ -104,7 +107,7 @@ NUMBER = (int, float)
 # metrics.json with another type there ("psnr": "high", "row": [..]) loses that field, not the report
 PAPER_TYPES = {"table": (int, str), "row": str}
 RESULT_TYPES = {"dataset": str, "scale": (int, float, str), "eval_type": str, "psnr": NUMBER, "ssim": NUMBER,
-                "psnr_bicubic": NUMBER, "n_images": int, "seconds": NUMBER, "lr_source": str}
+                "psnr_bicubic": NUMBER, "n_images": int, "seconds": NUMBER, "lr_source": str, "cell_clip": NUMBER}
 HISTORY_TYPES = {"epoch": int, "loss": NUMBER, "lr": NUMBER, "val_psnr": NUMBER, "seconds": NUMBER}
 
 

@@ -181,8 +181,11 @@ def test_paper_numbers_and_source():
     assert "CVPR 2021" in paper.SOURCE
     for number, spec in paper.tables().items():
         for row, values in spec["rows"].items():
-            for v in (values.values() if isinstance(values, dict) else [values]):
-                assert len(v) == len(spec["columns"]), (number, row)
+            for name, v in (values.items() if isinstance(values, dict) else [(None, values)]):
+                assert len(v) == len(paper.columns(spec, name)), (number, row, name)
+    lte = paper.table("lte")  # another paper's table: its own source and protocol, columns per set
+    assert "CVPR 2022" in lte["source"] and "max(s/4, 1)" in lte["protocol"]
+    assert paper.columns(lte, "DIV2K") == [2, 3, 4, 6, 12, 18, 24, 30] and paper.columns(lte, "Urban100") == [2, 3, 4, 6, 8]
 
 
 def test_callback_never_raises(tmp_path, caplog):
@@ -215,3 +218,65 @@ def test_cli_module_and_report_task(sweep, tmp_path, capsys):
     assert (sweep / "report.md").is_file() and (sweep / "psnr_vs_scale_table3.png").is_file()
     status, err = run_task_with_overrides(compose("task=report"), f"output_dir={tmp_path / 'report_run2'}")
     assert status == 2 and "task=report needs dir=" in err
+
+
+def lte_metrics(row, clip=4, framework="torch", seed=0, run_name="lte_rdn"):
+    """A run of the LTE table: DIV2K x2 and x12, Set5 x8, each record with its cell protocol."""
+    m = metrics(row, table="lte", framework=framework, seed=seed, run_name=run_name)
+    m["model_spec"] = {"name": "lte"}
+    m["records"] = [{"dataset": ds, "scale": k, "eval_type": f"{proto}-{k}", "psnr": 30.0 + k / 10, "psnr_bicubic": 27.0,
+                     "ssim": 0.9, "n_images": 5, "lr_source": "files", "seconds": 1.0, "cell_clip": clip}
+                    for ds, proto, k in (("DIV2K", "div2k", 2), ("DIV2K", "div2k", 12), ("Set5", "benchmark", 8))]
+    return m
+
+
+def test_lte_table_shows_its_rows_with_the_cell_protocol(tmp_path):
+    """LTE's rows in one table (a panel per test set: DIV2K x2-x30, the benchmarks x2-x8), the cell
+    protocol of our numbers beside them, the published numbers' source and protocol, and empty
+    cells where no number is published."""
+    make_job(tmp_path, "0_lte_edsr_baseline_torch", lte_metrics("EDSR-baseline-LTE", run_name="lte_edsr_baseline"))
+    make_job(tmp_path, "1_lte_rdn_torch", lte_metrics("RDN-LTE"))
+    report.write(tmp_path, plots=False)
+    md = (tmp_path / "report.md").read_text()
+    assert "## LTE (Lee & Jin, CVPR 2022)" in md and "Published numbers: Lee & Jin" in md
+    assert "Their test protocol: LTE's test.py" in md
+    for ds in ("DIV2K", "Set5", "Set14", "B100", "Urban100"):
+        assert f"**{ds}**" in md
+    assert "| row | framework | cell | runs |  | x2 | x12 |" in md  # DIV2K: the scales we tested
+    assert "| EDSR-baseline-LTE | torch | x4 | 1 | ours | 30.20 | 31.20 |" in md
+    assert "| RDN-LTE | torch | x4 | 1 | ours | 30.20 | 31.20 |" in md
+    assert "|  |  |  |  | paper | – | – |" in md  # nothing published entered yet: empty cells, same columns
+    assert "The paper also reports x3, x4, x6, x18, x24, x30 (not tested here)." in md  # DIV2K's columns
+    assert "The paper also reports x2, x3, x4, x6 (not tested here)." in md  # Set5's
+    # a panel we have no result for shows the published columns
+    set14 = md.split("**Set14**")[1].split("**B100**")[0]
+    assert "| row | framework | cell | runs |  | x2 | x3 | x4 | x6 | x8 |" in set14
+    rows = list(csv.DictReader((tmp_path / "report.csv").open()))
+    assert {(r["table"], r["row"], r["cell_clip"]) for r in rows} == {("lte", "EDSR-baseline-LTE", "4"), ("lte", "RDN-LTE", "4")}
+
+
+def test_numbers_of_different_cell_protocols_are_never_averaged(tmp_path):
+    """The same row tested with LTE's protocol (seed 0) and with LIIF's (seed 1, test.cell_clip=false):
+    two lines, each with its protocol, not one mean; a LIIF table gets the column once a run clips."""
+    make_job(tmp_path, "0_lte_rdn_torch", lte_metrics("RDN-LTE", clip=4, seed=0))
+    no_clip = lte_metrics("RDN-LTE", clip=None, seed=1)
+    for rec in no_clip["records"]:
+        rec["psnr"] -= 1
+    make_job(tmp_path, "1_lte_rdn_torch", no_clip)
+    clipped_liif = metrics("LIIF", psnr={2: 34.0, 12: 23.0})
+    for rec in clipped_liif["records"]:
+        rec["cell_clip"] = 4
+    make_job(tmp_path, "2_ablation_liif_torch", clipped_liif)
+    report.write(tmp_path, plots=False)
+    md = (tmp_path / "report.md").read_text()
+    assert "| RDN-LTE | torch | x4 | 1 | ours | 30.20 | 31.20 |" in md
+    assert "| RDN-LTE | torch | none | 1 | ours | 29.20 | 30.20 |" in md
+    assert "| LIIF | torch | x4 | 1 | ours | 34.00 | 23.00 |" in md
+    rows = list(csv.DictReader((tmp_path / "report.csv").open()))
+    assert sorted({r["cell_clip"] for r in rows}) == ["4", "none"]
+
+
+def test_liif_tables_keep_their_layout_without_a_clip(sweep):
+    report.write(str(sweep), plots=False)
+    md = (sweep / "report.md").read_text()
+    assert "| row | framework | runs |" in md and "| cell |" not in md
