@@ -14,6 +14,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "official_liif"  # the original code's outputs (tests/fixtures/README.md)
+LTE_FIXTURES = ROOT / "tests" / "fixtures" / "official_lte"  # the LTE authors' code's outputs (same README)
 
 
 @pytest.fixture(autouse=True)
@@ -40,6 +41,15 @@ def fixtures_dir():
     if not (FIXTURES / "SHA256SUMS").is_file():
         pytest.fail(f"the reference fixtures are missing: {FIXTURES} (part of the repository; see tests/fixtures/README.md)")
     return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def lte_fixtures_dir():
+    """The LTE authors' reference outputs (their inputs are LIIF's: `fixtures_dir / 'inputs.npz'`);
+    missing ones fail, as `fixtures_dir`."""
+    if not (LTE_FIXTURES / "SHA256SUMS").is_file():
+        pytest.fail(f"the reference fixtures are missing: {LTE_FIXTURES} (part of the repository; see tests/fixtures/README.md)")
+    return LTE_FIXTURES
 
 
 @pytest.hookimpl(hookwrapper=True)

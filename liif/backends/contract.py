@@ -46,6 +46,8 @@ class Tensor(Protocol):
     def clone(self) -> "Tensor": ...                     # a copy: in-place edits of it leave the source alone
     def clamp(self, min: builtins.float, max: builtins.float) -> "Tensor": ...
     def abs(self) -> "Tensor": ...
+    def cos(self) -> "Tensor": ...                       # elementwise, radians (LTE's Fourier basis)
+    def sin(self) -> "Tensor": ...
     def sum(self, dim: int) -> "Tensor": ...
     def mean(self) -> "Tensor": ...                      # over every element
     def float(self) -> "Tensor": ...                     # float32 (undoes an autocast's bfloat16)
@@ -92,6 +94,13 @@ class Backend(Protocol):
         """x (B,C,h,w) sampled at coord (B,Q,2), as (row, col), -> (B,Q,C): torch's nearest
         grid_sample with align_corners=False and zero padding. window (H, W, top, left): x is that
         part of an H x W map (liif/inference/tiled.py)."""
+    def grid_sample_bilinear(self, x: Tensor, coord: Tensor,
+                             window: Optional[Tuple[int, int, int, int]] = None) -> Tensor:
+        """x (B,C,h,w) sampled at coord (B,Q,2), as (row, col), -> (B,Q,C): torch's bilinear
+        grid_sample with align_corners=False and padding_mode='border'. window (H, W, top, left):
+        x is that part of an H x W map, sampled with the whole map's geometry (clamped at its
+        border); the caller keeps each query's four neighbours inside the window. Gradients
+        flow to `x` (a gradient to `coord` is not part of the contract)."""
     def no_grad(self) -> AbstractContextManager[Any]:
         """A context without gradients."""
     def free_device_memory(self, dev: str) -> Optional[int]:

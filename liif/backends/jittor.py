@@ -142,6 +142,34 @@ def grid_sample_nearest(x, coord, window=None):
     return x.reindex([b, q, c], ["i0", "i2", "@e0(i0,i1)", "@e1(i0,i1)"], overflow_value=0, extras=[row, col])
 
 
+def grid_sample_bilinear(x, coord, window=None):
+    # torch's grid_sample(mode="bilinear", padding_mode="border", align_corners=False) as its kernels
+    # compute it, fused multiply-adds included (see liif.backends.torch): the source index
+    # fma(c + 1, size / 2, -0.5) clamped to [0, size - 1], the corners nw, ne, sw, se summed in a
+    # chain of fmas, each one float64 multiply-add rounded once. With a window (H, W, top, left), on the
+    # whole H x W map's geometry, then the window's offset.
+    b, c, h, w = x.shape
+    height, width, top, left = window if window is not None else (h, w, 0, 0)
+    q = coord.shape[1]
+    dtype = x.dtype
+    coord = coord.stop_grad()
+    row = ((coord[:, :, 0] + 1).float64() * (height / 2) - 0.5).cast(dtype).clamp(0, height - 1)
+    col = ((coord[:, :, 1] + 1).float64() * (width / 2) - 0.5).cast(dtype).clamp(0, width - 1)
+    row0, col0 = row.floor(), col.floor()
+    south, east = row - row0, col - col0  # the fractions: the weights of the lower and right neighbours
+    north, west = 1 - south, 1 - east
+    out = None
+    for dr, dc, weight in ((0, 0, north * west), (0, 1, north * east), (1, 0, south * west), (1, 1, south * east)):
+        r = (row0 + (dr - top)).int32().clamp(0, h - 1)
+        k = (col0 + (dc - left)).int32().clamp(0, w - 1)
+        value = x.reindex([b, q, c], ["i0", "i2", "@e0(i0,i1)", "@e1(i0,i1)"], extras=[r, k])
+        if out is None:
+            out = value * weight.unsqueeze(-1)
+        else:
+            out = (value.float64() * weight.unsqueeze(-1).float64() + out.float64()).cast(dtype)
+    return out
+
+
 no_grad = jt.no_grad
 
 

@@ -72,6 +72,36 @@ def grid_sample_nearest(x, coord, window=None):
     return out.masked_fill(~inside.unsqueeze(1), 0).permute(0, 2, 1)
 
 
+def grid_sample_bilinear(x, coord, window=None):
+    if window is None:
+        out = F.grid_sample(x, coord.flip(-1).unsqueeze(1), mode="bilinear", padding_mode="border", align_corners=False)
+        return out[:, :, 0, :].permute(0, 2, 1)
+    # x is the window (top, left) of an H x W map: grid_sample's own arithmetic on the whole map, then
+    # the window's offset. Its kernels (CPU and CUDA) fuse multiply-adds: the source index is
+    # fma(c + 1, size / 2, -0.5), clamped to [0, size - 1], and the four corners nw, ne, sw, se are
+    # summed in a chain of fmas; each fma is one float64 multiply-add rounded once (bit for bit on
+    # grid_sample's CPU kernel, tests/unit/backends/test_contract.py)
+    height, width, top, left = window
+    b, c, h, w = x.shape
+    dtype = x.dtype
+    coord = coord.detach()
+    row = ((coord[:, :, 0] + 1).double() * (height / 2) - 0.5).to(dtype).clamp(0, height - 1)
+    col = ((coord[:, :, 1] + 1).double() * (width / 2) - 0.5).to(dtype).clamp(0, width - 1)
+    row0, col0 = row.floor(), col.floor()
+    south, east = row - row0, col - col0  # the fractions: the weights of the lower and right neighbours
+    north, west = 1 - south, 1 - east
+    flat = x.reshape(b, c, h * w)
+    out = None
+    for dr, dc, weight in ((0, 0, north * west), (0, 1, north * east), (1, 0, south * west), (1, 1, south * east)):
+        index = ((row0 + dr - top).clamp(0, h - 1) * w + (col0 + dc - left).clamp(0, w - 1)).long()
+        value = flat.gather(2, index.unsqueeze(1).expand(b, c, index.shape[1]))
+        if out is None:
+            out = value * weight.unsqueeze(1)
+        else:
+            out = (value.double() * weight.unsqueeze(1).double() + out.double()).to(dtype)
+    return out.permute(0, 2, 1)
+
+
 no_grad = torch.no_grad
 
 

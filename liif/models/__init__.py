@@ -1,2 +1,2 @@
 """Framework-neutral model definitions; importing this package fills the registry."""
-from liif.models import edsr, mlp, rdn, liif, metasr  # noqa: F401
+from liif.models import edsr, mlp, rdn, liif, metasr, lte  # noqa: F401

@@ -21,6 +21,9 @@ DECODERS = {  # the model around the encoder (its `encoder_spec` is filled in)
                                       "local_ensemble": True, "feat_unfold": True, "cell_decode": True}},
     # Meta-SR's meta-upscale module on the LIIF encoder (its MLP is fixed, as in the original)
     "metasr": {"name": "metasr", "args": {}},
+    # LTE (Lee & Jin, CVPR 2022): LIIF's MLP (one layer fewer) on a local texture estimator; no flags
+    "lte": {"name": "lte", "args": {"imnet_spec": {"name": "mlp", "args": {"out_dim": 3, "hidden_list": [256, 256, 256]}},
+                                    "hidden_dim": 256}},
     # no implicit decoder: the encoder upsamples by a fixed scale (the paper's fixed-scale baselines);
     # queries read the upsampled image at the nearest pixel
     "upsample": {"name": "liif", "args": {}},
@@ -36,6 +39,9 @@ PRESETS = {  # name -> (decoder, encoder, overrides of the composed spec's args)
     "edsr_liif": ("liif", "edsr", {}),                                        # the full EDSR encoder
     "rdn_liif": ("liif", "rdn", {}),                                          # Tables 1, 2
     "rdn_metasr": ("metasr", "rdn", {}),                                      # Tables 1, 2
+    "edsr_baseline_lte": ("lte", "edsr_baseline", {}),                        # LTE's Table 1
+    "edsr_lte": ("lte", "edsr", {}),                                          # LTE with the full EDSR encoder
+    "rdn_lte": ("lte", "rdn", {}),                                            # LTE's Tables 1, 2
     # fixed-scale baselines (Tables 1, 2); the scale: encoder_spec.args.scale
     "edsr_baseline": ("upsample", "edsr_baseline", {"encoder_spec": {"args": {"no_upsampling": False}}}),
     "rdn": ("upsample", "rdn", {"encoder_spec": {"args": {"no_upsampling": False}}}),

@@ -13,7 +13,8 @@ PAPER_PRESETS = ["edsr_baseline_liif", "edsr_baseline_metasr", "rdn_liif", "rdn_
 # parameter counts of the original code (tests/fixtures/official_liif/manifest.json)
 PARAMS = {"edsr_baseline_liif": 1567323, "edsr_baseline_liif_c": 1566811, "edsr_baseline_liif_u": 1436251,
           "edsr_baseline_liif_e": 1567323, "edsr_baseline_liif_d": 1435739, "edsr_baseline_metasr": 1665560,
-          "rdn_liif": 22320835}
+          "rdn_liif": 22320835,
+          "edsr_baseline_lte": 1714267}  # the LTE authors' code (tests/fixtures/official_lte/manifest.json)
 
 
 def test_paper_presets_exist():

@@ -7,27 +7,31 @@ import sys
 
 import pytest
 
-from conftest import FIXTURES, ROOT
+from conftest import FIXTURES, LTE_FIXTURES, ROOT
 
 BUDGET = 50 * 2 ** 20  # bytes: the repository carries them
 
 
-def test_every_fixture_matches_its_sha256():
+@pytest.mark.parametrize("folder", [FIXTURES, LTE_FIXTURES], ids=lambda p: p.name)
+def test_every_fixture_matches_its_sha256(folder):
     listed = {}
-    for line in (FIXTURES / "SHA256SUMS").read_text().splitlines():
+    for line in (folder / "SHA256SUMS").read_text().splitlines():
         digest, name = line.split(maxsplit=1)
         listed[name.lstrip("*")] = digest
-    present = {p.name for p in FIXTURES.iterdir() if p.name != "SHA256SUMS"}
+    present = {p.name for p in folder.iterdir() if p.name != "SHA256SUMS"}
     assert present == set(listed), f"unlisted: {sorted(present - set(listed))}, missing: {sorted(set(listed) - present)}"
     for name, digest in listed.items():
-        assert hashlib.sha256((FIXTURES / name).read_bytes()).hexdigest() == digest, name
+        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest, name
 
 
 def test_fixtures_fit_the_budget_and_checkpoints_are_the_originals_bytes():
     assert sum(p.stat().st_size for p in FIXTURES.parent.rglob("*") if p.is_file()) <= BUDGET
-    original = json.loads((FIXTURES / "manifest.json").read_text())["files"]
-    for path in FIXTURES.glob("ckpt_*.pth"):  # the original's own checksums: the very files it wrote
-        assert hashlib.sha256(path.read_bytes()).hexdigest() == original[path.name]["sha256"], path.name
+    for folder in (FIXTURES, LTE_FIXTURES):
+        original = json.loads((folder / "manifest.json").read_text())["files"]
+        checkpoints = list(folder.glob("ckpt_*.pth"))
+        assert checkpoints, folder.name
+        for path in checkpoints:  # the original's own checksums: the very files it wrote
+            assert hashlib.sha256(path.read_bytes()).hexdigest() == original[path.name]["sha256"], path.name
 
 
 def test_no_test_reads_fixtures_from_outside_the_repository():

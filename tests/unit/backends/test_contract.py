@@ -67,12 +67,62 @@ def test_each_method_means_what_torch_means(framework):
     close(t, a)              # the clone's edits left the source alone
     close(t + t, a + a), close(0 + t, a), close(t - 1, a - 1), close(t * 2, a * 2), close(2 * t, 2 * a)
     close(t / 4, a / 4), close(t @ u, a @ m), close(t.clamp(-0.5, 0.5), a.clip(-0.5, 0.5)), close(t.abs(), abs(a))
-    close(t.sum(0), a.sum(0))
+    close(t.sum(0), a.sum(0)), close(t.cos(), np.cos(a)), close(t.sin(), np.sin(a))
     assert abs(float(t.mean().item()) - float(a.mean())) < 1e-6
     assert t.float().dtype == t.dtype
     close(t.view(2, -1), a.reshape(2, -1)), close(t.reshape(6, 4), a.reshape(6, 4))
     close(t.permute(2, 0, 1), a.transpose(2, 0, 1)), close(t.unsqueeze(-1), a[..., None])
     close(t.permute(1, 0, 2).contiguous().view(-1), a.transpose(1, 0, 2).reshape(-1))
+
+
+def _bilinear_border(x, coord):
+    """torch's grid_sample(mode='bilinear', padding_mode='border', align_corners=False) in float64
+    NumPy (the float32 coord + 1 first, as torch)."""
+    b, c, h, w = x.shape
+    row = np.clip((coord[..., 0] + np.float32(1)).astype(np.float64) * h / 2 - 0.5, 0, h - 1)
+    col = np.clip((coord[..., 1] + np.float32(1)).astype(np.float64) * w / 2 - 0.5, 0, w - 1)
+    r0, c0 = np.floor(row).astype(int), np.floor(col).astype(int)
+    r1, c1 = np.minimum(r0 + 1, h - 1), np.minimum(c0 + 1, w - 1)
+    fr, fc = (row - r0)[..., None], (col - c0)[..., None]
+    at = lambda r, k: x[np.arange(b)[:, None], :, r, k]  # noqa: E731  (B, Q, C)
+    return ((1 - fr) * (1 - fc) * at(r0, c0) + (1 - fr) * fc * at(r0, c1)
+            + fr * (1 - fc) * at(r1, c0) + fr * fc * at(r1, c1))
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("size", [(7, 13), (48, 48), (1, 5), (300, 517)])
+def test_grid_sample_bilinear_is_torchs_with_or_without_a_window(framework, size):
+    """torch's bilinear grid_sample (border, align_corners=False) bit for bit on this CPU (points
+    outside [-1, 1] and exact pixel centres included), its meaning in float64 NumPy, and a window
+    of the map (touching the map's bottom and right border) sampled as the whole map."""
+    import torch
+    import torch.nn.functional as F
+    backend = backends.get(framework)
+    height, width = size
+    rng = np.random.default_rng(height)
+    x = rng.standard_normal((2, 3, height, width)).astype(np.float32)
+    coord = rng.uniform(-1.2, 1.2, (2, 3000, 2)).astype(np.float32)
+    coord[:, :50, 0] = (2 * rng.integers(0, height, 50) + 1) / height - 1  # pixel centres: weights 0 and 1
+    ref = F.grid_sample(torch.from_numpy(x), torch.from_numpy(coord).flip(-1).unsqueeze(1), mode="bilinear",
+                        padding_mode="border", align_corners=False)[:, :, 0, :].permute(0, 2, 1).numpy()
+    got = backend.to_numpy(backend.grid_sample_bilinear(backend.tensor(x), backend.tensor(coord)))
+    # the meaning, to the float32 source index's rounding (1 ulp of the size) times the values' range
+    ulp = float(np.spacing(np.float32(max(size))))
+    np.testing.assert_allclose(got, _bilinear_border(x, coord), rtol=0, atol=2 * ulp * float(np.abs(x).max()) + 1e-6)
+    np.testing.assert_array_equal(got, ref)
+    whole = backend.to_numpy(backend.grid_sample_bilinear(backend.tensor(x), backend.tensor(coord), (height, width, 0, 0)))
+    np.testing.assert_array_equal(whole, ref)
+    if min(size) < 5:
+        return
+    top, left = 2, 3
+    part = x[:, :, top:, left:].copy()
+    row = np.floor(np.clip((coord[..., 0] + 1) * height / 2 - 0.5, 0, height - 1))
+    col = np.floor(np.clip((coord[..., 1] + 1) * width / 2 - 0.5, 0, width - 1))
+    inside = (row >= top) & (col >= left)  # the four neighbours lie in the window
+    assert inside.sum() > 500
+    windowed = backend.to_numpy(backend.grid_sample_bilinear(backend.tensor(part), backend.tensor(coord),
+                                                             (height, width, top, left)))
+    np.testing.assert_array_equal(windowed[inside], ref[inside])
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
