@@ -3,14 +3,13 @@
 LIIF's `test.py` decodes scale s with the cell of s (2/H, 2/W). LTE's `test.py` multiplies it by
 max(s / scale_max, 1), scale_max = 4 being its training range: beyond x4 the model is told x4's
 cell ("cell clip for extrapolation"). The setting is `test.cell_clip` (liif.config.TestConfig):
-null = each model family's published protocol (`PUBLISHED_CELL_CLIP`), a number = that clip
-for every model, false (or 0) = never.
+null = each model family's published protocol (the model class's `published_cell_clip`, e.g.
+liif/models/lte.py; a class without one is tested with the cell of the scale, LIIF's protocol),
+a number = that clip for every model, false (or 0) = never.
 """
 from typing import Optional, Union
 
-# model spec name -> the scale its authors' test.py holds the cell at beyond (their scale_max);
-# a family absent here is tested with the cell of the scale (LIIF's protocol)
-PUBLISHED_CELL_CLIP = {"lte": 4}  # jaewon-lee-b/lte test.py: cell * max(scale / scale_max, 1), scale_max 4
+from liif.models import registry
 
 CellClip = Optional[Union[int, float, bool]]
 
@@ -19,7 +18,8 @@ def cell_clip_for(model_name: Optional[str], setting: CellClip = None) -> Option
     """The clip a model named `model_name` (its spec's name: liif, metasr, lte ...) is tested with
     under `setting` (test.cell_clip, checked by TestConfig); None: no clip (the cell of the scale)."""
     if setting is None:
-        clip = PUBLISHED_CELL_CLIP.get(str(model_name))
+        known = model_name in registry.names()
+        clip = getattr(registry.models.get(model_name), "published_cell_clip", None) if known else None
     elif setting is False or setting == 0:
         clip = None
     else:

@@ -133,10 +133,9 @@ def test_lte_protocol_reproduces_the_authors_evaluation(tmp_path):
     model = liif.load_model(LTE_FIXTURES / "ckpt_edsr-baseline-lte.pth", device="cpu")
     hr_dir = tmp_path / "hr"
     hr_dir.mkdir()
-    hr = ref["x2_hr"]
+    hr = ref["x2_hr"]  # the same crop at every scale (the copy keeps x2's only: tests/fixtures/README.md)
     Image.fromarray(np.round(hr.transpose(1, 2, 0) * 255).astype(np.uint8)).save(hr_dir / "0.png")
     for s in (2, 6, 12):
-        assert np.array_equal(ref[f"x{s}_hr"], hr)
         sample = layouts.test_set(str(hr_dir), None, s)[0]
         assert np.abs(sample["inp"] - ref[f"x{s}_lr"]).max() < 1e-6, s  # the same Pillow-bicubic LR
         for setting, name in ((None, "clip"), (False, "noclip")):
