@@ -128,6 +128,16 @@ def test_metasr():
     check_tiled(build({"name": "metasr", "args": {"encoder_spec": encoder("edsr-baseline")}}))
 
 
+def lte_spec(enc="edsr-baseline"):
+    return {"name": "lte", "args": {"encoder_spec": encoder(enc), "imnet_spec": MLP, "hidden_dim": 16}}
+
+
+@pytest.mark.parametrize("enc", ["edsr-baseline", "rdn"])
+def test_lte(enc):
+    """LTE goes through the engine with no code of its own there: only its reach and footprint."""
+    check_tiled(build(lte_spec(enc)))
+
+
 @pytest.mark.parametrize("enc, scale", [("edsr-baseline", 2), ("edsr-baseline", 3), ("edsr-baseline", 4),
                                         ("rdn", 2), ("rdn", 3), ("rdn", 4)])
 def test_fixed_scale_baselines(enc, scale):
@@ -176,6 +186,21 @@ def test_original_checkpoints_tiled(variant, fixtures_dir):
         pred = encoding.query(inputs[f"coord_{case}"][0], inputs[f"cell_{case}"][0])[None]
         err = np.abs(pred - out[f"pred_{case}"]).max()
         assert err <= 1e-5, f"{variant} {case}: max abs error {err}"
+
+
+def test_authors_lte_checkpoint_tiled(fixtures_dir, lte_fixtures_dir):
+    """Every case of the LTE authors' outputs (its inputs are LIIF's), through the public API in 16x16 tiles."""
+    from liif.inference.tiled import Encoding
+    inputs = np.load(fixtures_dir / "inputs.npz")
+    out = np.load(lte_fixtures_dir / "out_edsr-baseline-lte.npz")
+    model = liif.load_model(str(lte_fixtures_dir / "ckpt_edsr-baseline-lte.pth"), device="cpu")
+    encoding = Encoding.of_array(model, inputs["inp_norm"][0], tile=16, cache=True)
+    cases = [k[len("pred_"):] for k in out.files if k.startswith("pred_")]
+    assert len(cases) >= 6 and encoding.plan().n_tiles == 9
+    for case in cases:
+        pred = encoding.query(inputs[f"coord_{case}"][0], inputs[f"cell_{case}"][0])[None]
+        err = np.abs(pred - out[f"pred_{case}"]).max()
+        assert err <= 1e-5, f"lte {case}: max abs error {err}"
 
 
 # --- exactness's parts -----------------------------------------------------------------------
@@ -315,7 +340,8 @@ def test_the_latent_table_is_built_in_blocks_within_the_budget(monkeypatch):
 @pytest.mark.jittor
 @JITTOR
 @pytest.mark.parametrize("spec", [liif_spec(), {"name": "metasr", "args": {"encoder_spec": encoder("rdn")}},
-                                  liif_spec(feat_unfold=False, local_ensemble=False)], ids=["liif", "metasr", "liif-u-e"])
+                                  liif_spec(feat_unfold=False, local_ensemble=False), lte_spec()],
+                         ids=["liif", "metasr", "liif-u-e", "lte"])
 def test_jittor_tiled_equals_untiled(spec):
     from liif.backends import jittor as J
     model = build(spec, backend=J)
