@@ -11,8 +11,14 @@ TINY = {"name": "liif", "args": {
     "imnet_spec": {"name": "mlp", "args": {"out_dim": 3, "hidden_list": [16, 16]}}}}
 
 
-def tiny_checkpoint(path, seed=0, epoch=7, framework="torch"):
-    """A LIIF checkpoint with random weights (our envelope), written where a run would keep it."""
+TINY_LTE = {"name": "lte", "args": {
+    "encoder_spec": {"name": "edsr-baseline", "args": {"n_resblocks": 1, "n_feats": 8, "no_upsampling": True}},
+    "imnet_spec": {"name": "mlp", "args": {"out_dim": 3, "hidden_list": [16, 16]}}, "hidden_dim": 16}}
+
+
+def tiny_checkpoint(path, seed=0, epoch=7, framework="torch", spec=TINY):
+    """A checkpoint of `spec` (default: a tiny LIIF) with random weights (our envelope), written where a
+    run would keep it."""
     import torch
 
     from liif.models import checkpoint
@@ -20,9 +26,9 @@ def tiny_checkpoint(path, seed=0, epoch=7, framework="torch"):
     from liif.backends import torch as backend
 
     torch.manual_seed(seed)
-    model = build_model(TINY, framework="torch", device="cpu")
+    model = build_model(spec, framework="torch", device="cpu")
     path.parent.mkdir(parents=True, exist_ok=True)
-    checkpoint.write(checkpoint.envelope(TINY, backend.state_dict_numpy(model.net), epoch=epoch,
+    checkpoint.write(checkpoint.envelope(spec, backend.state_dict_numpy(model.net), epoch=epoch,
                                          extra={"framework": framework}), str(path))
     return str(path)
 

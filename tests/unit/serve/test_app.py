@@ -82,6 +82,24 @@ def test_a_viewport_is_model_query_at_the_pixel_centres(checkpoints):
             assert diff.max() <= 1 and (diff == 0).mean() > 0.99, (pane, scale)
 
 
+def test_an_lte_viewport_in_tiles_is_model_query(tmp_path):
+    """Another decoder (LTE) in the viewer, its image encoded in 12-pixel tiles: the viewer knows
+    only the decoder contract, and shows what `Model.query` computes."""
+    from serve_helpers import TINY_LTE
+    lte = sources.load_checkpoints([tiny_checkpoint(tmp_path / "run_lte" / "checkpoints" / "epoch-last.pth",
+                                                    spec=TINY_LTE)], framework="torch", device="cpu")
+    viewer = make_viewer(lte, tile=12)
+    c = client(viewer)
+    for scale, top, left in ((1.0, -3, -4), (3.37, 40, 7), (7.9, 60, 190)):
+        got, covered = assemble(render(c, pane="m0", scale=scale, top=top, left=left, height=30, width=41),
+                                30, 41, top, left)
+        want, inside = expected_view(lte[0].model, viewer.pictures["i0"].lr, scale, top, left, 30, 41)
+        assert (covered == inside).all() and inside.any()
+        diff = np.abs(got.astype(int) - want)[inside]
+        assert diff.max() <= 1 and (diff == 0).mean() > 0.99, scale
+    assert viewer.cache.get(("m0", "i0"), None, None)[0].plan().n_tiles == 6
+
+
 def test_the_coarse_preview_is_the_view_at_a_quarter_of_the_scale(checkpoints):
     viewer = make_viewer(checkpoints)
     msgs = render(client(viewer), scale=8.0, top=0, left=0, height=40, width=48)
