@@ -81,11 +81,11 @@ class Footprint:
     query_floats: int = 16
 
 
-def crop_and_window(feat: Any, crop: Optional[Crop], window: Optional[Window]) -> Tuple[Any, Optional[Window]]:
-    """`feat` (B, C, h, w) cut to `crop` (a copy, so the rest can be freed), and the window it
-    then lies at; a crop of the whole map, without a window, is `feat` itself."""
+def crop_map(x: Any, crop: Optional[Crop]) -> Any:
+    """`x` (B, C, h, w) cut to `crop` (a copy, so the rest can be freed); no crop, or a crop of the
+    whole map, is `x` itself."""
     if crop is not None:
         top, bottom, left, right = crop
-        if (top, bottom, left, right) != (0, feat.shape[2], 0, feat.shape[3]):
-            feat = feat[:, :, top:bottom, left:right].clone()
-    return feat, window
+        if (top, bottom, left, right) != (0, x.shape[2], 0, x.shape[3]):
+            x = x[:, :, top:bottom, left:right].clone()
+    return x

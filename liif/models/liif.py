@@ -26,7 +26,7 @@ Two formulations of the decoding compute the same function:
 import numpy as np
 
 from liif.coords import make_coord_window
-from liif.models.decoder import Footprint, Latent, crop_and_window
+from liif.models.decoder import Footprint, Latent, crop_map
 from liif.models.registry import make, register
 
 
@@ -51,7 +51,7 @@ class LIIF:
         """The encoder's features of `inp`, cut to `crop` at `window`, and, on the fast path, the
         latent table built from them in blocks of `block` latent pixels (default: TABLE_BLOCK floats
         of unfolded code)."""
-        feat, window = crop_and_window(self.encoder(inp), crop, window)
+        feat = crop_map(self.encoder(inp), crop)
         maps = {"feat": feat}
         if self.imnet is not None and self._fast_decodable():
             maps["table"] = self._latent_table(feat, block)

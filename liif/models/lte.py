@@ -16,7 +16,7 @@ import numpy as np
 
 from liif.coords import make_coord_window
 from liif.errors import ConfigError
-from liif.models.decoder import Footprint, Latent, crop_and_window
+from liif.models.decoder import Footprint, Latent, crop_map
 from liif.models.registry import make, register
 
 
@@ -44,8 +44,8 @@ class LTE:
         """The amplitude and frequency maps, and the input for the bilinear skip, on the kept part
         `crop` of the latent grid, which is the input's grid (the constructor checks the encoder).
         `block` is not used: nothing is built in blocks."""
-        feat, window = crop_and_window(self.encoder(inp), crop, window)
-        inp, _ = crop_and_window(inp, crop, None)
+        feat = crop_map(self.encoder(inp), crop)
+        inp = crop_map(inp, crop)
         return Latent({"coef": self.coef(feat), "freq": self.freq(feat), "inp": inp}, window)
 
     def decode(self, latent, coord, cell):

@@ -9,7 +9,7 @@ import math
 import numpy as np
 
 from liif.coords import make_coord_window
-from liif.models.decoder import Footprint, Latent, crop_and_window
+from liif.models.decoder import Footprint, Latent, crop_map
 from liif.models.registry import make, register
 
 
@@ -26,7 +26,7 @@ class MetaSR:
 
     def encode(self, inp, crop=None, window=None, block=None):
         """The encoder's features of `inp`, cut to `crop` at `window` (nothing is precomputed)."""
-        feat, window = crop_and_window(self.encoder(inp), crop, window)
+        feat = crop_map(self.encoder(inp), crop)
         return Latent({"feat": feat}, window)
 
     def decode(self, latent, coord, cell=None):
