@@ -32,28 +32,12 @@ def experiment_yaml(experiment):
     return yaml.safe_load((CONF / "experiment" / f"{experiment}.yaml").read_text())
 
 
-def missing_preset(experiment):
-    """The model preset `experiment` names that liif/models/presets.py lacks (LTE's, until the LTE
-    model lands on this branch), or None."""
-    for entry in experiment_yaml(experiment).get("defaults", []):
-        if isinstance(entry, dict) and entry.get("override /model") not in (None, *presets.names()):
-            return entry["override /model"]
-    return None
-
-
 def compose_experiment(experiment, *overrides):
-    """compose_as_cli of `experiment`, or a skip (with the reason) while its model preset is not there yet."""
-    preset = missing_preset(experiment)
-    if preset:
-        pytest.skip(f"model preset '{preset}' is not in liif/models/presets.py yet (it lands with its model)")
     return compose_as_cli(f"experiment={experiment}", *overrides)
 
 
 def paper_tag(experiment):
-    """(table, row) of `experiment`: composed, or read from its YAML while its preset is not there yet."""
-    if missing_preset(experiment):
-        tag = experiment_yaml(experiment)["paper"]
-        return tag["table"], tag["row"]
+    """(table, row) of `experiment`, composed."""
     cfg = compose_as_cli(f"experiment={experiment}")
     return cfg.paper.table, cfg.paper.row
 

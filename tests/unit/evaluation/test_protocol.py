@@ -124,9 +124,6 @@ def test_lte_protocol_reproduces_the_authors_evaluation(tmp_path):
     """eval_cellclip.npz: the authors' code (EDSR-baseline-LTE, ckpt_edsr-baseline-lte.pth) on one
     96x120 crop at x2, x6, x12, with their cell clip (the default for lte) and without it
     (test.cell_clip=false): the same LR, predictions to 1e-5 and PSNR to 1e-4 dB."""
-    from liif.models import registry
-    if "lte" not in registry.names():
-        pytest.skip("the lte model is not registered yet (it lands with the LTE model's branch)")
     from liif.data import layouts
     from liif.evaluation.evaluate import predict_image
     ref = np.load(LTE_FIXTURES / "eval_cellclip.npz")
