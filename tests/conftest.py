@@ -328,6 +328,19 @@ def run_task_with_overrides(base_cfg, *overrides):
     return status, err.getvalue()
 
 
+def record_forward(module, backend):
+    """Every call of `module` from now on, as (input, output) NumPy pairs in a list (returned), through
+    an instance-level forward: both frameworks call it (jittor has no hooks)."""
+    calls, forward = [], module.forward
+
+    def recording(x):
+        y = forward(x)
+        calls.append((backend.to_numpy(x), backend.to_numpy(y)))
+        return y
+    module.forward = recording
+    return calls
+
+
 def tree_state(root):
     """Everything under `root` (type, size, content hash, mode), links and fifos not followed."""
     state = {}

@@ -8,6 +8,8 @@ import json
 import numpy as np
 import pytest
 
+from conftest import record_forward
+
 import liif
 from liif.coords import make_cell, make_coord
 from liif.errors import ConfigError
@@ -63,15 +65,7 @@ def test_decoder_inputs_match_the_trace(framework, lte_fixtures_dir):
     dbg = np.load(lte_fixtures_dir / "lte_debug.npz")
     inp = np.load(lte_fixtures_dir.parent / "official_liif" / "inputs.npz")["inp_norm"]
     model = load(lte_fixtures_dir, framework)
-    imnet, seen = model.net.imnet, []
-    forward = imnet.forward
-
-    def recording(x):  # an instance-level forward: both frameworks call it (jittor has no hooks)
-        y = forward(x)
-        seen.append((model.backend.to_numpy(x), model.backend.to_numpy(y)))
-        return y
-
-    imnet.forward = recording
+    seen = record_forward(model.net.imnet, model.backend)
     pred = predict(model, inp, dbg["coord"], dbg["cell"])
     assert len(seen) == 4  # one call per shift, in the authors' order
     for (got_in, got_out), ref_in, ref_out in zip(seen, dbg["imnet_in"], dbg["imnet_out"]):

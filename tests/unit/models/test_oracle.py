@@ -4,6 +4,8 @@ import importlib.util
 import numpy as np
 import pytest
 
+from conftest import record_forward
+
 import liif
 
 FRAMEWORKS = ["torch", pytest.param("jittor", marks=[pytest.mark.jittor, pytest.mark.skipif(
@@ -52,15 +54,7 @@ def test_decoder_inputs_match_the_trace(variant, framework, fixtures_dir, inputs
     model = liif.load_model(str(fixtures_dir / f"ckpt_{variant}.pth"), framework=framework, device="cpu")
     # the default (fast) LIIF path never forms the decoder's full input: trace the reference one
     model.net.decode = getattr(model.net, "decode_reference", model.net.decode)
-    imnet, seen = model.net.imnet, []
-    forward = imnet.forward
-
-    def recording(x):  # an instance-level forward: both frameworks call it (jittor has no hooks)
-        y = forward(x)
-        seen.append((model.backend.to_numpy(x), model.backend.to_numpy(y)))
-        return y
-
-    imnet.forward = recording
+    seen = record_forward(model.net.imnet, model.backend)
     pred = model.query(inputs["inp_norm"], dbg["coord"], dbg["cell"])
     want_in, want_out = dbg[f"{variant}_imnet_in"], dbg[f"{variant}_imnet_out"]
     assert len(seen) == len(want_in)
