@@ -33,6 +33,8 @@ class LTE:
         if self.encoder.out_scale != 1:  # the skip samples the input on the latent grid
             raise ConfigError(f"LTE needs an encoder that does not upsample: set no_upsampling: true in its "
                               f"encoder_spec ('{encoder_spec['name']}' upsamples x{self.encoder.out_scale})")
+        if hidden_dim < 2 or hidden_dim % 2:  # D/2 frequency pairs, and D/2 phases for cos and sin each
+            raise ConfigError(f"LTE's hidden_dim must be an even number >= 2, got {hidden_dim}")
         self.coef = nn.Conv2d(self.encoder.out_dim, hidden_dim, 3, padding=1)
         self.freq = nn.Conv2d(self.encoder.out_dim, hidden_dim, 3, padding=1)
         self.phase = nn.Linear(2, hidden_dim // 2, bias=False)

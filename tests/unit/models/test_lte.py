@@ -218,6 +218,14 @@ def test_an_upsampling_encoder_is_refused():
         liif.build_model(spec, device="cpu")
 
 
+@pytest.mark.parametrize("hidden_dim", [15, 0, -2])
+def test_an_odd_or_empty_hidden_dim_is_refused(hidden_dim):
+    spec = presets.spec("edsr_baseline_lte")
+    spec["args"]["hidden_dim"] = hidden_dim
+    with pytest.raises(ConfigError, match=rf"^LTE's hidden_dim must be an even number >= 2, got {hidden_dim}$"):
+        liif.build_model(spec, device="cpu")
+
+
 def test_contract_numbers(lte_fixtures_dir):
     net = load(lte_fixtures_dir).net
     assert net.reach(1) == net.reach(12) == 2
