@@ -14,7 +14,7 @@ framework-neutral code never names.
 import builtins
 import inspect
 from contextlib import AbstractContextManager
-from typing import Any, Mapping, Optional, Protocol, Sequence, Tuple, runtime_checkable
+from typing import Any, List, Mapping, Optional, Protocol, Sequence, Tuple, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -58,6 +58,7 @@ class Tensor(Protocol):
     def permute(self, *dims: int) -> "Tensor": ...
     def unsqueeze(self, dim: int) -> "Tensor": ...
     def contiguous(self) -> "Tensor": ...
+    def split(self, sizes: List[int], dim: int) -> Tuple["Tensor", ...]: ...  # consecutive parts of these sizes
 
     # out of the framework
     def item(self) -> builtins.float: ...                # a one-element tensor as a Python number
@@ -89,6 +90,10 @@ class Backend(Protocol):
         """As torch.bmm."""
     def unfold3x3(self, feat: Tensor) -> Tensor:
         """(B,C,h,w) -> (B,9C,h,w), in torch's F.unfold channel order, zero padded."""
+    def channels_last(self, x: Tensor) -> Tensor:
+        """x (B,C,h,w), the same values, laid out so that `grid_sample_nearest` reads each query's C
+        values as one row (torch: channels_last memory; Jittor fuses its lookups: x itself). For a
+        map of many channels that is looked up many times (LTE's table)."""
     def grid_sample_nearest(self, x: Tensor, coord: Tensor,
                             window: Optional[Tuple[int, int, int, int]] = None) -> Tensor:
         """x (B,C,h,w) sampled at coord (B,Q,2), as (row, col), -> (B,Q,C): torch's nearest

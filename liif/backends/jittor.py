@@ -125,6 +125,10 @@ def unfold3x3(feat):
     return jt.stack(taps, 2).reshape(b, c * 9, h, w)
 
 
+def channels_last(x):
+    return x  # Jittor fuses a lookup's reindex with what reads it: no layout to choose
+
+
 def grid_sample_nearest(x, coord, window=None):
     # torch's grid_sample(mode="nearest", align_corners=False, padding_mode="zeros"): the pixel index
     # is round(((c + 1) * size - 1) / 2) in float32 with exact halves rounded to even

@@ -53,7 +53,13 @@ def unfold3x3(feat):
     return F.unfold(feat, 3, padding=1).view(b, c * 9, h, w)
 
 
+def channels_last(x):
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 def grid_sample_nearest(x, coord, window=None):
+    if x.dim() == 4 and x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last):
+        return _nearest_rows(x, coord, window)
     if window is None:
         # grid_sample wants (x, y) = (col, row); its nearest mode rounds half to even.
         out = F.grid_sample(x, coord.flip(-1).unsqueeze(1), mode="nearest", align_corners=False)
@@ -70,6 +76,23 @@ def grid_sample_nearest(x, coord, window=None):
     index = (row.clamp(0, h - 1) * w + col.clamp(0, w - 1)).long()
     out = x.reshape(b, c, h * w).gather(2, index.unsqueeze(1).expand(b, c, index.shape[1]))
     return out.masked_fill(~inside.unsqueeze(1), 0).permute(0, 2, 1)
+
+
+def _nearest_rows(x, coord, window):
+    """grid_sample_nearest of a channels-last map: each query's C values are one row of the
+    (B*h*w, C) view, gathered whole (contiguous output, no strided channel loop, no copy after);
+    the pixel index as grid_sample computes it (see above), 0 outside the map."""
+    b, c, h, w = x.shape
+    height, width, top, left = window if window is not None else (h, w, 0, 0)
+    coord = coord.detach()
+    row = torch.round(((coord[:, :, 0] + 1) * height - 1) / 2) - top
+    col = torch.round(((coord[:, :, 1] + 1) * width - 1) / 2) - left
+    inside = (row >= 0) & (row < h) & (col >= 0) & (col < w)
+    index = (row.clamp(0, h - 1) * w + col.clamp(0, w - 1)).long()
+    index += torch.arange(b, device=index.device).view(b, 1) * (h * w)
+    out = x.permute(0, 2, 3, 1).reshape(b * h * w, c).index_select(0, index.view(-1))
+    # in place on the gather's own output, not on a view of it (whose gradient would copy it whole)
+    return out.masked_fill_(~inside.view(-1, 1), 0).view(b, -1, c)
 
 
 def grid_sample_bilinear(x, coord, window=None):

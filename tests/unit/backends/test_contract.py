@@ -73,6 +73,9 @@ def test_each_method_means_what_torch_means(framework):
     close(t.view(2, -1), a.reshape(2, -1)), close(t.reshape(6, 4), a.reshape(6, 4))
     close(t.permute(2, 0, 1), a.transpose(2, 0, 1)), close(t.unsqueeze(-1), a[..., None])
     close(t.permute(1, 0, 2).contiguous().view(-1), a.transpose(1, 0, 2).reshape(-1))
+    parts = t.split([1, 2, 1], -1)
+    assert len(parts) == 3 and [tuple(p.shape) for p in parts] == [(2, 3, 1), (2, 3, 2), (2, 3, 1)]
+    close(parts[1], a[:, :, 1:3]), close(parts[2], a[:, :, 3:])
 
 
 def _bilinear_border(x, coord):
@@ -123,6 +126,40 @@ def test_grid_sample_bilinear_is_torchs_with_or_without_a_window(framework, size
     windowed = backend.to_numpy(backend.grid_sample_bilinear(backend.tensor(part), backend.tensor(coord),
                                                              (height, width, top, left)))
     np.testing.assert_array_equal(windowed[inside], ref[inside])
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("size", [(7, 13), (48, 48), (300, 517)])
+def test_grid_sample_nearest_of_a_channels_last_map_is_torchs(framework, size):
+    """A map laid out by `channels_last` (torch: read as rows) is sampled as torch's nearest
+    grid_sample samples the plain map, bit for bit: exact halves (ties, to even), points outside
+    [-1, 1] (0), and a window of it sampled as the whole map."""
+    import torch
+    import torch.nn.functional as F
+    backend = backends.get(framework)
+    height, width = size
+    rng = np.random.default_rng(width)
+    x = rng.standard_normal((2, 9, height, width)).astype(np.float32)
+    coord = rng.uniform(-1.1, 1.1, (2, 3000, 2)).astype(np.float32)
+    coord[:, :40, 0] = 2 * rng.integers(0, height, 40) / height - 1  # a pixel's edge: a tie
+    coord[:, 40:80, 1] = 2 * rng.integers(0, width, 40) / width - 1
+    ref = F.grid_sample(torch.from_numpy(x), torch.from_numpy(coord).flip(-1).unsqueeze(1), mode="nearest",
+                        align_corners=False)[:, :, 0, :].permute(0, 2, 1).numpy()
+    rows = backend.channels_last(backend.tensor(x))
+    if framework == "torch":  # the row-gathering path, not grid_sample's
+        assert rows.is_contiguous(memory_format=torch.channels_last) and not rows.is_contiguous()
+    got = backend.to_numpy(backend.grid_sample_nearest(rows, backend.tensor(coord)))
+    assert (ref == 0).all(-1).sum() > 100  # some points fall outside
+    np.testing.assert_array_equal(got, ref)
+    top, left = 2, 3
+    part = backend.channels_last(backend.tensor(x[:, :, top:, left:].copy()))
+    windowed = backend.to_numpy(backend.grid_sample_nearest(part, backend.tensor(coord), (height, width, top, left)))
+    row = np.round(((coord[..., 0] + 1) * height - 1) / 2)
+    col = np.round(((coord[..., 1] + 1) * width - 1) / 2)
+    inside = (row >= top) & (col >= left)
+    assert inside.sum() > 1000
+    np.testing.assert_array_equal(windowed[inside], ref[inside])
+    assert (windowed[~inside] == 0).all()
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
