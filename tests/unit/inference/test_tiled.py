@@ -340,8 +340,8 @@ def test_the_latent_table_is_built_in_blocks_within_the_budget(monkeypatch):
 @pytest.mark.jittor
 @JITTOR
 @pytest.mark.parametrize("spec", [liif_spec(), {"name": "metasr", "args": {"encoder_spec": encoder("rdn")}},
-                                  liif_spec(feat_unfold=False, local_ensemble=False), lte_spec()],
-                         ids=["liif", "metasr", "liif-u-e", "lte"])
+                                  liif_spec(feat_unfold=False, local_ensemble=False), lte_spec(), lte_spec("rdn")],
+                         ids=["liif", "metasr", "liif-u-e", "lte", "lte-rdn"])
 def test_jittor_tiled_equals_untiled(spec):
     from liif.backends import jittor as J
     model = build(spec, backend=J)
