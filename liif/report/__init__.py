@@ -22,7 +22,7 @@ import io
 import os
 import sys
 
-from liif.errors import BadInput
+from liif.errors import BadInput, OutputError
 from liif.io.durable import write_text
 from liif.report.collect import Run, collect, job_dirs, read_run  # noqa: F401  (the package's API)
 from liif.report.plots import make_plots
@@ -46,9 +46,11 @@ def write(sweep_dirs, out_dir=None, plots=True):
         raise BadInput(f"no runs in {', '.join(sweep_dirs)} (no job folder with a metrics.json or .hydra/): "
                        "nothing written; give a sweep folder, e.g. multirun/<date>/<time>")
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        from liif.errors import OutputError
         raise OutputError(f"cannot write {os.path.join(out_dir, 'report.md')}: {out_dir} is a file, not a folder")
-    os.makedirs(out_dir, exist_ok=True)  # before the plots: a new --out folder lost them on the first run
+    try:
+        os.makedirs(out_dir, exist_ok=True)  # before the plots: a new --out folder lost them on the first run
+    except OSError as e:
+        raise OutputError(f"cannot create the report's folder {out_dir}: {e.strerror}") from None
     by_table = {}
     for r in runs:
         if r.table is not None:
@@ -61,7 +63,7 @@ def write(sweep_dirs, out_dir=None, plots=True):
     if plots:
         plot_files = make_plots(views, runs, out_dir)
     md = render_markdown(sweep_dirs, runs, views, untagged, plot_files, plots)
-    write_text(os.path.join(out_dir, "report.md"), md)
+    write_text(os.path.join(out_dir, "report.md"), _utf8(md))
     written.append(os.path.join(out_dir, "report.md"))
 
     rows = []
@@ -72,10 +74,28 @@ def write(sweep_dirs, out_dir=None, plots=True):
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
-    w.writerows(rows)
-    write_text(os.path.join(out_dir, "report.csv"), buf.getvalue())
+    w.writerows({k: _csv_cell(v) for k, v in row.items()} for row in rows)
+    write_text(os.path.join(out_dir, "report.csv"), _utf8(buf.getvalue()))
     written.append(os.path.join(out_dir, "report.csv"))
     return written + plot_files
+
+
+def _csv_cell(value):
+    """A text cell that a spreadsheet would take for a formula (=, +, -, @, or a tab or line break
+    before one) gets a leading quote, OWASP's advice: a run name "=HYPERLINK(...)" stays text.
+    Numbers are left as they are (-0.5 is a number, not a formula)."""
+    if not isinstance(value, str):
+        return value
+    # csv quotes a cell holding the line terminator ("\n") but not a bare "\r", which readers take for a
+    # new row: "x\r=cmd" would start a row with a formula
+    value = value.replace("\r\n", "\n").replace("\r", "\n")
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\n") else value
+
+
+def _utf8(text):
+    """Text that encodes as UTF-8: a folder name of undecodable bytes (os.listdir's surrogate escapes)
+    or a lone surrogate in metrics.json ("\\ud800") is written as its escape instead of failing the write."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def main(config, choices=None):

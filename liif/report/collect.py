@@ -5,6 +5,17 @@ import os
 
 from liif.errors import BadInput
 from liif.run.record import RunRecord
+from liif.sizes import format_bytes
+
+# A job folder may come from someone else: what the report reads from it is bounded before it is parsed.
+# A run's metrics.json is a few KB plus ~200 bytes per epoch of history (1000 epochs: 200 KB).
+MAX_METRICS_BYTES = 8 << 20
+# one record per (test set, scale): the LTE table, the largest, has 28; the tables lay out and plot
+# one column per (set, scale), so thousands of them would take the report (and its plots) hours
+MAX_RECORDS = 1000
+MAX_OVERRIDES_BYTES = 64 << 10  # a list of a sweep's key=value overrides
+# Python's own limit since 3.11 and 3.10.7; before, int() of a megabyte of digits takes minutes
+MAX_INT_DIGITS = 4300
 
 
 class Run:
@@ -24,6 +35,7 @@ class Run:
         self.records = r.records
         self.history = r.train.history if r.train else []
         self.detail = None  # an error's lines after the first (e.g. the expected data layout), shown once
+        self._psnr = self._bicubic = None
         if self.status not in ("ok", "missing") and self.reason is None:
             self.reason = f'status "{self.status}"'
             if r.error:
@@ -41,10 +53,14 @@ class Run:
 
     def psnr(self):
         """{(dataset, scale): psnr} of this run's test records."""
-        return {(r.dataset, _scale(r.scale)): r.psnr for r in self.records}
+        if self._psnr is None:  # asked for once per cell of the tables: built once
+            self._psnr = {(r.dataset, _scale(r.scale)): r.psnr for r in self.records}
+        return self._psnr
 
     def bicubic(self):
-        return {(r.dataset, _scale(r.scale)): r.psnr_bicubic for r in self.records}
+        if self._bicubic is None:
+            self._bicubic = {(r.dataset, _scale(r.scale)): r.psnr_bicubic for r in self.records}
+        return self._bicubic
 
 
 def _table_key(x):
@@ -59,7 +75,7 @@ def _table_key(x):
 def _scale(s):
     try:
         return int(s) if float(s) == int(float(s)) else float(s)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # a scale "inf" or "1e999" stays the text it was
         return s
 
 
@@ -68,8 +84,12 @@ def job_dirs(sweep_dir):
     plain folders skipped). A folder that is itself a run (a single `outputs/...` run) counts too."""
     if os.path.isfile(os.path.join(sweep_dir, "metrics.json")):
         return [sweep_dir]
+    try:
+        names = os.listdir(sweep_dir)
+    except OSError as e:  # a folder we may not read
+        raise BadInput(f"cannot read the sweep folder {sweep_dir}: {e.strerror}") from None
     out = []
-    for name in sorted(os.listdir(sweep_dir), key=_natural):
+    for name in sorted(names, key=_natural):
         path = os.path.join(sweep_dir, name)
         if name.startswith(".") or not os.path.isdir(path):
             continue
@@ -90,11 +110,30 @@ def read_run(path):
         return Run(path, None, "missing metrics.json: still running, killed, or stopped before the job started",
                    overrides)
     try:
-        with open(metrics_path) as f:
-            record = RunRecord.from_dict(json.load(f))
-    except (OSError, ValueError) as e:
+        record = RunRecord.from_dict(json.loads(_read_at_most(metrics_path, MAX_METRICS_BYTES), parse_int=_int))
+    except (OSError, ValueError) as e:  # json's errors, bad UTF-8 and a file over the limit are ValueErrors
         return Run(path, None, f"unreadable metrics.json: {e}", overrides, status="unreadable")
+    except RecursionError:  # json.loads recurses once per nesting level: [[[[...]]]] a hundred thousand deep
+        return Run(path, None, "unreadable metrics.json: nested too deeply to be a run's record", overrides,
+                   status="unreadable")
+    if len(record.records) > MAX_RECORDS:
+        return Run(path, None, f"unreadable metrics.json: {len(record.records)} test records, over the {MAX_RECORDS} "
+                   "a run writes (one per test set and scale)", overrides, status="unreadable")
     return Run(path, record, None, overrides)
+
+
+def _int(digits):
+    if len(digits) > MAX_INT_DIGITS:
+        raise ValueError(f"an integer of {len(digits)} digits")
+    return int(digits)
+
+
+def _read_at_most(path, limit):
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"over {format_bytes(limit)}, far more than a run writes")
+    return data
 
 
 def _read_overrides(path):
@@ -102,9 +141,10 @@ def _read_overrides(path):
         return []
     try:
         import yaml
-        with open(path) as f:
-            data = yaml.safe_load(f)
-        return [str(x) for x in data] if isinstance(data, list) else []
+        data = yaml.safe_load(_read_at_most(path, MAX_OVERRIDES_BYTES))
+        # overrides are strings; str() of anything else could expand a YAML alias bomb (billion laughs:
+        # nine aliases of nine aliases ... parse in a few KB and print as gigabytes)
+        return [x for x in data if isinstance(x, str)] if isinstance(data, list) else []
     except Exception:  # an optional nicety: never fail the report for it
         return []
 

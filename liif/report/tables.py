@@ -1,6 +1,7 @@
 """The report's tables: per paper table, our runs beside the published numbers (markdown and CSV)."""
 import math
 import os
+import re
 import time
 
 from liif.report import paper
@@ -40,7 +41,7 @@ def mean_std(values):
     mean = sum(values) / len(values)
     if len(values) == 1:
         return mean, None, 1
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    std = math.sqrt(sum((v - mean) * (v - mean) for v in values) / (len(values) - 1))  # ** 2 raises on 1e200
     return mean, std, len(values)
 
 
@@ -89,12 +90,11 @@ class TableView:
         return (names.index(row), "") if row in names else (len(names), str(row))
 
     def datasets(self):
-        seen = []
+        seen = {}
         for r in self.ok_runs:
             for rec in r.records:
-                if rec.dataset not in seen:
-                    seen.append(rec.dataset)
-        return seen
+                seen.setdefault(rec.dataset)
+        return list(seen)
 
     def panels(self):
         """[(title, [(label, dataset, scale, paper_column)])]; dataset/scale None = any.
@@ -134,8 +134,11 @@ class TableView:
             if not r.ok:
                 continue
             table = r.psnr() if what == "psnr" else r.bicubic()
-            hits = [v for (ds, s), v in table.items() if (dataset is None or ds == dataset)
-                    and (scale is None or s == scale) and v is not None]  # a record without bicubic, say
+            if dataset is not None and scale is not None:  # one cell: looked up, not searched for
+                hits = [table[dataset, scale]] if table.get((dataset, scale)) is not None else []
+            else:
+                hits = [v for (ds, s), v in table.items() if (dataset is None or ds == dataset)
+                        and (scale is None or s == scale) and v is not None]  # a record without bicubic, say
             if hits:
                 out.append(sum(hits) / len(hits))
         return out
@@ -144,7 +147,8 @@ class TableView:
         return None if column is None else paper.lookup(self.number, row, column)
 
     def markdown(self):
-        lines = [f"## {self.spec['title']}", ""]
+        title = self.spec["title"] if paper.table(self.number) else f"Table {_md(self.number)}"  # a table tag of a run
+        lines = [f"## {title}", ""]
         if self.spec.get("source"):
             lines += [f"Published numbers: {' '.join(str(self.spec['source']).split())}  "]
         if self.spec.get("protocol"):
@@ -157,8 +161,8 @@ class TableView:
             lines.append("")
         cell_col = (lambda text: [text]) if self.show_cell else (lambda text: [])  # noqa: E731
         for title, cols in self.panels():
-            lines += [f"**{title}**", ""]
-            head = ["row", "framework"] + cell_col("cell") + ["runs", ""] + [c[0] for c in cols]
+            lines += [f"**{_md(title)}**", ""]
+            head = ["row", "framework"] + cell_col("cell") + ["runs", ""] + [_md(c[0]) for c in cols]
             lines.append("| " + " | ".join(head) + " |")
             lines.append("|" + "---|" * len(head))
             for (row, fw, cell), runs in self.groups.items():
@@ -198,7 +202,7 @@ class TableView:
             lines += ["Not in these sweeps: " + ", ".join(not_run) + ".", ""]
         problems = [r for r in self.runs if not r.ok]
         for r in problems:
-            lines.append(f"- FAILED: {r.path} ({r.reason})")
+            lines.append(f"- FAILED: {_md(r.path)} ({_md(r.reason)})")
         if problems:
             lines.append("")
         return lines
@@ -274,7 +278,7 @@ def render_markdown(sweep_dirs, runs, views, untagged, plot_files, plots):
     n_ok = sum(r.ok for r in runs)
     problems = [r for r in runs if not r.ok]
     lines = ["# Results beside the paper", "",
-             f"Sweeps: {', '.join(f'`{d}`' for d in sweep_dirs)}  ",
+             f"Sweeps: {', '.join(_code(d) for d in sweep_dirs)}  ",
              f"Generated: {time.strftime('%Y-%m-%d %H:%M:%S')} by `python -m liif.report` from `*/metrics.json`  ",
              f"Runs: {len(runs)} ({n_ok} ok, {len(problems)} failed or missing)  ",
              f"Paper numbers: {paper.SOURCE}", ""]
@@ -284,13 +288,14 @@ def render_markdown(sweep_dirs, runs, views, untagged, plot_files, plots):
                   "plumbing and are not comparable with the paper's.", ""]
     if problems:
         lines += ["## Failed or missing runs", ""]
-        lines += [f"- FAILED: {r.path} ({r.reason})" for r in problems]
+        lines += [f"- FAILED: {_md(r.path)} ({_md(r.reason)})" for r in problems]
         for detail in dict.fromkeys(r.detail for r in problems if r.detail):  # each distinct one once
             n = sum(r.detail == detail for r in problems)
-            lines += ["", f"{'All' if n == len(problems) else n} of the failures above share this detail:", "", "```",
-                      detail, "```"]
+            fence = _fence(detail)
+            lines += ["", f"{'All' if n == len(problems) else n} of the failures above share this detail:", "", fence,
+                      detail, fence]
         lines += ["", "Re-run or resume them, then rebuild this report: "
-                  f"`python -m liif.report {' '.join(sweep_dirs)}`.", ""]
+                  f"{_code('python -m liif.report ' + ' '.join(sweep_dirs))}.", ""]
     for v in views:
         lines += v.markdown()
     pairs = framework_pairs(views)
@@ -299,7 +304,7 @@ def render_markdown(sweep_dirs, runs, views, untagged, plot_files, plots):
         lines += ["## torch vs jittor", "",
                   f"{len(pairs)} results ran on both; max |jittor − torch| = {max(abs(d) for d in diffs):.3f} dB.", "",
                   "| result | torch | jittor | jittor − torch |", "|---|---|---|---|"]
-        lines += [f"| {label} | {t:.3f} | {j:.3f} | {j - t:+.3f} |" for label, t, j in pairs]
+        lines += [f"| {_md(label)} | {t:.3f} | {j:.3f} | {j - t:+.3f} |" for label, t, j in pairs]
         lines.append("")
     if untagged:
         # the cell protocol of each number, where not every one is LIIF's (test.cell_clip)
@@ -312,8 +317,9 @@ def render_markdown(sweep_dirs, runs, views, untagged, plot_files, plots):
                 lines.append(f"| {_md(r.path)} | {_md(r.status)} | {_md(r.record.model or '–')} | {_md(r.framework)} | "
                              f"{_md(r.record.dataset or '–')} | – |{cell('–')} – | – |")
             for rec in r.records:
+                scale = "–" if rec.scale is None else f"x{_md(rec.scale)}"
                 lines.append(f"| {_md(r.path)} | {_md(r.status)} | {_md(r.record.model or '–')} | {_md(r.framework)} | "
-                             f"{_md(rec.dataset)} | x{_md(rec.scale)} |{cell(_clip_text(rec.cell_clip))} "
+                             f"{_md(rec.dataset)} | {scale} |{cell(_clip_text(rec.cell_clip))} "
                              f"{fmt_num(rec.psnr)} | {fmt_num(rec.psnr_bicubic)} |")
         lines.append("")
     lines += ["## Runs", "", "| run | status | table | row | framework | seed | epochs | best val PSNR | wall time |",
@@ -332,7 +338,7 @@ def render_markdown(sweep_dirs, runs, views, untagged, plot_files, plots):
         lines += [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in plot_files]
         lines.append("")
     elif not plots:
-        lines += [f"(Plots not drawn yet: `python -m liif.report {' '.join(sweep_dirs)}` draws them.)", ""]
+        lines += [f"(Plots not drawn yet: {_code('python -m liif.report ' + ' '.join(sweep_dirs))} draws them.)", ""]
     lines += ["Columns: **ours** is the mean over seeds (± sample std when several ran; n= counts runs with that "
               "result), **paper** the published PSNR (dB), **Δ** ours − paper. See docs/report.md.", ""]
     return "\n".join(lines)
@@ -357,6 +363,32 @@ def _unknown(x):
     return "?" if x is None else x
 
 
+# What a run folder says (its name, metrics.json's names and error texts) may come from someone else:
+# in report.md it is text, never markup. A backslash before each character that would split a table
+# row (|), open code (`) or a link or image ([ ]), or escape the next one (\); HTML's three as entities
+# (no tag, no entity reaches the page); control characters (line breaks: a new block, a heading) as spaces.
+_MD_BACKSLASHED = re.compile(r"([\\|`\[\]])")
+_MD_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+
+
 def _md(text):
-    """A markdown table cell: a '|' in a folder or dataset name would split the row."""
-    return str(text).replace("|", "\\|")
+    """Text from a run folder as markdown text, on one line: in a table cell, a list item, a heading."""
+    text = _CONTROL.sub(" ", str(text))
+    text = _MD_BACKSLASHED.sub(r"\\\1", text)
+    text = re.sub("[&<>]", lambda m: _MD_ENTITIES[m.group()], text)
+    return "\\" + text if text.startswith("#") else text
+
+
+def _code(text):
+    """`text` as inline code on one line: a fence of more backticks than any run of them inside."""
+    text = _CONTROL.sub(" ", str(text))
+    fence = "`" * (max(map(len, re.findall("`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def _fence(text):
+    """The fence of a code block holding `text`: longer than any run of backticks in it, so no line
+    of the text can close the block (an error text with ``` and a heading after it stays code)."""
+    return "`" * max(3, max(map(len, re.findall("`+", text)), default=0) + 1)

@@ -95,7 +95,7 @@ class RunRecord:
                              for r in (_typed(data.get("records"), list) or []) if isinstance(r, dict)]
         train = _typed(data.get("train"), dict)
         if train is not None:
-            train = _dataclass_from(TrainSummary, train)
+            train = _dataclass_from(TrainSummary, _clean(train, TRAIN_TYPES))
             train.history = [_clean(h, HISTORY_TYPES) for h in (train.history if isinstance(train.history, list) else [])
                              if isinstance(h, dict)]
         kwargs["train"] = train
@@ -109,20 +109,32 @@ PAPER_TYPES = {"table": (int, str), "row": str}
 RESULT_TYPES = {"dataset": str, "scale": (int, float, str), "eval_type": str, "psnr": NUMBER, "ssim": NUMBER,
                 "psnr_bicubic": NUMBER, "n_images": int, "seconds": NUMBER, "lr_source": str, "cell_clip": NUMBER}
 HISTORY_TYPES = {"epoch": int, "loss": NUMBER, "lr": NUMBER, "val_psnr": NUMBER, "seconds": NUMBER}
+TRAIN_TYPES = {"epochs": int, "epochs_done": int, "steps": int, "best_val_psnr": NUMBER}
 
 
 def _clean(data, types):
-    """`data` without the known fields whose value is not of their type (bools are not numbers)."""
-    return {k: v for k, v in data.items()
-            if k not in types or v is None or (isinstance(v, types[k]) and not isinstance(v, bool))}
+    """`data` without the known fields whose value is not of their type (bools are not numbers, and a
+    number must be finite: see `_finite`)."""
+    return {k: v for k, v in data.items() if k not in types or v is None or _typed(v, types[k]) is not None}
 
 
 def _typed(value, kind):
-    return value if isinstance(value, kind) and not isinstance(value, bool) else None
+    if isinstance(value, bool) or not isinstance(value, kind):
+        return None
+    return value if not isinstance(value, (int, float)) or _finite(value) else None
+
+
+def _finite(value):
+    """A number every sum, mean and format can take: JSON's NaN, Infinity, 1e999 and an int too
+    large for a float (a few hundred digits) are not; a run never writes them."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _number(value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if _typed(value, (int, float)) is None:
         return None
     return float(value)
 

@@ -150,6 +150,21 @@ def test_the_record_reads_back_what_it_wrote_and_tolerates_old_or_odd_files():
         RunRecord.from_dict(["not", "a", "dict"])
 
 
+def test_the_record_drops_numbers_no_sum_can_use_and_mistyped_train_fields():
+    """NaN, Infinity, 1e999 and ints too large for a float are dropped like a field of the wrong type
+    (a run never writes them; a sum or a format of them fails), in the summary of training too."""
+    big = 10 ** 400
+    odd = RunRecord.from_dict({"status": "ok", "seed": big, "wall_time_s": big,
+                               "records": [{"psnr": float("inf"), "scale": float("nan"), "ssim": big, "cell_clip": 4}],
+                               "train": {"best_val_psnr": "high", "epochs": [2], "epochs_done": 1,
+                                         "history": [{"epoch": 1, "loss": float("nan"), "val_psnr": -float("inf")}]}})
+    assert odd.seed is None and odd.wall_time_s is None
+    rec = odd.records[0]
+    assert (rec.psnr, rec.scale, rec.ssim, rec.cell_clip) == (None, None, None, 4)
+    assert (odd.train.best_val_psnr, odd.train.epochs, odd.train.epochs_done) == (None, None, 1)
+    assert odd.train.history == [{"epoch": 1}]
+
+
 @pytest.mark.parametrize("kind", ["folder", "link", "fifo"])
 def test_a_lock_file_that_is_not_a_regular_file_is_refused_and_not_followed(tmp_path, kind):
     """A copied run folder whose `.running` is a folder, a link or a fifo: one RunDirError, and a
