@@ -2,6 +2,9 @@
 read as a `liif.run.record.RunRecord`, or why there is none, and its Hydra overrides)."""
 import json
 import os
+import re
+
+import numpy as np
 
 from liif.errors import BadInput
 from liif.run.record import RunRecord
@@ -110,16 +113,34 @@ def read_run(path):
         return Run(path, None, "missing metrics.json: still running, killed, or stopped before the job started",
                    overrides)
     try:
-        record = RunRecord.from_dict(json.loads(_read_at_most(metrics_path, MAX_METRICS_BYTES), parse_int=_int))
+        text = _read_at_most(metrics_path, MAX_METRICS_BYTES)
+        if _nesting(text) > MAX_NESTING:
+            return Run(path, None, "unreadable metrics.json: nested too deeply to be a run's record", overrides,
+                       status="unreadable")
+        record = RunRecord.from_dict(json.loads(text, parse_int=_int))
     except (OSError, ValueError) as e:  # json's errors, bad UTF-8 and a file over the limit are ValueErrors
         return Run(path, None, f"unreadable metrics.json: {e}", overrides, status="unreadable")
-    except RecursionError:  # json.loads recurses once per nesting level: [[[[...]]]] a hundred thousand deep
-        return Run(path, None, "unreadable metrics.json: nested too deeply to be a run's record", overrides,
-                   status="unreadable")
     if len(record.records) > MAX_RECORDS:
         return Run(path, None, f"unreadable metrics.json: {len(record.records)} test records, over the {MAX_RECORDS} "
                    "a run writes (one per test set and scale)", overrides, status="unreadable")
     return Run(path, record, None, overrides)
+
+
+MAX_NESTING = 32  # a run's record nests 4 deep
+# a JSON string, or an unterminated one to the end (so that each match consumes what it scanned: linear)
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\[\s\S][^"\\]*)*"?')
+
+
+def _nesting(text):
+    """The deepest nesting of brackets in JSON `text`, strings left out, counted before parsing:
+    json.loads recurses once per level, and how deep it may go depends on the interpreter's
+    recursion limit, which a framework may have raised (Jittor sets 1e6: a file of a few MB of
+    '[' would then overflow the C stack instead of raising RecursionError)."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8")
+    brackets = np.frombuffer(_JSON_STRING.sub("", text).encode("utf-8"), np.uint8)
+    step = (brackets == ord("[")).astype(np.int64) + (brackets == ord("{")) - (brackets == ord("]")) - (brackets == ord("}"))
+    return int(step.cumsum().max(initial=0))
 
 
 def _int(digits):

@@ -8,6 +8,7 @@ import math
 import os
 import random
 import re
+import sys
 
 import pytest
 from markdown_it import MarkdownIt
@@ -159,6 +160,22 @@ def test_a_record_that_cannot_be_trusted_is_an_unreadable_job_and_the_rest_is_wr
     assert len(listed) == 1 and "(unreadable metrics.json: " in listed[0] and reason in listed[0], listed
     assert "| 2_bad | unreadable |" in md and GOOD_LINE in md
     assert [r["status"] for r in csv_rows(tmp_path)].count("unreadable") == 1
+
+
+def test_nesting_is_refused_whatever_the_recursion_limit(tmp_path):
+    """Jittor raises the interpreter's recursion limit to 1e6 when imported: json.loads would then
+    recurse into 4M levels of '[' (8 MB) and overflow the C stack (a crash, not an error). The
+    nesting is measured before parsing, so the limit does not matter."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(1_000_000)
+    try:
+        good_runs(tmp_path)
+        bad_job(tmp_path, "2_bad", "[" * 4_000_000 + "]" * 4_000_000)
+        report.write(tmp_path, plots=False)
+    finally:
+        sys.setrecursionlimit(limit)
+    md = (tmp_path / "report.md").read_text()
+    assert "unreadable metrics.json: nested too deeply" in md and GOOD_LINE in md
 
 
 ODD_NUMBERS = {  # (where, JSON text): numbers no sum, mean or format can use, and wrong types
