@@ -58,22 +58,33 @@ def machine(device):
         return platform.processor()
 
 
-def build(case, device):
+def build(case, device, spec=SPEC):
     import torch
     import liif
     precision, channels_last, compile = CASES[case]
     torch.manual_seed(0)
-    return liif.build_model(SPEC, framework="torch", device=device, precision=precision,
+    return liif.build_model(spec, framework="torch", device=device, precision=precision,
                             channels_last=channels_last, compile=compile)
 
 
-def bench_training(case, device, batch, steps, warmup):
+def bench_training(case, device, batch, steps, warmup, spec=SPEC, decoder="fast"):
+    """`warmup` then `steps` timed training steps of a fresh model `spec` with the options of `case`;
+    decoder 'reference': LIIF's original decoding formulation instead of the fast one. On CUDA also
+    the peak device memory of the steps (torch.cuda.max_memory_allocated)."""
+    import torch
+    from bench_inference import use
     from liif.backends import torch as T
     from liif.training.step import train_step
-    model = build(case, device)
+    model = build(case, device, spec)
+    if decoder != "fast":
+        use(model, decoder)
     net = model.net.train()
     opt = T.adam(net, 1e-4)
     ready = T.batch_to_device(batch, next(net.parameters()), pin_memory=True)
+    cuda = str(device).startswith("cuda")
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
     times, losses = [], []
     for _ in range(warmup + steps):
         t0 = time.perf_counter()
@@ -81,7 +92,8 @@ def bench_training(case, device, batch, steps, warmup):
         times.append(time.perf_counter() - t0)
     steady = times[warmup:]
     return {"it_per_s": len(steady) / sum(steady), "step_s": statistics.median(steady), "first_step_s": times[0],
-            "first_loss": losses[0], "times_s": times}
+            "first_loss": losses[0], "times_s": times,
+            "peak_device_bytes": torch.cuda.max_memory_allocated(device) if cuda else None}
 
 
 def bench_inference(case, device, image, size, repeats):

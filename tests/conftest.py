@@ -52,6 +52,22 @@ def lte_fixtures_dir():
     return LTE_FIXTURES
 
 
+# The device of the exactness tests against the fixtures (test_oracle.py, test_lte.py, test_step.py):
+# the CPU, or another one named by LIIF_TEST_DEVICE (benchmarks/gpu_acceptance.py runs them with cuda)
+TEST_DEVICE = os.environ.get("LIIF_TEST_DEVICE", "cpu")
+
+
+@pytest.fixture(scope="session")
+def device():
+    """The device the fixture comparisons run on (LIIF_TEST_DEVICE, default cpu). On a GPU TF32 is
+    off (cuDNN's convolutions would otherwise use it): the tolerances are float32's, as on the CPU."""
+    if TEST_DEVICE.startswith("cuda"):
+        import torch
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    return TEST_DEVICE
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """A test skipped for a missing fixture or data file fails instead: a fresh clone must run every

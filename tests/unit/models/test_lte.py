@@ -24,29 +24,34 @@ CKPT = "ckpt_edsr-baseline-lte.pth"
 BSIZE = 30000  # the authors' eval_bsize: their batched_predict decodes in chunks of this many queries
 
 
-def load(lte_fixtures_dir, framework="torch"):
-    model = liif.load_model(str(lte_fixtures_dir / CKPT), framework=framework, device="cpu")
+def load(lte_fixtures_dir, framework="torch", device="cpu"):
+    model = liif.load_model(str(lte_fixtures_dir / CKPT), framework=framework, device=device)
     model.net.eval()
     return model
 
 
+def like(model):
+    """A parameter of the model: `backend.tensor(array, like(model))` is on the model's device."""
+    return next(iter(model.net.parameters()))
+
+
 def predict(model, inp, coord, cell, bsize=BSIZE):
     """The authors' batched_predict through the decoder contract: encode once, decode in chunks."""
-    backend, net = model.backend, model.net
+    backend, net, anchor = model.backend, model.net, like(model)
     with backend.no_grad():
-        latent = net.encode(backend.tensor(inp))
-        return np.concatenate([backend.to_numpy(net.decode(latent, backend.tensor(coord[:, i:i + bsize]),
-                                                           backend.tensor(cell[:, i:i + bsize])))
+        latent = net.encode(backend.tensor(inp, anchor))
+        return np.concatenate([backend.to_numpy(net.decode(latent, backend.tensor(coord[:, i:i + bsize], anchor),
+                                                           backend.tensor(cell[:, i:i + bsize], anchor)))
                                for i in range(0, coord.shape[1], bsize)], axis=1)
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_original_checkpoint_reproduces_every_case(framework, fixtures_dir, lte_fixtures_dir):
+def test_original_checkpoint_reproduces_every_case(framework, fixtures_dir, lte_fixtures_dir, device):
     inputs, out = np.load(fixtures_dir / "inputs.npz"), np.load(lte_fixtures_dir / "out_edsr-baseline-lte.npz")
-    model = load(lte_fixtures_dir, framework)
+    model = load(lte_fixtures_dir, framework, device)
     backend = model.backend
     with backend.no_grad():
-        latent = model.net.encode(backend.tensor(inputs["inp_norm"]))
+        latent = model.net.encode(backend.tensor(inputs["inp_norm"], like(model)))
     # the fixture keeps every 32nd channel of the amplitude (coeff) and frequency (freqq) maps
     for ours, theirs in zip(model.net.texture(latent), ("coeff", "freqq")):
         np.testing.assert_allclose(backend.to_numpy(ours)[:, ::32], out[theirs], rtol=0, atol=1e-5)
@@ -60,11 +65,11 @@ def test_original_checkpoint_reproduces_every_case(framework, fixtures_dir, lte_
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_decoder_inputs_match_the_trace(framework, lte_fixtures_dir):
+def test_decoder_inputs_match_the_trace(framework, lte_fixtures_dir, device):
     """The MLP's input and output for each shift of 16 traced queries (x3.7), and their prediction."""
     dbg = np.load(lte_fixtures_dir / "lte_debug.npz")
     inp = np.load(lte_fixtures_dir.parent / "official_liif" / "inputs.npz")["inp_norm"]
-    model = load(lte_fixtures_dir, framework)
+    model = load(lte_fixtures_dir, framework, device)
     seen = record_forward(model.net.imnet, model.backend)
     pred = predict(model, inp, dbg["coord"], dbg["cell"])
     assert len(seen) == 4  # one call per shift, in the authors' order
@@ -75,17 +80,17 @@ def test_decoder_inputs_match_the_trace(framework, lte_fixtures_dir):
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_one_adam_step_reproduces_the_original(framework, fixtures_dir, lte_fixtures_dir):
+def test_one_adam_step_reproduces_the_original(framework, fixtures_dir, lte_fixtures_dir, device):
     """The authors' training step (L1, Adam 1e-4) on LIIF's recorded training item: loss, the
     prediction, the gradients and the updated weights of the recorded parameters."""
     data, ref = np.load(fixtures_dir / "data_pipeline.npz"), np.load(lte_fixtures_dir / "train_step.npz")
-    model = liif.load_model(str(lte_fixtures_dir / CKPT), framework=framework, device="cpu")
+    model = liif.load_model(str(lte_fixtures_dir / CKPT), framework=framework, device=device)
     backend, net = model.backend, model.net
     before = checkpoint.read(str(lte_fixtures_dir / CKPT))["model"]["sd"]  # the fixture's before/ (removed: equal)
     net.train()
     batch = normalise({k: data[f"train_{k}"][None] for k in ("inp", "coord", "cell", "gt")})
     with backend.no_grad():
-        pred = backend.to_numpy(net(*(backend.tensor(batch[k]) for k in ("inp", "coord", "cell"))))
+        pred = backend.to_numpy(net(*(backend.tensor(batch[k], like(model)) for k in ("inp", "coord", "cell"))))
     np.testing.assert_allclose(pred, ref["pred"], rtol=0, atol=1e-5)
     optimizer = backend.adam(net, 1e-4)
     loss = train_step(backend, net, optimizer, batch)
@@ -166,18 +171,18 @@ def _gradients(model, optimizer):
     """{parameter name: its gradient} after a training step (torch: `.grad`; jittor: the optimizer's)."""
     named = dict(model.net.named_parameters())
     if model.backend.name == "torch":
-        return {k: p.grad.numpy() for k, p in named.items() if p.grad is not None}
+        return {k: model.backend.to_numpy(p.grad) for k, p in named.items() if p.grad is not None}
     by_id = {id(p): k for k, p in named.items()}
     return {by_id[id(p)]: g.numpy() for group in optimizer.param_groups
             for p, g in zip(group["params"], group["grads"]) if id(p) in by_id}
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_evaluation_predictions_with_and_without_the_cell_clip(framework, lte_fixtures_dir):
+def test_evaluation_predictions_with_and_without_the_cell_clip(framework, lte_fixtures_dir, device):
     """The authors' test.py on one 96x120 crop at x2, x6, x12: the prediction (clamped to [0, 1])
     for the cell times max(s / 4, 1) (their protocol: 'clip') and for the cell itself ('noclip')."""
     ref = np.load(lte_fixtures_dir / "eval_cellclip.npz")
-    model = load(lte_fixtures_dir, framework)
+    model = load(lte_fixtures_dir, framework, device)
     h, w = ref["x2_hr"].shape[-2:]
     coord = make_coord((h, w))[None]
     cell = make_cell((h, w), h * w)[None]
@@ -237,21 +242,22 @@ def test_our_checkpoint_has_the_authors_layout_and_reloads_bitwise(tmp_path, lte
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_a_window_decodes_as_the_whole_map(framework, fixtures_dir, lte_fixtures_dir):
+def test_a_window_decodes_as_the_whole_map(framework, fixtures_dir, lte_fixtures_dir, device):
     """encode(crop, window) then decode in the whole map's coordinates: the queries that reach
     (`reach`) only pixels of the window get the whole map's prediction (what the tiled engine uses)."""
     inputs = np.load(fixtures_dir / "inputs.npz")
-    model = load(lte_fixtures_dir, framework)
+    model = load(lte_fixtures_dir, framework, device)
     backend, net = model.backend, model.net
     inp = inputs["inp_norm"]
     height, width = inp.shape[-2:]
     coord, cell = inputs["coord_x3.7"], inputs["cell_x3.7"]
+    on_device = {k: backend.tensor(a, like(model)) for k, a in (("inp", inp), ("coord", coord), ("cell", cell))}
     top, bottom, left, right = 9, 30, 20, 48  # a window touching the right border
     with backend.no_grad():
-        whole = backend.to_numpy(net.decode(net.encode(backend.tensor(inp)), backend.tensor(coord), backend.tensor(cell)))
-        part = net.encode(backend.tensor(inp), crop=(top, bottom, left, right), window=(height, width, top, left))
+        whole = backend.to_numpy(net.decode(net.encode(on_device["inp"]), on_device["coord"], on_device["cell"]))
+        part = net.encode(on_device["inp"], crop=(top, bottom, left, right), window=(height, width, top, left))
         assert tuple(part["table"].shape[-2:]) == (bottom - top, right - left) == tuple(part["inp"].shape[-2:])
-        windowed = backend.to_numpy(net.decode(part, backend.tensor(coord), backend.tensor(cell)))
+        windowed = backend.to_numpy(net.decode(part, on_device["coord"], on_device["cell"]))
     reach = net.reach(1)
     row = (coord[0, :, 0] + 1) * height / 2 - 0.5  # in latent pixels
     col = (coord[0, :, 1] + 1) * width / 2 - 0.5

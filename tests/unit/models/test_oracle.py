@@ -22,8 +22,8 @@ def inputs(fixtures_dir):
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_original_checkpoint_reproduces_every_case(variant, framework, fixtures_dir, inputs):
-    model = liif.load_model(str(fixtures_dir / f"ckpt_{variant}.pth"), framework=framework, device="cpu")
+def test_original_checkpoint_reproduces_every_case(variant, framework, fixtures_dir, inputs, device):
+    model = liif.load_model(str(fixtures_dir / f"ckpt_{variant}.pth"), framework=framework, device=device)
     out = np.load(fixtures_dir / f"out_{variant}.npz")
     cases = [k[len("pred_"):] for k in out.files if k.startswith("pred_")]
     assert len(cases) >= 6
@@ -39,8 +39,8 @@ def test_original_checkpoint_reproduces_every_case(variant, framework, fixtures_
         assert err <= 1e-5, f"{variant} {case}: max abs error {err}"
 
 
-def test_query_chunking_does_not_change_results(fixtures_dir, inputs):
-    model = liif.load_model(str(fixtures_dir / "ckpt_edsr-baseline-liif.pth"), device="cpu")
+def test_query_chunking_does_not_change_results(fixtures_dir, inputs, device):
+    model = liif.load_model(str(fixtures_dir / "ckpt_edsr-baseline-liif.pth"), device=device)
     a = model.query(inputs["inp_norm"], inputs["coord_x2"], inputs["cell_x2"], bsize=30000)
     b = model.query(inputs["inp_norm"], inputs["coord_x2"], inputs["cell_x2"], bsize=777)
     np.testing.assert_array_equal(a, b)
@@ -48,10 +48,10 @@ def test_query_chunking_does_not_change_results(fixtures_dir, inputs):
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 @pytest.mark.parametrize("variant", ["edsr-baseline-liif", "edsr-baseline-liif-e", "edsr-baseline-metasr"])
-def test_decoder_inputs_match_the_trace(variant, framework, fixtures_dir, inputs):
+def test_decoder_inputs_match_the_trace(variant, framework, fixtures_dir, inputs, device):
     """Every decoder call (inputs and outputs) for 16 traced queries, and their prediction."""
     dbg = np.load(fixtures_dir / "liif_debug.npz")
-    model = liif.load_model(str(fixtures_dir / f"ckpt_{variant}.pth"), framework=framework, device="cpu")
+    model = liif.load_model(str(fixtures_dir / f"ckpt_{variant}.pth"), framework=framework, device=device)
     # the default (fast) LIIF path never forms the decoder's full input: trace the reference one
     model.net.decode = getattr(model.net, "decode_reference", model.net.decode)
     seen = record_forward(model.net.imnet, model.backend)

@@ -9,13 +9,13 @@ from liif.training.step import train_step
 
 
 @pytest.mark.parametrize("framework", ["torch", "jittor"])
-def test_one_adam_step_reproduces_the_original(fixtures_dir, framework):
+def test_one_adam_step_reproduces_the_original(fixtures_dir, framework, device):
     if framework == "jittor":
         import importlib.util
         if importlib.util.find_spec("jittor") is None:
             pytest.skip("jittor is not installed")
     data, ref = np.load(fixtures_dir / "data_pipeline.npz"), np.load(fixtures_dir / "train_step.npz")
-    model = liif.load_model(str(fixtures_dir / "ckpt_edsr-baseline-liif.pth"), framework=framework, device="cpu")
+    model = liif.load_model(str(fixtures_dir / "ckpt_edsr-baseline-liif.pth"), framework=framework, device=device)
     backend = model.backend
     for key in ref.files:
         if key.startswith("before/"):
