@@ -42,6 +42,9 @@ SPECS = {
         "encoder_spec": {"name": "edsr-baseline", "args": {"no_upsampling": True}}, "imnet_spec": MLP}},
     "rdn-liif": {"name": "liif", "args": {
         "encoder_spec": {"name": "rdn", "args": {"G0": 64, "RDNconfig": "B", "no_upsampling": True}}, "imnet_spec": MLP}},
+    "edsr-baseline-lte": {"name": "lte", "args": {  # LTE (issue 20): its footprint's honesty, by hand (below)
+        "encoder_spec": {"name": "edsr-baseline", "args": {"no_upsampling": True}},
+        "imnet_spec": {"name": "mlp", "args": {"out_dim": 3, "hidden_list": [256, 256, 256]}}, "hidden_dim": 256}},
 }
 UNTILED = "1TB"
 SCALE = 2

@@ -90,10 +90,11 @@ class Backend(Protocol):
         """As torch.bmm."""
     def unfold3x3(self, feat: Tensor) -> Tensor:
         """(B,C,h,w) -> (B,9C,h,w), in torch's F.unfold channel order, zero padded."""
-    def channels_last(self, x: Tensor) -> Tensor:
-        """x (B,C,h,w), the same values, laid out so that `grid_sample_nearest` reads each query's C
-        values as one row (torch: channels_last memory; Jittor fuses its lookups: x itself). For a
-        map of many channels that is looked up many times (LTE's table)."""
+    def cat_channels_last(self, tensors: Sequence[Tensor]) -> Tensor:
+        """Maps (B,Ci,h,w) concatenated along the channels, (B,sum Ci,h,w), laid out so that
+        `grid_sample_nearest` reads each pixel's channels as one row (torch: channels_last memory,
+        written once; Jittor fuses its lookups: `cat`). For a map of many channels looked up many
+        times (LTE's table)."""
     def grid_sample_nearest(self, x: Tensor, coord: Tensor,
                             window: Optional[Tuple[int, int, int, int]] = None) -> Tensor:
         """x (B,C,h,w) sampled at coord (B,Q,2), as (row, col), -> (B,Q,C): torch's nearest

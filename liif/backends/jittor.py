@@ -125,8 +125,8 @@ def unfold3x3(feat):
     return jt.stack(taps, 2).reshape(b, c * 9, h, w)
 
 
-def channels_last(x):
-    return x  # Jittor fuses a lookup's reindex with what reads it: no layout to choose
+def cat_channels_last(tensors):
+    return jt.concat(list(tensors), 1)  # Jittor fuses a lookup's reindex with what reads it: no layout to choose
 
 
 def grid_sample_nearest(x, coord, window=None):

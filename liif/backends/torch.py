@@ -53,8 +53,9 @@ def unfold3x3(feat):
     return F.unfold(feat, 3, padding=1).view(b, c * 9, h, w)
 
 
-def channels_last(x):
-    return x.contiguous(memory_format=torch.channels_last)
+def cat_channels_last(tensors):
+    # concatenated as (B, h, w, C) rows, then viewed as (B, C, h, w): channels_last memory, no second copy
+    return torch.cat([t.permute(0, 2, 3, 1) for t in tensors], -1).permute(0, 3, 1, 2)
 
 
 def grid_sample_nearest(x, coord, window=None):

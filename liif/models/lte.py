@@ -15,7 +15,7 @@ Two formulations of the decoding compute the same function, as for LIIF:
   the amplitude map, the frequency map and the map of latent pixel centres (three lookups, each
   a strided read of every channel), then splits the interleaved (row, column) frequency pairs.
 - the fast one (what `decode` runs): what depends on the latent pixel only is prepared once per
-  latent pixel by `encode`, in one table laid out as rows (`backend.channels_last`): the
+  latent pixel by `encode`, in one table laid out as rows (`backend.cat_channels_last`): the
   amplitudes, the row frequencies, the column frequencies (the pairs split once, not per query)
   and the pixel's centre. Per query and corner, one lookup reads the row. The values looked up
   and every operation after them are the reference's (equal to float rounding of the MLP's
@@ -68,8 +68,8 @@ class LTE:
         del feat
         n, _, fh, fw = coef.shape
         centres = self._centres(window, n, fh, fw, like=coef)
-        table = backend.cat([coef, freq[:, 0::2], freq[:, 1::2], centres], 1)
-        return Latent({"table": backend.channels_last(table), "inp": crop_map(inp, crop)}, window)
+        table = backend.cat_channels_last([coef, freq[:, 0::2], freq[:, 1::2], centres])
+        return Latent({"table": table, "inp": crop_map(inp, crop)}, window)
 
     def decode(self, latent, coord, cell):
         """RGB (B, Q, 3) at `coord` for cells `cell` (B, Q, 2), in the whole map's coordinates."""
@@ -89,7 +89,7 @@ class LTE:
             f = q_freq_row * rel_coord[:, :, 0:1] + q_freq_col * rel_coord[:, :, 1:2]
             f = (f + phase) * math.pi
             x = q_coef * backend.cat([f.cos(), f.sin()], -1)
-            del row, q_freq_row, q_freq_col, f
+            del row, q_coef, q_freq_row, q_freq_col, q_coord, f  # views of the row: it goes before the MLP
             preds.append(self.imnet(x.view(bs * q, -1)).view(bs, q, -1))
             areas.append((rel_coord[:, :, 0] * rel_coord[:, :, 1]).abs() + 1e-9)
         return self._blend(preds, areas) + backend.grid_sample_bilinear(latent["inp"], coord, window)

@@ -130,8 +130,8 @@ def test_grid_sample_bilinear_is_torchs_with_or_without_a_window(framework, size
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 @pytest.mark.parametrize("size", [(7, 13), (48, 48), (300, 517)])
-def test_grid_sample_nearest_of_a_channels_last_map_is_torchs(framework, size):
-    """A map laid out by `channels_last` (torch: read as rows) is sampled as torch's nearest
+def test_grid_sample_nearest_of_channels_last_maps_is_torchs(framework, size):
+    """Maps concatenated by `cat_channels_last` (torch: read as rows) are sampled as torch's nearest
     grid_sample samples the plain map, bit for bit: exact halves (ties, to even), points outside
     [-1, 1] (0), and a window of it sampled as the whole map."""
     import torch
@@ -145,14 +145,14 @@ def test_grid_sample_nearest_of_a_channels_last_map_is_torchs(framework, size):
     coord[:, 40:80, 1] = 2 * rng.integers(0, width, 40) / width - 1
     ref = F.grid_sample(torch.from_numpy(x), torch.from_numpy(coord).flip(-1).unsqueeze(1), mode="nearest",
                         align_corners=False)[:, :, 0, :].permute(0, 2, 1).numpy()
-    rows = backend.channels_last(backend.tensor(x))
+    rows = backend.cat_channels_last([backend.tensor(x[:, :4]), backend.tensor(x[:, 4:])])
     if framework == "torch":  # the row-gathering path, not grid_sample's
         assert rows.is_contiguous(memory_format=torch.channels_last) and not rows.is_contiguous()
     got = backend.to_numpy(backend.grid_sample_nearest(rows, backend.tensor(coord)))
     assert (ref == 0).all(-1).sum() > 100  # some points fall outside
     np.testing.assert_array_equal(got, ref)
     top, left = 2, 3
-    part = backend.channels_last(backend.tensor(x[:, :, top:, left:].copy()))
+    part = backend.cat_channels_last([backend.tensor(x[:, :, top:, left:].copy())])
     windowed = backend.to_numpy(backend.grid_sample_nearest(part, backend.tensor(coord), (height, width, top, left)))
     row = np.round(((coord[..., 0] + 1) * height - 1) / 2)
     col = np.round(((coord[..., 1] + 1) * width - 1) / 2)
