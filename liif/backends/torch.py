@@ -241,7 +241,24 @@ def optimizer_state_numpy(optimizer):
 
 
 def load_optimizer_state_numpy(optimizer, sd):
-    optimizer.load_state_dict(_map_tensors(sd, lambda a: torch.from_numpy(np.asarray(a)), np.ndarray))
+    """Each parameter's state (its moments of the parameter's shape, a scalar step) checked, then
+    copied into tensors of its own: the optimizer updates them in place, and a checkpoint's arrays
+    may be views that share a storage or repeat one element (liif.io.torchfile), as torch.load's
+    would. State for no parameter of the groups is dropped (torch's loader would keep it, unused)."""
+    optimizer.load_state_dict({"state": {}, "param_groups": sd["param_groups"]})  # torch's check of the groups
+    saved_ids = [i for group in sd["param_groups"] for i in group["params"]]
+    shapes = dict(zip(saved_ids, (tuple(p.shape) for group in optimizer.param_groups for p in group["params"])))
+    state = {}
+    for saved_id, st in sd["state"].items():
+        if saved_id not in shapes:
+            continue
+        for key, value in st.items():
+            wanted = () if key == "step" else shapes[saved_id]
+            if isinstance(value, np.ndarray) and value.shape != wanted and not (key == "step" and value.size == 1):
+                raise ValueError(f"optimizer state '{key}' of parameter {saved_id} has shape {value.shape}, "
+                                 f"not {wanted}")
+        state[saved_id] = _map_tensors(st, lambda a: torch.from_numpy(np.array(a)), np.ndarray)
+    optimizer.load_state_dict({"state": state, "param_groups": sd["param_groups"]})
 
 
 def seed(n):

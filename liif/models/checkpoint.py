@@ -18,6 +18,7 @@ half-written checkpoint behind.
 """
 import json
 import os
+import stat
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,9 +29,19 @@ from liif.models import registry
 
 
 def read(path):
-    """Read a checkpoint (the original's or ours) with every tensor as a NumPy array."""
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint not found: {path}")
+    """Read a checkpoint (the original's or ours) with every tensor as a NumPy array (a view into
+    its storage, shared as torch shares it: see liif.io.torchfile)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint not found: {path}") from None
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {getattr(e, 'strerror', None) or e}") from None
+    if stat.S_ISDIR(mode):
+        raise CheckpointError(f"checkpoint={path} is a folder; give a checkpoint file (.pth)")
+    if not stat.S_ISREG(mode):  # a fifo would block, a device be read forever
+        raise CheckpointError(f"checkpoint={path} is not a regular file (a device, fifo or socket); "
+                              "give a checkpoint file (.pth)")
     try:
         obj = torchfile.load(path)
     except torchfile.TorchFileError as e:
@@ -72,8 +83,8 @@ def load(path, backend, expected=None, expected_label="the model asked for", net
     Checked, each a one-line CheckpointError naming `path`: the file is a LIIF checkpoint
     (`read`); its model spec fits the registered constructors' signatures (`model_spec`); with
     `expected` (a spec), it holds that very model, defaults spelled out (`expected_label` names it
-    in the message); its weights are finite; they fit the network (missing, unexpected and
-    mis-shaped keys). The network is `net` (one of `expected`'s model, already built) or one built
+    in the message); its weights fit the network (missing, unexpected and mis-shaped keys); they
+    are finite. The network is `net` (one of `expected`'s model, already built) or one built
     from the checkpoint's spec; a constructor that fails on a spec that passed these checks raises
     its own exception (a bug, not a bad file).
     """
@@ -84,13 +95,15 @@ def load(path, backend, expected=None, expected_label="the model asked for", net
         if difference:
             raise CheckpointError(f"{path} holds another model than {expected_label}: {difference}")
     state_dict = ckpt["model"]["sd"]
-    check_finite(state_dict, path)
     if net is None:
         net = registry.make(spec, backend)
     try:
         backend.load_state_dict_numpy(net, state_dict)  # strict: raises CheckpointError on a misfit
     except CheckpointError as e:
         raise CheckpointError(f"{path}: {e}") from None
+    # only now that each tensor has its parameter's shape: a tensor's declared shape may hold far
+    # more elements than the bytes behind it (a view), and the network's shapes bound this pass
+    check_finite(state_dict, path)
     return Loaded(net, spec, ckpt)
 
 

@@ -407,7 +407,7 @@ def resume_path(resume: "Union[bool, str, os.PathLike[str]]", out_dir: str) -> O
     if (not os.path.isfile(path) and os.path.isdir(target) and os.path.realpath(target) == os.path.realpath(out_dir)
             and os.path.isdir(own_ckpt_dir) and not recovery.holds_checkpoints(own_ckpt_dir)):
         return None
-    if not os.path.isfile(path):
+    if not os.path.lexists(path):  # anything else there (a folder, a fifo) is named by checkpoint.read
         raise CheckpointError(f"nothing to resume: {path} does not exist (resume=<run dir> or resume=<checkpoint.pth>; "
                         "resume=true resumes the run in hydra.run.dir)")
     return path

@@ -3,6 +3,7 @@
 through the CLI (a child of the CLI server) where Hydra itself refuses the value.
 docs/reliability.md lists the same cases."""
 import json
+import os
 import subprocess
 
 import pytest
@@ -113,6 +114,15 @@ def test_a_file_that_is_not_a_checkpoint(tmp_path, folder):
     bad.write_bytes(b"\x00" * 100)
     cfg = compose("task=test", f"checkpoint={bad}", "dataset=folder", f"dataset.path={folder}", "device=cpu")
     fails_cleanly(run_task_with_overrides(cfg, f"output_dir={tmp_path / 'run'}"), "not a readable checkpoint")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_checkpoint_that_is_a_fifo_or_a_device_is_not_reported_missing(tmp_path, folder, kind):
+    path = {"fifo": tmp_path / "ckpt.pth", "device": "/dev/zero"}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)  # opening it would wait for a writer: the test would hang
+    cfg = compose("task=test", f"checkpoint={path}", "dataset=folder", f"dataset.path={folder}", "device=cpu")
+    fails_cleanly(run_task_with_overrides(cfg, f"output_dir={tmp_path / 'run'}"), f"checkpoint={path} is not a regular file")
 
 
 def test_a_checkpoint_of_another_model(folder_cfg, tmp_path, folder, fixtures_dir):

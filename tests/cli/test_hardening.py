@@ -223,7 +223,12 @@ def test_results_get_the_mode_the_umask_gives(tmp_path, umask, mask, mode):
     (tmp_path / "imgs").mkdir()
     noise_png(tmp_path / "imgs" / "a.png")
     ImageFolder(tmp_path / "imgs", cache="bin")
-    for path in ("metrics.json", "o.png", "c.pth", "_bin_imgs/a.png.npy", "_bin_imgs/a.png.npy.stamp"):
+    # a training's epoch end: epoch-last.pth, then its copies epoch-N.pth and epoch-best.pth, and history.csv
+    from liif.run import recovery
+    checkpoint.write(checkpoint.envelope({"name": "x"}, {"w": np.zeros(3, np.float32)}), str(tmp_path / "checkpoints" / "epoch-last.pth"))
+    recovery.derive_from_last(str(tmp_path), [{"epoch": 2, "loss": 1.0, "lr": 1e-4, "val_psnr": 20.0, "seconds": 1.0}], 2)
+    for path in ("metrics.json", "o.png", "c.pth", "_bin_imgs/a.png.npy", "_bin_imgs/a.png.npy.stamp", "history.csv",
+                 "checkpoints/epoch-last.pth", "checkpoints/epoch-2.pth", "checkpoints/epoch-best.pth"):
         assert stat.S_IMODE(os.stat(tmp_path / path).st_mode) == mode, path
 
 

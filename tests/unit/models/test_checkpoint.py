@@ -1,5 +1,7 @@
 """Checkpoints: the original layout loads, ours round-trips bit for bit and stays loadable
 by the original code's loader (strict state_dict) and by torch.load(weights_only=True)."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -68,6 +70,30 @@ def test_bad_checkpoints_say_so(tmp_path, content):
         path.write_bytes(content)
     with pytest.raises(CheckpointError, match="checkpoint"):
         liif.load_model(str(path), device="cpu")
+
+
+@pytest.mark.parametrize("kind, message", [("missing", "checkpoint not found"), ("folder", "is a folder"),
+                                           ("fifo", "is not a regular file"), ("device", "is not a regular file")])
+def test_a_checkpoint_path_that_is_not_a_file_says_what_it_is(tmp_path, kind, message):
+    """A fifo is refused before it is opened (opening it would wait for a writer), a device before
+    it is read (/dev/zero never ends); neither is 'not found'."""
+    path = {"missing": tmp_path / "none.pth", "folder": tmp_path, "fifo": tmp_path / "fifo", "device": "/dev/zero"}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)
+    with pytest.raises(CheckpointError, match=message) as err:
+        checkpoint.read(str(path))
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_weights_are_checked_finite_only_once_they_fit_the_model(tmp_path):
+    """A weight's shape may be a view far larger than the bytes behind it: the shape check against
+    the network comes first, and bounds what the finiteness check reads."""
+    net_sd = {"layers.0.weight": np.full((2, 3), np.nan, np.float32)}
+    path = str(tmp_path / "nan.pth")
+    checkpoint.write({"model": {"name": "mlp", "args": {"in_dim": 3, "out_dim": 1, "hidden_list": []}, "sd": net_sd},
+                      "epoch": 1}, path)
+    with pytest.raises(CheckpointError, match="does not fit the model"):
+        checkpoint.load(path, backends.get("torch"))
 
 
 def test_checkpoint_of_another_model_names_the_mismatch(tmp_path, fixtures_dir):

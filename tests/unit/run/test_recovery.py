@@ -123,3 +123,10 @@ def test_resume_true_where_no_training_began_or_without_epoch_last_is_an_error(t
     (other / "checkpoints").mkdir(parents=True)
     with pytest.raises(CheckpointError, match="nothing to resume"):  # another run's empty folder
         resume_path(str(other), str(tmp_path))
+
+
+def test_resume_from_a_path_that_is_not_a_file_is_left_to_the_checkpoint_reader(tmp_path):
+    """resume=<a fifo> is no 'nothing to resume: ... does not exist': checkpoint.read says what it is."""
+    os.mkfifo(tmp_path / "fifo.pth")
+    assert resume_path(str(tmp_path / "fifo.pth"), str(tmp_path / "run")) == str(tmp_path / "fifo.pth")
+
