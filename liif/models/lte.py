@@ -101,11 +101,12 @@ class LTE:
 
     def footprint(self):
         c, d = self.encoder.out_dim, self.hidden_dim
-        # per latent pixel: the features while coef and freq are made, then those two maps while
-        # the table (2D + 2) is assembled from them, and the input; per query, at the MLP of one
-        # corner: the row looked up (2D), frequencies and basis (~3D), the MLP's activations (~3D),
-        # the four predictions and the areas
-        return Footprint(latent_floats=max(c + 2 * d, 4 * d + 2) + 3, query_floats=10 * d + 64)
+        # measured with glibc's malloc in the tiled engine (docs/benchmarks.md, "LTE"), as LIIF's:
+        # per latent pixel, the table (2D + 2) assembled while the two maps it is made from are alive,
+        # the features and the convolutions' reordered copies: ~5D + C at encode's peak; per query,
+        # at the MLP of one corner: ~11D (the row looked up, the frequencies, the basis, the MLP's
+        # activations, the blocks the allocator keeps from the corners before it)
+        return Footprint(latent_floats=5 * d + c, query_floats=11 * d + 64)
 
     def forward(self, inp, coord, cell):
         return self.decode(self.encode(inp), coord, cell)
