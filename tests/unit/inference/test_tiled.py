@@ -353,6 +353,17 @@ def test_jittor_tiled_equals_untiled(spec):
                                build(spec).query(normalised(img), coord, cell, tile=3), atol=1e-5)
 
 
+@pytest.mark.slow
+@pytest.mark.jittor
+@JITTOR
+@pytest.mark.parametrize("spec", [lte_spec(), lte_spec("rdn")], ids=["lte", "lte-rdn"])
+def test_jittor_lte_tiled_equals_untiled_at_every_scale(spec):
+    """LTE on Jittor, both encoders, at x1.3, x4, x12.5 and x30 in tiles of 2 and 3 (the torch cases'
+    seams): its table, looked up through Jittor's fused reindex, and its bilinear skip in windows."""
+    from liif.backends import jittor as J
+    check_tiled(build(spec, backend=J))
+
+
 @pytest.mark.jittor
 @JITTOR
 def test_jittor_latent_table_in_row_blocks_equals_whole(monkeypatch):
