@@ -43,19 +43,21 @@ def start_server(viewer):
 
     from liif.serve.app import create_app
     sock = socket.create_server(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(viewer), log_level="warning"))
+    app = create_app(viewer)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
     while not server.started:
         time.sleep(0.05)
-    return server, f"http://127.0.0.1:{sock.getsockname()[1]}"
+    return server, f"http://127.0.0.1:{sock.getsockname()[1]}", app.state.token
 
 
-async def timed_render(url, view):
+async def timed_render(url, token, view):
     """(seconds to the first line, seconds to the last line) of one render request."""
     import httpx
     params = {"session": "bench", "view": view, "pane": "m0", "image": "i0", "scale": SCALE, "top": TOP,
               "left": LEFT, "height": SIZE, "width": SIZE}
-    async with httpx.AsyncClient(timeout=600) as client:
+    from liif.serve.origin import TOKEN_HEADER
+    async with httpx.AsyncClient(timeout=600, headers={TOKEN_HEADER: token}) as client:  # the token the page sends
         t0 = time.perf_counter()
         first = None
         async with client.stream("GET", url + "/api/render", params=params) as r:
@@ -101,13 +103,13 @@ def main():
     image = read_image(os.path.join(ensure_sample_set(os.path.join(tempfile.mkdtemp(), "sample")), "valid", "coffee.png"))
     ckpt = sources.Checkpoint("m0", "bench", {"model": "liif", "framework": "torch", "run": "bench", "epoch": 0}, model)
     viewer = Viewer([ckpt], [sources.make_picture("i0", "coffee.png", image)])
-    server, url = start_server(viewer)
+    server, url, token = start_server(viewer)
 
     view = [0]
 
     def render():
         view[0] += 1
-        return asyncio.run(timed_render(url, view[0]))
+        return asyncio.run(timed_render(url, token, view[0]))
 
     render()  # warm-up (also fills the feature cache)
     model_query(model, image)

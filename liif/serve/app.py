@@ -14,7 +14,8 @@ Staying responsive: at most `max_renders` renders run at once (each band waits f
 the panes take turns); a view carries the page's `session` and a `view` number, and every band
 first checks that no newer view of the same pane has arrived: a superseded render stops and says
 {"type": "superseded"}. Encoder features are cached per (checkpoint, image) (features.py).
-Every malformed request gets a 4xx with {"error": "..."}; nothing the browser sends is a path. The
+Only the viewer's own page may use the API (origin.py: another site's requests get a 403). Every
+malformed request gets a 4xx with {"error": "..."}; nothing the browser sends is a path. The
 status comes from the exception's type, never its message: a RequestError carries the status the
 server chose where it refused the request, the project's errors (liif/errors.py) map through
 ERROR_STATUS, and any other exception is a bug: 500, its traceback in the server's log. A render
@@ -39,13 +40,13 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
-from starlette.responses import FileResponse, JSONResponse, StreamingResponse
+from starlette.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from liif.errors import InputTooLarge, LiifError
 from liif.evaluation.metrics import psnr
-from liif.serve import geometry, sources
+from liif.serve import geometry, origin, sources
 from liif.serve.features import FeatureCache, decode
 from liif.serve.resample import resize_crop
 
@@ -268,11 +269,17 @@ def _number(params, key, lo, hi):
 
 
 # ---- the routes ---------------------------------------------------------------------------------
-def create_app(viewer, allowed_hosts=("127.0.0.1", "localhost")):
-    """The Starlette app serving `viewer`; requests with another Host header are refused (DNS rebinding)."""
+def create_app(viewer, allowed_hosts=("127.0.0.1", "localhost"), token=None):
+    """The Starlette app serving `viewer`: requests with another Host header are refused (DNS rebinding),
+    and API requests that do not come from the viewer's page (origin.py). `token`: the page's token
+    (default: a new random one; `app.state.token`)."""
+    token = token or origin.new_token()
+    with open(os.path.join(STATIC, "index.html"), encoding="utf-8") as f:
+        page = f.read().replace(origin.PLACEHOLDER, token)
 
     async def index(request):
-        return FileResponse(os.path.join(STATIC, "index.html"), headers=SECURITY_HEADERS)
+        # no-store: a page cached by the browser would hold the token of an earlier server
+        return HTMLResponse(page, headers={**SECURITY_HEADERS, "Cache-Control": "no-store"})
 
     async def info(request):
         return JSONResponse(viewer.info())
@@ -316,9 +323,12 @@ def create_app(viewer, allowed_hosts=("127.0.0.1", "localhost")):
 
     routes = [Route("/", index), Route("/api/info", info), Route("/api/render", render),
               Route("/api/upload", upload, methods=["POST"]), Mount("/static", StaticFiles(directory=STATIC))]
-    return Starlette(routes=routes, exception_handlers={RequestError: refused, LiifError: user_error,
-                                                           HTTPException: http_error, Exception: bug},
-                     middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))])
+    app = Starlette(routes=routes, exception_handlers={RequestError: refused, LiifError: user_error,
+                                                          HTTPException: http_error, Exception: bug},
+                    middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts)),
+                                Middleware(origin.SameOriginOnly, token=token)])  # the Host is checked first
+    app.state.token = token
+    return app
 
 
 # the page loads nothing from elsewhere, and is not framed by other sites

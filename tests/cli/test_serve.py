@@ -4,6 +4,7 @@ CLI's path after composition, in process)."""
 import json
 import signal
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -12,6 +13,8 @@ from conftest import ForkedCli, compose, run_task_with_overrides
 from serve_helpers import photo, tiny_checkpoint
 
 pytest.importorskip("uvicorn")
+pytest.importorskip("starlette")
+from liif.serve.origin import TOKEN_HEADER, page_token  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -33,15 +36,20 @@ def test_serves_a_sweep_on_localhost_and_stops_on_ctrl_c(sweep, tmp_path):
     try:
         url = read_url(proc, timeout=240)
         assert url.startswith("http://127.0.0.1:")
-        info = json.load(urllib.request.urlopen(url + "api/info", timeout=30))
+        token = page_token(urllib.request.urlopen(url, timeout=30).read().decode())  # as the page holds it
+        get = lambda path, **headers: urllib.request.urlopen(  # noqa: E731
+            urllib.request.Request(url + path, headers={TOKEN_HEADER: token, **headers}), timeout=60)
+        info = json.load(get("api/info"))
         assert [p["id"] for p in info["panes"]] == ["bicubic", "m0", "m1", "gt"]
         assert [(p["label"]["run"], p["label"]["framework"], p["label"]["epoch"]) for p in info["panes"][1:3]] == \
             [("0_liif_torch", "torch", 2), ("1_liif_jittor", "jittor", 5)]
         assert info["images"] == [{"id": "i0", "name": "photo.png", "height": 12, "width": 16, "ground_truth": True, "factor": 2}]
         query = "session=t&view=1&pane=m1&image=i0&scale=2.5&top=0&left=0&height=20&width=30"
-        lines = urllib.request.urlopen(url + "api/render?" + query, timeout=60).read().decode().splitlines()
+        lines = get("api/render?" + query).read().decode().splitlines()
         assert json.loads(lines[-1])["type"] == "done"
-        assert urllib.request.urlopen(url, timeout=30).status == 200
+        with pytest.raises(urllib.error.HTTPError) as refused:  # another site's request (tests/unit/serve has every kind)
+            get("api/render?" + query, Origin="http://evil.example")
+        assert refused.value.code == 403
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0 and "Traceback" not in out + err, out + err

@@ -22,12 +22,13 @@ if not os.path.isfile(CHROMIUM):
 
 from liif.serve import sources  # noqa: E402
 from liif.serve.app import Viewer, create_app  # noqa: E402
-from serve_helpers import expected_view, photo, tiny_checkpoint  # noqa: E402
+from serve_helpers import expected_view, photo, png_bytes, tiny_checkpoint  # noqa: E402
 
 pytestmark = pytest.mark.slow
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run"]  # Playwright adds its own fresh profile
 VIEWPORT = (120, 160)  # device pixels, via ?height=&width=
+API_REQUESTS = []  # (method, path, query, headers) of every /api/ request the server got
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,14 @@ def server(tmp_path_factory):
                                     framework="torch", device="cpu")
     viewer = Viewer(ckpt, [sources.make_picture("i0", "photo.png", photo(30, 40, 3))], tile_rows=32)
     sock = socket.create_server(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(viewer), log_level="warning"))
+    app = create_app(viewer)
+
+    async def recorded(scope, receive, send):  # the API requests the browser sends, with their headers
+        if scope["type"] == "http" and scope["path"].startswith("/api/"):
+            API_REQUESTS.append((scope["method"], scope["path"], scope["query_string"].decode(),
+                                 {k.decode(): v.decode() for k, v in scope["headers"]}))
+        await app(scope, receive, send)
+    server = uvicorn.Server(uvicorn.Config(recorded, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.time() + 30
@@ -168,3 +176,72 @@ def test_an_upload_becomes_the_viewed_image(page, server, tmp_path):
     want, inside = expected_view(server[1].checkpoints["m0"].model, picture.lr, s["scale"], s["top"], s["left"],
                                  s["height"], s["width"])
     assert inside.any() and np.abs(rgba[..., :3].astype(int) - want)[inside].max() <= 1
+
+
+ATTACK = """<!doctype html><html><body>
+<iframe name="sink"></iframe>
+<form id="form" method="POST" action="{viewer}api/upload?name=form.png" enctype="text/plain" target="sink">
+<input name="x" value="y"></form>
+<img src="{viewer}api/render?session=evil&view=1&pane=m0&image=i0&scale=2&top=0&left=0&height=8&width=8">
+<script>
+(async () => {{
+  const png = await (await fetch("data:image/png;base64,{png}")).blob();
+  const tries = [
+    fetch("{viewer}api/upload?name=nocors.png", {{method: "POST", mode: "no-cors", body: png}}).then(() => "sent"),
+    fetch("{viewer}api/upload?name=token.png", {{method: "POST", body: png, headers: {{"X-LIIF-Token": "guess"}}}})
+      .then(() => "sent", () => "blocked"),
+    fetch("{viewer}api/info").then((r) => r.text(), () => "unreadable"),
+  ];
+  document.getElementById("form").submit();
+  window.results = await Promise.all(tries);
+}})();
+</script></body></html>"""
+
+
+@pytest.mark.parametrize("attacker_host, site", [("127.0.0.1", "same-site"), ("localhost", "cross-site")])
+def test_another_sites_page_cannot_use_the_viewer(page, server, attacker_host, site):
+    """A page of another origin open in the same browser (another port of 127.0.0.1: the same site; or
+    localhost: another site) sends what it can to the viewer: a form POST, a no-cors fetch POST of a PNG,
+    a POST with a guessed token (preflighted), an <img> render, a read of /api/info. Each reaches the
+    server with the browser's own headers and changes nothing."""
+    import base64
+    import http.server
+
+    url, viewer = server
+    before = (list(viewer.pictures), dict(viewer.stats))
+    png = base64.b64encode(png_bytes(photo(8, 8))).decode()
+    html = ATTACK.format(viewer=url, png=png).encode()
+
+    class Attacker(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(html)
+
+        def log_message(self, *args):
+            pass
+    evil = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Attacker)
+    threading.Thread(target=evil.serve_forever, daemon=True).start()
+    start = len(API_REQUESTS)
+    context = page.context.browser.new_context()  # the viewer's browser; its own context, the page's CSP in force
+    try:
+        attack = context.new_page()
+        attack.goto(f"http://{attacker_host}:{evil.server_address[1]}/")
+        attack.wait_for_function("window.results", timeout=60_000)
+        results = attack.evaluate("window.results")
+        deadline = time.time() + 30  # the form and the image are sent on their own time
+        while time.time() < deadline and not {"upload?name=form.png", "render?session=evil"} <= _sent(start):
+            time.sleep(0.1)
+    finally:
+        context.close()
+        evil.shutdown()
+    assert results == ["sent", "blocked", "unreadable"], results
+    assert {"upload?name=form.png", "upload?name=nocors.png", "render?session=evil", "info?"} <= _sent(start), _sent(start)
+    attacks = API_REQUESTS[start:]
+    assert all(h.get("sec-fetch-site") == site for _, _, _, h in attacks), attacks
+    assert (list(viewer.pictures), dict(viewer.stats)) == before and not any(k[0] == "evil" for k in viewer.latest)
+
+
+def _sent(start):
+    return {f"{path.rsplit('/', 1)[1]}?{query.split('&')[0]}" for _, path, query, _ in API_REQUESTS[start:]}

@@ -11,6 +11,9 @@ const V = {
 };
 window.viewer = V;  // for the browser test (and the curious, in the console)
 const $ = (selector) => document.querySelector(selector);
+// Every API request carries the token the server wrote into this page: requests from other sites,
+// which cannot read the page, are refused (liif/serve/origin.py).
+const API_HEADERS = { "X-LIIF-Token": $('meta[name="liif-token"]').content };
 const clamp = (x, lo, hi) => Math.min(hi, Math.max(lo, x));
 
 // Python's round(): halves to even, so that page and server agree on the grid
@@ -123,7 +126,7 @@ async function renderPane(pane, view) {
   });
   let fresh = true, bands = 0;
   try {
-    const res = await fetch("api/render?" + query, { signal: abort.signal });
+    const res = await fetch("api/render?" + query, { signal: abort.signal, headers: API_HEADERS });
     if (!res.ok) throw new Error((await res.json().catch(() => ({}))).error || res.statusText);
     for await (const msg of lines(res.body)) {
       if (view !== V.view || msg.type === "superseded") return;
@@ -261,7 +264,7 @@ async function upload(file) {
     return;
   }
   $("#status").textContent = `uploading ${file.name}…`;
-  const res = await fetch("api/upload?name=" + encodeURIComponent(file.name), { method: "POST", body: file });
+  const res = await fetch("api/upload?name=" + encodeURIComponent(file.name), { method: "POST", body: file, headers: API_HEADERS });
   const body = await res.json().catch(() => ({ error: res.statusText }));
   if (!res.ok) { $("#status").textContent = `${file.name}: ${body.error}`; return; }
   V.info.images.push(body);
@@ -270,7 +273,7 @@ async function upload(file) {
 }
 
 async function start() {
-  V.info = await (await fetch("api/info")).json();
+  V.info = await (await fetch("api/info", { headers: API_HEADERS })).json();
   for (const pic of V.info.images) addImageOption(pic);
   makePanes();
   layout();

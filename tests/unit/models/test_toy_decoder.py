@@ -237,6 +237,7 @@ def test_a_checkpoint_loads_and_the_viewer_shows_model_query(tmp_path):
         from starlette.testclient import TestClient
     from liif.serve import sources
     from liif.serve.app import Viewer, create_app
+    from liif.serve.origin import TOKEN_HEADER
 
     path = tiny_checkpoint(tmp_path / "run_toy" / "checkpoints" / "epoch-last.pth", spec=TOY)
     model = liif.load_model(path, device="cpu")
@@ -246,7 +247,8 @@ def test_a_checkpoint_loads_and_the_viewer_shows_model_query(tmp_path):
 
     viewer = Viewer(sources.load_checkpoints([path], framework="torch", device="cpu"),
                     [sources.make_picture("i0", "a.png", photo(24, 36, 0))], tile_rows=16, tile=12)
-    c = TestClient(create_app(viewer), base_url="http://127.0.0.1")
+    app = create_app(viewer)
+    c = TestClient(app, base_url="http://127.0.0.1", headers={TOKEN_HEADER: app.state.token})  # as the page sends it
     assert c.get("/api/info").json()["panes"][1]["label"]["model"] == f"{NAME} (edsr-baseline)"
     for view, (scale, top, left) in enumerate(((1.0, -3, -4), (3.37, 40, 7), (7.9, 60, 190)), 1):
         r = c.get("/api/render", params={"session": "s", "view": view, "pane": "m0", "image": "i0", "scale": scale,

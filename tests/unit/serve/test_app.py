@@ -19,6 +19,7 @@ with warnings.catch_warnings():  # starlette >= 1.10 would rather have httpx2; h
 from liif.errors import BadInput, ImageError, InputTooLarge  # noqa: E402
 from liif.serve import sources  # noqa: E402
 from liif.serve.app import Viewer, create_app  # noqa: E402
+from liif.serve.origin import TOKEN_HEADER, page_token  # noqa: E402
 from serve_helpers import assemble, expected_view, messages, photo, png_bytes, tiny_checkpoint  # noqa: E402
 
 
@@ -36,8 +37,10 @@ def make_viewer(checkpoints, factor=None, **limits):
     return Viewer(checkpoints, pictures, factor=factor, **{"tile_rows": 16, **limits})
 
 
-def client(viewer):
-    return TestClient(create_app(viewer), base_url="http://127.0.0.1")
+def client(viewer, **headers):
+    """A client as the viewer's page is one: it sends the page's token (and any other `headers`)."""
+    app = create_app(viewer)
+    return TestClient(app, base_url="http://127.0.0.1", headers={TOKEN_HEADER: app.state.token, **headers})
 
 
 def render(c, **params):
@@ -176,7 +179,8 @@ async def _render_async(app, **params):
     import httpx
     view = {"session": "s", "view": 1, "pane": "m0", "image": "i0", "scale": 3.3, "top": 0, "left": 0,
             "height": 40, "width": 50, **params}
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as c:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1",
+                                 headers={TOKEN_HEADER: app.state.token}) as c:
         r = await c.get("/api/render", params=view)
     assert r.status_code == 200, r.text
     return messages(r.text)
@@ -339,7 +343,8 @@ def test_a_bug_while_answering_a_request_is_a_500_and_reaches_the_server(checkpo
         raise RuntimeError("the image is at most 3 pixels")
     monkeypatch.setattr(sources, "decode_upload", broken)
     viewer = make_viewer(checkpoints)
-    quiet = TestClient(create_app(viewer), base_url="http://127.0.0.1", raise_server_exceptions=False)
+    app = create_app(viewer)
+    quiet = TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False, headers={TOKEN_HEADER: app.state.token})
     r = quiet.post("/api/upload", content=png_bytes(photo(8, 8)))
     assert r.status_code == 500 and "internal error (RuntimeError: the image is at most 3 pixels)" in r.json()["error"]
     with pytest.raises(RuntimeError, match="at most 3 pixels"):
@@ -400,3 +405,84 @@ def test_a_render_that_fails_after_its_stream_began_ends_with_an_error_line(chec
     assert not any(m["type"] == "done" for m in msgs)
     # the bicubic pane does not use the model, and the server is still up
     assert render(client(make_viewer(checkpoints, max_memory="1KB")), pane="bicubic")[-1]["type"] == "done"
+
+
+# ---- requests from other sites (issue 21) -------------------------------------------------------
+SITE = "http://127.0.0.1"  # the test client's origin (its Host header is 127.0.0.1)
+CROSS_SITE = {  # what a browser sends with another page's request; each alone is refused
+    "another site": {"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"},
+    "another site, Fetch Metadata only": {"Sec-Fetch-Site": "cross-site"},
+    "another port of this host (same-site)": {"Sec-Fetch-Site": "same-site", "Origin": "http://127.0.0.1:9999"},
+    "another origin, Origin only": {"Origin": "http://evil.example"},
+    "another port, Origin only": {"Origin": "http://127.0.0.1:9999"},
+    "https on this host": {"Origin": "https://127.0.0.1"},
+    "a sandboxed frame or data: URL": {"Origin": "null"},
+    "a top-level navigation typed or bookmarked": {"Sec-Fetch-Site": "none"},
+    "no Origin and no token (an old browser)": {TOKEN_HEADER: None},
+    "no Origin and a wrong token": {TOKEN_HEADER: "x" * 43},
+    "the page's origin but no token": {"Sec-Fetch-Site": "same-origin", "Origin": SITE, TOKEN_HEADER: None},
+}
+
+
+def _send(page_client, endpoint, headers):
+    """One request to `endpoint` (upload, render or info) of the client's app with the page's token
+    and `headers` (None removes one)."""
+    c = TestClient(page_client.app, base_url=SITE)
+    headers = {k: v for k, v in {TOKEN_HEADER: page_client.app.state.token, **headers}.items() if v is not None}
+    if endpoint == "upload":
+        return c.post("/api/upload?name=evil.png", content=png_bytes(photo(8, 8)), headers=headers)
+    if endpoint == "render":
+        return c.get("/api/render", params={**GOOD, "session": "victim", "view": 99}, headers=headers)
+    return c.get("/api/info", headers=headers)
+
+
+@pytest.mark.parametrize("endpoint", ["upload", "render", "info"])
+@pytest.mark.parametrize("case", list(CROSS_SITE))
+def test_cross_site_requests_to_the_viewer_are_refused(checkpoints, case, endpoint):
+    """Another page open in the browser can send requests to 127.0.0.1 (an upload evicts the user's
+    own; a render takes the render slots and supersedes the user's view): a 403 before any work."""
+    viewer = make_viewer(checkpoints, max_uploads=1)
+    c = client(viewer)
+    assert c.post("/api/upload?name=mine.png", content=png_bytes(photo(8, 8))).status_code == 200
+    before = (list(viewer.pictures), dict(viewer.latest), dict(viewer.stats), viewer.uploads)
+    r = _send(c, endpoint, CROSS_SITE[case])
+    assert r.status_code == 403 and r.json()["error"].startswith("refused: "), r.text
+    assert (list(viewer.pictures), dict(viewer.latest), dict(viewer.stats), viewer.uploads) == before
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "127.0.0.1:8000"])
+def test_the_pages_own_requests_pass_as_a_browser_sends_them(checkpoints, host):
+    """Chromium's headers on the page's fetch(): Fetch Metadata same-origin, the page's Origin on a POST."""
+    viewer = make_viewer(checkpoints)
+    c = client(viewer)
+    page = {"Host": host, "Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors"}
+    assert _send(c, "info", page).status_code == 200
+    assert _send(c, "render", page).status_code == 200
+    r = _send(c, "upload", {**page, "Origin": f"http://{host}"})
+    assert r.status_code == 200 and r.json()["name"] == "evil.png", r.text
+
+
+def test_the_token_is_in_the_page_only_and_new_for_every_app(checkpoints):
+    viewer = make_viewer(checkpoints)
+    apps = [create_app(viewer), create_app(viewer)]
+    pages = [TestClient(app, base_url=SITE).get("/") for app in apps]
+    tokens = [page_token(p.text) for p in pages]
+    assert tokens == [app.state.token for app in apps] and tokens[0] != tokens[1] and len(tokens[0]) >= 40
+    assert all(p.headers["cache-control"] == "no-store" for p in pages)
+    assert "default-src 'self'" in pages[0].headers["content-security-policy"]
+    # the page's files and the static copy of the page never hold it
+    plain = TestClient(apps[0], base_url=SITE)
+    assert all(tokens[0] not in plain.get(path).text for path in ("/static/index.html", "/static/viewer.js"))
+    # one app's token does not open another
+    other = TestClient(apps[1], base_url=SITE, headers={TOKEN_HEADER: tokens[0]})
+    assert other.get("/api/info").status_code == 403
+    assert TestClient(apps[1], base_url=SITE, headers={TOKEN_HEADER: tokens[1]}).get("/api/info").status_code == 200
+
+
+def test_a_refusal_takes_its_status_from_the_error_type_not_its_wording():
+    from starlette.datastructures import Headers
+
+    from liif.serve import origin
+    with pytest.raises(origin.Refused) as refused:
+        origin.check(Headers({"host": "127.0.0.1", "sec-fetch-site": "cross-site"}), "t")
+    assert refused.value.status == 403 and "403" not in str(refused.value)
