@@ -2,6 +2,8 @@
 import base64
 import io
 import json
+import struct
+import zlib
 
 import numpy as np
 from PIL import Image
@@ -44,6 +46,14 @@ def png_bytes(image):
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def png_header(width, height):
+    """The start of a PNG: its signature, the IHDR of `width` x `height` RGB pixels, a few bytes of IDAT."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(bytes(64))) + chunk(b"IEND", b""))
 
 
 def messages(text):

@@ -5,6 +5,7 @@ import glob
 import io
 import os
 import threading
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -107,8 +108,13 @@ def decode_upload(data, max_pixels):
     from liif.data.image_folder import read_image
 
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            h, w = im.height, im.width
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the cap below is the viewer's, and lower
+            with Image.open(io.BytesIO(data)) as im:
+                h, w = im.height, im.width
+    except Image.DecompressionBombError:  # a valid header of more than twice Pillow's limit: too large, not garbage
+        raise InputTooLarge(f"the image has more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels; the viewer takes at most "
+                            f"{max_pixels:,} pixels") from None
     except Exception:  # Pillow raises many kinds for non-images
         raise ImageError("the upload is not an image Pillow can read (PNG, JPEG, BMP, TIFF, WebP ...)") from None
     if h * w > max_pixels:

@@ -20,7 +20,7 @@ from liif.errors import BadInput, ImageError, InputTooLarge  # noqa: E402
 from liif.serve import sources  # noqa: E402
 from liif.serve.app import Viewer, create_app  # noqa: E402
 from liif.serve.origin import TOKEN_HEADER, page_token  # noqa: E402
-from serve_helpers import assemble, expected_view, messages, photo, png_bytes, tiny_checkpoint  # noqa: E402
+from serve_helpers import assemble, expected_view, messages, photo, png_bytes, png_header, tiny_checkpoint  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -314,11 +314,17 @@ def test_uploads(checkpoints):
     (b"", 400, "empty upload"), (b"not an image at all", 400, "not an image"),
     (png_bytes(photo(30, 40))[:200], 400, "damaged"), (b"\x89PNG" + bytes(60_000), 413, "limit"),
     (png_bytes(photo(80, 80)), 413, "at most 4,096 pixels"), (png_bytes(photo(1, 1)), 400, "smaller than downscale"),
-])
+    # a header of 20000 x 20000 pixels: Pillow's decompression-bomb refusal, which said "not an image"
+    (png_header(20000, 20000), 413, "the viewer takes at most 4,096 pixels"),
+    (png_header(10000, 10000), 413, "is 10000x10000 pixels"),  # under Pillow's refusal, over its warning
+], ids=["empty", "not an image", "truncated", "over the byte limit", "over the pixel cap", "smaller than downscale",
+        "a header past Pillow's bomb limit", "a header past Pillow's bomb warning"])
 def test_bad_uploads_get_a_clear_4xx(checkpoints, body, status, words):
     viewer = make_viewer(checkpoints, factor=2, max_upload_bytes=50_000, max_upload_pixels=64 * 64)
     c = client(viewer)
-    r = c.post("/api/upload", content=body)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nor a DecompressionBombWarning in the server's log
+        r = c.post("/api/upload", content=body)
     assert r.status_code == status and words in r.json()["error"], r.text
     assert set(viewer.pictures) == {"i0", "i1"} and c.get("/api/info").status_code == 200
 
