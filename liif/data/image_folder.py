@@ -49,8 +49,17 @@ def read_image(path):
                 grey = np.asarray(im).astype(np.int64).clip(0, 65535) >> 8
                 return np.repeat(grey.astype(np.uint8)[..., None], 3, axis=2)
             return np.asarray(im.convert("RGB"))
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError:
+        raise _too_large(path) from None
+    except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"cannot read image {path}: {e}") from None
+
+
+def _too_large(path):
+    """A valid header of more pixels than Pillow decodes (twice Image.MAX_IMAGE_PIXELS): too large, not unreadable."""
+    name = path if isinstance(path, (str, os.PathLike)) else "the image"
+    return ImageError(f"{name} has more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels, more than Pillow decodes (its limit "
+                      "against decompression bombs); use a smaller image")
 
 
 EXIF_ORIENTATION = 0x0112
@@ -78,6 +87,8 @@ def image_size(path):
     try:
         with Image.open(path) as im:
             return (im.width, im.height) if _orientation(im) in _SWAPS_AXES else (im.height, im.width)
+    except Image.DecompressionBombError:  # not an OSError: it was a traceback
+        raise _too_large(path) from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"cannot read image {path}: {e}") from None
 

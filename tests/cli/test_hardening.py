@@ -542,6 +542,22 @@ def test_an_image_smaller_than_the_scale_is_one_line(tmp_path, size, scale):
     assert_one_line_error(status, err, f"small.png is {size}x{size}, smaller than the scale x{scale}")
 
 
+@pytest.mark.parametrize("task", ["test", "demo"])
+def test_an_image_past_pillows_pixel_limit_is_too_large_not_unreadable(tmp_path, task):
+    """A valid header of 20000 x 20000 pixels: Pillow refuses to decode it (a decompression bomb); the
+    test set's size check read it with a traceback, the demo said 'cannot read image'."""
+    from serve_helpers import png_header
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "huge.png").write_bytes(png_header(20000, 20000))
+    if task == "test":
+        status, err = run_task_with_overrides(make_test_cfg(tmp_path / "imgs", f"checkpoint={_ckpt()}"),
+                                              f"output_dir={tmp_path / 'run'}")
+    else:
+        status, err = run_task_with_overrides(compose("task=demo", f"checkpoint={_ckpt()}", "size=[20,30]", "device=cpu"),
+                                              f"input={tmp_path / 'imgs' / 'huge.png'}", f"output={tmp_path / 'out.png'}")
+    assert_one_line_error(status, err, "huge.png has more than 178,956,970 pixels, more than Pillow decodes")
+
+
 def test_a_set_name_cannot_write_its_sample_outside_the_run(test_images, tmp_path):
     run = tmp_path / "a" / "b" / "run"
     status, err = run_task_with_overrides(make_test_cfg(test_images, f"checkpoint={_ckpt()}"), f"output_dir={run}",
