@@ -38,10 +38,11 @@ def main(cfg):
 
 
 if __name__ == "__main__":
-    from liif.cli.argv import ArgvError, check_keys, resume_in_place
+    from liif.cli.argv import ArgvError, check_keys, check_numbers, resume_in_place
     try:
         args = resume_in_place(expand_group_globs(sys.argv[1:]))
         check_keys(args, CONF_DIR)
+        check_numbers(args)
     except ArgvError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

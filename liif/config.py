@@ -24,9 +24,13 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 import numpy as np
 
 from liif.errors import BadInput, ConfigError
-from liif.sizes import parse_bytes
+from liif.sizes import MAX_BYTES, parse_bytes
 
 TASKS = ("train", "test", "demo", "report", "serve")  # liif.cli.main runs each
+
+# Jittor's set_seed takes a C int (torch.manual_seed 64 bits): a larger seed was a traceback when the
+# model was built, after the run had started.
+MAX_SEED = (1 << 31) - 1
 
 MISSING = "???"  # OmegaConf's marker: a value that the YAML or the command line must give
 
@@ -50,9 +54,19 @@ def non_negative_ints(node: object, prefix: str, *names: str) -> None:
     _check(node, prefix, names, lambda v: _integer(v) and v >= 0, "an integer >= 0")
 
 
+def finite_number(x: object) -> bool:
+    """An int or float that a float can hold, finite. YAML reads a 400-digit number as an int, on
+    which math.isfinite raises OverflowError (a traceback, where the user needs one line)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:
+        return False
+
+
 def positive_numbers(node: object, prefix: str, *names: str) -> None:
-    _check(node, prefix, names, lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
-           and math.isfinite(v) and v > 0, "a positive number")
+    _check(node, prefix, names, lambda v: finite_number(v) and v > 0, "a positive number (a finite one)")
 
 
 def one_of(node: object, prefix: str, name: str, choices: Sequence[object]) -> None:
@@ -110,8 +124,7 @@ class ScaleConfig:
     max: Optional[float] = 4.0
 
     def __post_init__(self) -> None:
-        def number(x: object) -> bool:
-            return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+        number = finite_number
         if not (number(self.min) and self.min > 0 and (self.max is None or number(self.max) and self.max >= self.min)):
             raise ConfigError(f"impossible scale range: scale.min={self.min}, scale.max={self.max} (need 0 < min <= max)")
 
@@ -256,7 +269,7 @@ class TestConfig:
         clip = self.cell_clip
         if clip is None or clip is False:
             return
-        if clip is True or not isinstance(clip, (int, float)) or not math.isfinite(clip) or (clip != 0 and clip < 1):
+        if not finite_number(clip) or (clip != 0 and clip < 1):
             raise ConfigError(f"test.cell_clip={clip!r} must be a scale >= 1 (the cell is held at that scale's beyond it), "
                               "false (never) or null (each model's published protocol)")
 
@@ -282,6 +295,9 @@ class TaskConfig:
         non_negative_ints(self, "task.", "port")  # 0: any free port
         positive_ints(self, "task.", "max_viewport", "max_upload_pixels", "max_renders", "coarse_factor", "tile_rows")
         positive_numbers(self, "task.", "max_upload_mb", "cache_mb")
+        for name in ("max_upload_mb", "cache_mb"):  # the viewer takes them in bytes, as an int
+            if getattr(self, name) * (1 << 20) > MAX_BYTES:
+                raise ConfigError(f"task.{name}={getattr(self, name)!r} must be at most {MAX_BYTES >> 20} (8 EB)")
         if self.downscale is not None and not (_integer(self.downscale) and self.downscale >= 2):
             raise ConfigError(f"task.downscale must be an integer >= 2 (or null), got {self.downscale!r}")
 
@@ -328,6 +344,8 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         non_negative_ints(self, "", "seed")
+        if self.seed > MAX_SEED:
+            raise ConfigError(f"seed={self.seed} must be at most {MAX_SEED}, the largest seed both frameworks take")
         positive_ints(self, "", "eval_bsize")
         one_of(self, "", "on_bad_file", ("error", "skip"))
         if self.scales is not None:

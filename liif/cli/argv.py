@@ -7,8 +7,10 @@
 - A key that the typed config (liif/config.py) does not have and that is no config group
   (`modle=rdn_liif`) is an error that names the nearest valid key, instead of Hydra's advice
   to add it with `+modle=...`.
+- A number too large for a float (`train.lr=` and 400 digits) is an error, not Hydra's traceback.
 """
 import os
+import re
 
 import yaml
 
@@ -109,6 +111,25 @@ def _quote(value):
     if all(c.isalnum() or c in "/._-:~@%+" for c in value):
         return value
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+# ---- numbers no setting can hold -------------------------------------------------------------
+# An integer of more than 308 digits: Hydra reads it as an int, and OmegaConf's float() of it for a
+# float setting (`train.lr=1000...0`) raised an OverflowError traceback inside Hydra's composition,
+# before any check of ours could run. No setting takes such a number.
+# Only a whole value or element is a number to Hydra (`[2, 1000...0]`, `{a: 1000...0}`), not digits in a path.
+_HUGE_INT = re.compile(r"(?:^|[\[,:{])\s*([-+]?\d{309,})\s*(?=$|[\],}])")
+
+
+def check_numbers(argv):
+    """Raise ArgvError for an override holding an integer too large for a float (over 308 digits)."""
+    for arg in argv:
+        key = key_of(arg)
+        match = _HUGE_INT.search(arg.split("=", 1)[1]) if key else None
+        if match:
+            digits = len(match.group(1).lstrip("+-"))
+            raise ArgvError(f"{key}= holds a number of {digits} digits, more than any setting takes (a float holds "
+                            "about 1.8e308); check the value")
 
 
 # ---- unknown keys -------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from conftest import compose, photo, run_cli, run_task_with_overrides
+from liif.cli.argv import ArgvError, check_numbers
 
 TINY = ["model.args.encoder_spec.args.n_resblocks=1", "model.args.encoder_spec.args.n_feats=8",
         "model.args.imnet_spec.args.hidden_list=[16]", "train.epochs=1", "train.max_steps_per_epoch=2",
@@ -93,6 +94,40 @@ def test_image_smaller_than_the_training_crop(folder_cfg, tmp_path, folder):
                                             (["scales=[0]"], "positive integers")])
 def test_impossible_scales(folder_cfg, tmp_path, folder, args, fragment):
     fails_cleanly(train(folder_cfg, tmp_path, f"dataset.path={folder}", *args), fragment)
+
+
+BIG = "1" + "0" * 400  # YAML reads it as an int no float can hold
+
+
+@pytest.mark.parametrize("setting, fragment", [
+    ("infer.max_memory=" + "9" * 400 + "GB", "a memory size must be at most 8 EB"),
+    (f"infer.max_memory={BIG}", "a memory size must be at most 8 EB"),
+    ("infer.max_memory=1e308", "a memory size must be at most 8 EB"),
+    (f"test.cell_clip={BIG}", "test.cell_clip="), ("task.max_upload_mb=1e308", "task.max_upload_mb=1e+308 must be at most"),
+    ("task.cache_mb=1e300", "task.cache_mb=1e+300 must be at most"), (f"seed={2 ** 31}", "seed=2147483648 must be at most"),
+])
+def test_a_huge_number_is_one_line_not_an_overflow(folder_cfg, tmp_path, folder, setting, fragment):
+    """Each was an OverflowError traceback (in task=serve for the viewer's sizes); a seed above 2**31 - 1
+    is more than Jittor's set_seed (a C int) takes, above 2**64 a ValueError from torch once the run had
+    started. In process: the typed configs' checks, which a YAML file's values meet too."""
+    fails_cleanly(train(folder_cfg, tmp_path, f"dataset.path={folder}", setting), fragment)
+    assert not (tmp_path / "run").exists()  # refused before any work
+
+
+@pytest.mark.parametrize("setting", [f"train.lr={BIG}", f"scale.max={BIG}", f"scales=[2,{BIG}]", f"infer.max_memory=-{BIG}"])
+def test_a_number_too_large_for_a_float_is_refused_before_hydra(setting):
+    """OmegaConf's float() of it raised an OverflowError traceback inside Hydra's composition
+    (float settings), before any check of ours (liif.cli.argv.check_numbers)."""
+    with pytest.raises(ArgvError, match=r"holds a number of 401 digits, more than any setting takes"):
+        check_numbers(["task=test", setting])
+    check_numbers(["train.lr=1e-4", "seed=12345678901234567890", "hydra.run.dir=/x/" + "9" * 400, f"name=a{BIG}"])
+
+
+@pytest.mark.slow
+def test_a_number_too_large_for_a_float_through_the_cli(tmp_path):
+    r = run_cli("task=test", "checkpoint=x.pth", f"train.lr={BIG}", cwd=tmp_path, timeout=120)
+    assert r.returncode == 2 and r.stderr.startswith("error: train.lr= holds a number of 401 digits"), r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not list(tmp_path.iterdir())
 
 
 def test_hr_lr_count_and_size_mismatch(tmp_path, fixtures_dir):

@@ -14,10 +14,16 @@ def test_parse_bytes(text, expected):
     assert parse_bytes(text) == expected
 
 
-@pytest.mark.parametrize("bad", ["", "GB", "-2GB", "0", "2XB", "two GB", 0, -5, True, float("inf")])
+@pytest.mark.parametrize("bad", ["", "GB", "-2GB", "0", "2XB", "two GB", 0, -5, True, float("inf"), float("nan"),
+                                 "9" * 400 + "GB", "9" * 400, 10 ** 400, 1e308, 2 ** 63, "8388609TB"])
 def test_parse_bytes_rejects(bad):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError) as refused:  # never an OverflowError (a traceback)
         parse_bytes(bad)
+    assert len(str(refused.value)) < 200  # a 400-digit number is cut in the message
+
+
+def test_parse_bytes_takes_up_to_8_exabytes():
+    assert parse_bytes(2 ** 63 - 1) == 2 ** 63 - 1 and parse_bytes("8388607TB") == 8388607 << 40
 
 
 def test_resolve_budget():
