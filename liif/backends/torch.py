@@ -271,17 +271,23 @@ def set_threads(n):
 
 
 def distributed_init():
-    """Join the process group that `torchrun` describes (WORLD_SIZE > 1, RANK, LOCAL_RANK in
-    the environment): NCCL on CUDA (each process on GPU LOCAL_RANK), else gloo. Returns
-    (rank, world_size); (0, 1) when not launched by torchrun. Idempotent."""
+    """Join the process group that `torchrun` describes (its variables in the environment: see
+    `common.torchrun_world`, which also says what is a plain run): NCCL on CUDA (each process on GPU
+    LOCAL_RANK), else gloo. Returns (rank, world_size); (0, 1) when not launched by torchrun. Idempotent."""
+    import logging
     import os
     import torch.distributed as dist
     if _distributed():
         return dist.get_rank(), dist.get_world_size()
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
+    launched = _common.torchrun_world(os.environ)
+    if launched is None or not dist.is_available():
         return 0, 1
+    rank, local_rank, world = launched
+    # said before joining: the join waits for every rank, so a lone process shows here what it waits for
+    logging.getLogger(__name__).info("joining torchrun's process group: rank %d of %d, at %s:%s", rank, world,
+                                     os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"])
     if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))  # "cuda" now means this rank's GPU
+        torch.cuda.set_device(local_rank)  # "cuda" now means this rank's GPU
         dist.init_process_group("nccl")
     else:
         dist.init_process_group("gloo")

@@ -130,6 +130,24 @@ def test_a_number_too_large_for_a_float_through_the_cli(tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1 and not list(tmp_path.iterdir())
 
 
+def test_a_stray_world_size_does_not_make_a_plain_run_distributed(folder_cfg, tmp_path, folder, monkeypatch):
+    """A shell inside a cluster job may hold some of torchrun's variables. WORLD_SIZE=1 (or none) is one
+    process whatever the rest says; WORLD_SIZE=2 without the others was a ValueError traceback from
+    torch's rendezvous: now one line naming them, before the run folder is made
+    (liif.backends.common.torchrun_world has every case)."""
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    status, err = train(folder_cfg, tmp_path, f"dataset.path={folder}")
+    assert status == 0, err
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "ok"
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("RANK")
+    fails_cleanly(train(folder_cfg, tmp_path / "again", f"dataset.path={folder}"),
+                  "WORLD_SIZE=2 is set but RANK, MASTER_ADDR, MASTER_PORT are not")
+    assert not (tmp_path / "again" / "run").exists()
+
+
 def test_hr_lr_count_and_size_mismatch(tmp_path, fixtures_dir):
     bench = tmp_path / "data" / "benchmark" / "Mine"
     (bench / "HR").mkdir(parents=True)
