@@ -34,12 +34,14 @@ def _check_pairs(pairs, scale):
                              f"are not a x{scale} pair (sorted-name pairing; counts and order must match)")
 
 
-def test_set(hr_dir, lr_dir=None, scale=2, layout_text=None, on_bad_file="error", split_file=None, split_key=None):
+def test_set(hr_dir, lr_dir=None, scale=2, layout_text=None, on_bad_file="error", split_file=None, split_key=None,
+             shave=0, eval_type="none"):
     """The evaluation dataset for one (set, scale), as the original test configs build it.
 
     With an existing `lr_dir`: the given LR files, whole images (`sr-implicit-paired`).
     Otherwise: the HR cut top-left to a multiple of the scale and downsampled by Pillow
-    bicubic (`sr-implicit-downsampled`, test mode).
+    bicubic (`sr-implicit-downsampled`, test mode). `shave`: the pixels the metrics of
+    `eval_type` leave out at each border; an HR image must be larger than twice that.
     """
     require(hr_dir, layout_text or FOLDER_TREE.format(root=hr_dir))
     if lr_dir is not None and os.path.isdir(lr_dir):
@@ -47,20 +49,26 @@ def test_set(hr_dir, lr_dir=None, scale=2, layout_text=None, on_bad_file="error"
             raise ConfigError(f"paired LR files need an integer scale, got {scale}")
         pairs = PairedImageFolders(lr_dir, hr_dir, on_bad_file=on_bad_file, split_file=split_file, split_key=split_key)
         _check_pairs(pairs, int(scale))
+        _check_sizes(pairs.dataset_2.files, None, shave, eval_type)
         return SRImplicitPaired(pairs)
     folder = ImageFolder(hr_dir, on_bad_file=on_bad_file, split_file=split_file, split_key=split_key)
-    _check_holds_a_pixel(folder, scale)
+    _check_sizes(folder.files, scale, shave, eval_type)
     return SRImplicitDownsampled(folder, scale_min=scale)
 
 
-def _check_holds_a_pixel(folder, scale):
-    """Downsampling by `scale` must leave at least one LR pixel (a 1x1 image at x4 left none: a
-    ZeroDivisionError deep in the coordinates); checked from the file headers, before any work."""
-    for path in folder.files:
+def _check_sizes(hr_files, scale, shave, eval_type):
+    """From the file headers, before any work: downsampling by `scale` (None: the LR files are given)
+    must leave at least one LR pixel (a 1x1 image at x4 left none: a ZeroDivisionError deep in the
+    coordinates), and the protocol's shave must leave pixels to measure (a PSNR of no pixels was NaN)."""
+    for path in hr_files:
         h, w = image_size(path)
-        if min(h, w) < scale:
+        if scale is not None and min(h, w) < scale:
             raise DataError(f"{path} is {h}x{w}, smaller than the scale x{scale}: downsampling it leaves no "
                                   "pixel; remove it, or test at a scale of at most its shorter side")
+        kept = (h, w) if scale is None else (int(h // scale * scale), int(w // scale * scale))  # the HR the test crops
+        if min(kept) <= 2 * shave:
+            raise DataError(f"{path} is {h}x{w}: the {eval_type} protocol shaves {shave} pixels from each border, which "
+                            "leaves nothing to measure; remove it, or test the set with its protocol none")
 
 
 test_set.__test__ = False  # not a pytest test, despite the name

@@ -101,24 +101,34 @@ def evaluate(model: "Model", test_sets: Sequence[TestSetConfig], eval_bsize: int
     for entry in test_sets:
         for scale in (scales if scales is not None else entry.scales):
             lr_dir = entry.lr.format(scale=scale) if entry.lr else None
+            eval_type = _eval_type(entry, scale)
             dataset = layouts.test_set(entry.hr, lr_dir, scale, layout_text=expected_layout(entry),
-                                       on_bad_file=on_bad_file, split_file=entry.split_file, split_key=entry.split_key)
+                                       on_bad_file=on_bad_file, split_file=entry.split_file, split_key=entry.split_key,
+                                       shave=metrics.shave_of(*metrics.parse_eval_type(eval_type)), eval_type=eval_type)
             runs.append((entry, scale, dataset))
     estimate = Estimate("test", sum(len(d) for _, _, d in runs), "image")
     clip = protocol.cell_clip_for((model.spec or {}).get("name"), cell_clip)
     records = []
     for entry, scale, dataset in runs:
-        eval_type = "none" if entry.protocol == "none" else f"{entry.protocol}-{scale}"
+        eval_type = _eval_type(entry, scale)
         record = evaluate_set(model, dataset, eval_type, eval_bsize, f"{entry.name} x{scale}",
                               sample_dir=os.path.join(out_dir, "samples") if out_dir else None, tiling=tiling,
                               estimate=estimate, cell_factor=protocol.cell_factor(scale, clip))
         record.update(dataset=entry.name, scale=int(scale), lr_source="files" if _is_paired(dataset) else "pillow-bicubic",
                       cell_clip=clip)
         records.append(record)
-        log.info("%s x%d (%s%s): PSNR %.4f dB, SSIM %.4f, bicubic %.4f dB, %d images", entry.name, scale, eval_type,
-                 "" if clip is None else f", cell clipped at x{clip}", record["psnr"], record["ssim"],
+        log.info("%s x%d (%s%s): PSNR %.4f dB, SSIM %s, bicubic %.4f dB, %d images", entry.name, scale, eval_type,
+                 "" if clip is None else f", cell clipped at x{clip}", record["psnr"], _ssim_text(record["ssim"]),
                  record["psnr_bicubic"], record["n_images"])
     return records
+
+
+def _eval_type(entry: TestSetConfig, scale: int) -> str:
+    return "none" if entry.protocol == "none" else f"{entry.protocol}-{scale}"
+
+
+def _ssim_text(value: Optional[float]) -> str:
+    return "–" if value is None else f"{value:.4f}"  # None: not defined for an image of the set (metrics.ssim)
 
 
 def expected_layout(entry: TestSetConfig) -> str:
@@ -152,6 +162,10 @@ def evaluate_set(model: "Model", dataset: Any, eval_type: str, bsize: int = 3000
         bicubic = bicubic_upsample(sample["inp"], shape)
         psnrs.append(metrics.psnr(sr, hr, eval_type))
         ssims.append(metrics.ssim(sr, hr, eval_type))
+        if ssims[-1] is None and ssims.count(None) == 1:
+            log.warning("SSIM is not defined for %s: image %d is %dx%d, smaller than SSIM's %dx%d window after %s's "
+                        "shave; the set's SSIM is left out (null in metrics.json)", desc, i + 1, shape[0], shape[1],
+                        metrics.SSIM_WINDOW, metrics.SSIM_WINDOW, eval_type)
         bicubics.append(metrics.psnr(bicubic, hr, eval_type))
         if sample_dir and i == 0:
             from liif.evaluation.compare import write_comparison
@@ -161,7 +175,8 @@ def evaluate_set(model: "Model", dataset: Any, eval_type: str, bsize: int = 3000
                              hr, max(1, round(shape[0] / sample["inp"].shape[1])))
         if estimate:
             estimate.update()
-    return {"eval_type": eval_type, "psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims)),
+    return {"eval_type": eval_type, "psnr": float(np.mean(psnrs)),
+            "ssim": None if None in ssims else float(np.mean(ssims)),  # a mean over some images would not compare
             "psnr_bicubic": float(np.mean(bicubics)), "n_images": len(psnrs),
             "seconds": round(time.time() - started, 3)}
 
@@ -238,7 +253,7 @@ def print_table(records: Sequence[Mapping[str, Any]]) -> None:
     for r in records:
         clip = r.get("cell_clip")
         lines.append(f"{r['dataset']:<12}{'x' + str(r['scale']):>6}  {r['eval_type']:<13}{r['psnr']:>9.3f}"
-                     f"{r['psnr_bicubic']:>9.3f}{r['ssim']:>8.4f}{r['n_images']:>8}"
+                     f"{r['psnr_bicubic']:>9.3f}{_ssim_text(r['ssim']):>8}{r['n_images']:>8}"
                      + (f"  {'none' if clip is None else 'x' + str(clip):<9}" if clipped else ""))
     try:
         print("\n".join(lines), flush=True)

@@ -39,11 +39,27 @@ def psnr(sr, hr, eval_type=None, rgb_range=1):
     return float("inf") if mse == 0 else float(-10 * np.log10(mse))
 
 
+# SSIM's Gaussian window (sigma 1.5, cut at 3.5 sigma, as scikit-image and Wang et al. take it) is 11x11.
+# On a smaller image SSIM is not defined: `ssim` says so with None rather than shrinking the window,
+# which would make a number that is not comparable with anyone's SSIM.
+SSIM_WINDOW = 11
+
+
+def ssim_defined(shape, eval_type=None):
+    """Whether SSIM is defined on an (H, W) image under `eval_type`: what the shave leaves must hold
+    the window."""
+    shave = shave_of(*parse_eval_type(eval_type))
+    return min(shape) - 2 * shave >= SSIM_WINDOW
+
+
 def ssim(sr, hr, eval_type=None):
     """Mean SSIM (Gaussian window, sigma 1.5) over the batch, on the pixels the PSNR uses:
-    the luma Y channel (ITU-R BT.601, [16, 235]) for `benchmark`, RGB otherwise."""
+    the luma Y channel (ITU-R BT.601, [16, 235]) for `benchmark`, RGB otherwise. None when an image
+    is smaller than the window after the shave (`ssim_defined`)."""
     from skimage.metrics import structural_similarity
 
+    if not ssim_defined(np.shape(hr)[-2:], eval_type):
+        return None
     protocol, scale = parse_eval_type(eval_type)
     shave = shave_of(protocol, scale)
     values = []

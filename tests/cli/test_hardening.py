@@ -542,6 +542,41 @@ def test_an_image_smaller_than_the_scale_is_one_line(tmp_path, size, scale):
     assert_one_line_error(status, err, f"small.png is {size}x{size}, smaller than the scale x{scale}")
 
 
+def test_an_image_smaller_than_ssims_window_has_no_ssim_and_says_so(tmp_path, caplog):
+    """SSIM's Gaussian window is 11x11 (sigma 1.5): on a smaller image (after the protocol's shave) it is
+    not defined, and scikit-image's ValueError was a traceback that ended the test. Now that set's SSIM
+    is null in metrics.json and '–' in the table, with a warning naming the image; PSNR is measured."""
+    (tmp_path / "imgs").mkdir()
+    noise_png(tmp_path / "imgs" / "a.png", 24, 24)
+    noise_png(tmp_path / "imgs" / "b_small.png", 10, 16, seed=1)
+    status, err = run_task_with_overrides(make_test_cfg(tmp_path / "imgs", f"checkpoint={_ckpt()}"), "scales=[2]",
+                                          f"output_dir={tmp_path / 'run'}")
+    assert status == 0, err
+    (record,) = json.loads((tmp_path / "run" / "metrics.json").read_text())["records"]
+    assert record["ssim"] is None and np.isfinite(record["psnr"]) and record["n_images"] == 2
+    assert any("SSIM is not defined for folder x2: image 2 is 10x16" in r.getMessage() and "11x11" in r.getMessage()
+               for r in caplog.records), caplog.text
+
+
+def test_an_image_the_protocols_shave_leaves_nothing_of_is_one_line(tmp_path):
+    """div2k-2 shaves 2 + 6 pixels from each border: of a 16x16 image nothing is left, and its PSNR was
+    NaN (the mean of no pixels), reported as a result. Checked from the headers, before the test; a
+    24x24 image keeps 8x8 pixels: its PSNR is measured, its SSIM is not defined (smaller than the window)."""
+    (tmp_path / "imgs").mkdir()
+    noise_png(tmp_path / "imgs" / "a.png", 24, 24)
+    noise_png(tmp_path / "imgs" / "b.png", 16, 30, seed=1)
+    cfg = make_test_cfg(tmp_path / "imgs", f"checkpoint={_ckpt()}", "dataset.test.0.protocol=div2k")
+    status, err = run_task_with_overrides(cfg, "scales=[2]", f"output_dir={tmp_path / 'run'}")
+    assert_one_line_error(status, err, "b.png is 16x30: the div2k-2 protocol shaves 8 pixels from each border, which "
+                                       "leaves nothing to measure")
+    assert not (tmp_path / "run" / "samples").exists()
+    os.remove(tmp_path / "imgs" / "b.png")
+    status, err = run_task_with_overrides(cfg, "scales=[2]", f"output_dir={tmp_path / 'run2'}")
+    assert status == 0, err
+    (record,) = json.loads((tmp_path / "run2" / "metrics.json").read_text())["records"]
+    assert np.isfinite(record["psnr"]) and record["ssim"] is None
+
+
 @pytest.mark.parametrize("task", ["test", "demo"])
 def test_an_image_past_pillows_pixel_limit_is_too_large_not_unreadable(tmp_path, task):
     """A valid header of 20000 x 20000 pixels: Pillow refuses to decode it (a decompression bomb); the

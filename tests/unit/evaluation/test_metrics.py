@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from liif.evaluation.metrics import parse_eval_type, psnr, ssim
+from liif.evaluation.metrics import parse_eval_type, psnr, ssim, ssim_defined
 from liif.training.schedule import learning_rate
 
 
@@ -33,6 +33,14 @@ def test_ssim_is_one_for_identical_images_and_drops_with_noise():
     for eval_type in ("none", "div2k-2", "benchmark-2"):
         assert ssim(x, x, eval_type) == pytest.approx(1.0)
         assert ssim(np.clip(x + rng.normal(0, 0.1, x.shape), 0, 1), x, eval_type) < 0.95
+
+
+@pytest.mark.parametrize("side, eval_type, defined", [(10, "none", False), (11, "none", True), (26, "div2k-2", False),
+                                                       (27, "div2k-2", True), (18, "benchmark-4", False), (19, "benchmark-4", True)])
+def test_ssim_is_not_defined_on_what_the_shave_leaves_smaller_than_its_window(side, eval_type, defined):
+    """11x11 (sigma 1.5): scikit-image raised a ValueError on less; None says it is not defined."""
+    x = np.full((1, 3, side, side + 5), 0.5, np.float32)
+    assert (ssim(x, x, eval_type) is not None) == defined == ssim_defined((side, side + 5), eval_type)
 
 
 def test_learning_rate_follows_the_original_schedule():
