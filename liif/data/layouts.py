@@ -19,10 +19,30 @@ FOLDER_TREE = "{root}/*.png   (any image files: png, jpg, jpeg, bmp, tif, tiff, 
 
 
 def require(path, layout_text):
-    """Return `path` if it is a folder, else raise DataLayoutError showing `layout_text`."""
+    """Return `path` if it is a folder, else raise DataLayoutError showing `layout_text` (and the file
+    in the way, where a file stands where a folder is expected: LIIF_DATA set to a file)."""
     if not os.path.isdir(path):
-        raise DataLayoutError(f"dataset folder not found: {path}\nexpected layout:\n{layout_text}")
+        blocker = file_in_the_way(path)
+        if blocker == os.path.abspath(path):
+            raise DataLayoutError(f"dataset folder {path} is a file, not a folder\nexpected layout:\n{layout_text}")
+        why = f" ({blocker} is a file, not a folder: check paths.data_dir, which LIIF_DATA sets)" if blocker else ""
+        raise DataLayoutError(f"dataset folder not found: {path}{why}\nexpected layout:\n{layout_text}")
     return path
+
+
+def file_in_the_way(path):
+    """The absolute path of `path` itself or of the first of its folders that exists and is not a
+    folder, or None (the path is missing, or is a folder)."""
+    path = os.path.abspath(path)
+    parts = [path]
+    while os.path.dirname(parts[-1]) != parts[-1]:
+        parts.append(os.path.dirname(parts[-1]))
+    for part in reversed(parts):
+        if not os.path.exists(part):
+            return None
+        if not os.path.isdir(part):
+            return part
+    return None
 
 
 def _check_pairs(pairs, scale):

@@ -65,6 +65,11 @@ def ensure_sample_set(root):
     root = os.fspath(root)
     if is_complete(root):
         return root
+    from liif.data.layouts import file_in_the_way
+    blocker = file_in_the_way(root)
+    if blocker:  # found before the photographs are written (a rename over a file failed after them)
+        raise SampleSetError(f"cannot make the sample set in {root}: {blocker} is a file, not a folder; point "
+                             "paths.sample_dir (LIIF_SAMPLE_DIR) or paths.data_dir (LIIF_DATA) at a folder")
     if os.path.isdir(root) and os.listdir(root):
         raise SampleSetError(f"{root} exists and is not a complete sample set (no {MARKER}); "
                               f"remove it or choose another folder")

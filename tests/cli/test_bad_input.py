@@ -148,6 +148,28 @@ def test_a_stray_world_size_does_not_make_a_plain_run_distributed(folder_cfg, tm
     assert not (tmp_path / "again" / "run").exists()
 
 
+@pytest.mark.parametrize("dataset, words", [
+    ("sample", "cannot make the sample set in {data}/sample: {data} is a file, not a folder"),
+    ("div2k", "dataset folder not found: {data}/DIV2K/DIV2K_train_HR ({data} is a file, not a folder"),
+    ("celebahq_32_256", "dataset folder not found: {data}/CelebAHQ/32 ({data} is a file, not a folder"),
+])
+def test_liif_data_pointing_at_a_file_is_one_line_naming_it(tmp_path, monkeypatch, dataset, words):
+    """LIIF_DATA (paths.data_dir) set to a file: the sample set was a FileExistsError traceback, the
+    datasets under it 'not found' with no word of why."""
+    data = tmp_path / "notes.txt"
+    data.write_text("not a folder")
+    monkeypatch.setenv("LIIF_DATA", str(data))
+    fails_cleanly(run_task_with_overrides(compose(f"dataset={dataset}", *TINY), f"output_dir={tmp_path / 'run'}"),
+                  words.format(data=data), "LIIF_DATA")
+    assert data.read_text() == "not a folder" and not list(tmp_path.glob(".notes.txt*"))  # nothing built beside it
+
+
+def test_a_dataset_folder_that_is_a_file_says_so(folder_cfg, tmp_path):
+    (tmp_path / "imgs").write_text("")
+    fails_cleanly(train(folder_cfg, tmp_path, f"dataset.path={tmp_path / 'imgs'}"),
+                  f"dataset folder {tmp_path / 'imgs'} is a file, not a folder")
+
+
 def test_hr_lr_count_and_size_mismatch(tmp_path, fixtures_dir):
     bench = tmp_path / "data" / "benchmark" / "Mine"
     (bench / "HR").mkdir(parents=True)
