@@ -5,7 +5,8 @@ the command line:
 - `python run.py -m experiment=ablation_*` works as typed: Hydra only understands
   `experiment=glob(ablation_*)`, so bare patterns for config groups are rewritten to that;
 - `python run.py resume=<run dir>` becomes that run's own overrides plus
-  `hydra.run.dir=<run dir> resume=true` (liif/cli/argv.py), so it continues in place;
+  `hydra.run.dir=<run dir> resume=true` (liif/cli/argv.py), so it continues in place; only the
+  overrides that define a training run come back from the folder, which may be anyone's;
 - a misspelt key (`modle=...`) is an error naming the nearest valid one (liif/cli/argv.py).
 """
 import os
@@ -37,13 +38,22 @@ def main(cfg):
     return run_task(cfg)
 
 
+def command_line(argv):
+    """`argv` as Hydra is given it: globs for groups, `resume=<run dir>` rewritten, keys and numbers
+    checked. A LiifError (one line for the user) for a misspelt key, a number no config can hold or a
+    run folder that cannot be resumed."""
+    from liif.cli.argv import check_keys, check_numbers, resume_in_place
+    args = resume_in_place(expand_group_globs(argv))
+    check_keys(args, CONF_DIR)
+    check_numbers(args)
+    return args
+
+
 if __name__ == "__main__":
-    from liif.cli.argv import ArgvError, check_keys, check_numbers, resume_in_place
+    from liif.errors import LiifError
     try:
-        args = resume_in_place(expand_group_globs(sys.argv[1:]))
-        check_keys(args, CONF_DIR)
-        check_numbers(args)
-    except ArgvError as e:
+        args = command_line(sys.argv[1:])
+    except LiifError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     sys.argv = [sys.argv[0]] + args

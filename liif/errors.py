@@ -61,7 +61,8 @@ class OutputError(LiifError):
 
 
 class RunDirError(LiifError, RuntimeError):
-    """The run directory is in use by another run, or already holds a finished one."""
+    """The run directory is in use by another run, already holds a finished one, or holds what no run
+    writes (a link out of it, an overrides file that is no list of overrides: liif/run/untrusted.py)."""
 
 
 class FrameworkError(LiifError, RuntimeError):

@@ -287,7 +287,8 @@ def assert_same_training(run_dir, single_dir, n_epochs):
 
 def run_cli_inprocess(*args):
     """`python run.py ARGS` in this process (the fuzzer runs hundreds of them: no interpreter start-up,
-    no torch import each time); returns (exit status, stdout, stderr). Same Hydra, same run_task."""
+    no torch import each time); returns (exit status, stdout, stderr). Same argv checks and rewriting
+    (run.py's command_line: resume=<run dir>, misspelt keys), same Hydra, same run_task."""
     import contextlib
     import importlib.util as iu
     import io
@@ -296,9 +297,14 @@ def run_cli_inprocess(*args):
     run_py = iu.module_from_spec(spec)
     spec.loader.exec_module(run_py)
     run_py.main.__wrapped__.__module__ = "__main__"  # Hydra finds conf/ beside the file of a __main__ task
+    from liif.errors import LiifError
+    try:
+        argv = run_py.command_line(list(args))
+    except LiifError as e:  # as run.py's __main__ prints it
+        return 2, "", f"error: {e}\n"
     out, err = io.StringIO(), io.StringIO()
     old_argv, old_env = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
-    sys.argv = ["run.py", *run_py.expand_group_globs(list(args))]
+    sys.argv = ["run.py", *argv]
     os.environ["HYDRA_FULL_ERROR"] = "0"
     GlobalHydra.instance().clear()
     status = 0

@@ -2,6 +2,9 @@
 
 - `resume=<run dir>` alone continues that run in that folder: the run's own overrides
   (`<dir>/.hydra/overrides.yaml`) are restored, then `hydra.run.dir=<dir> resume=true`.
+  The folder may come from anyone: only overrides that define a training run come back (no
+  hydra.*, no other task, no `_target_`, no interpolation; `restorable`), and they must make a
+  valid config; no link in the folder may lead out of it. Anything else is refused in one line.
   Overrides given beside it are accepted only where they cannot change what the run
   trains (more epochs, the device, threads ...); any other is refused with the reason.
 - A key that the typed config (liif/config.py) does not have and that is no config group
@@ -12,9 +15,8 @@
 import os
 import re
 
-import yaml
-
-from liif.errors import ConfigError
+from liif.errors import ConfigError, LiifError
+from liif.run.untrusted import check_folder, printable, read_string_list
 
 
 class ArgvError(ConfigError):
@@ -47,32 +49,169 @@ def key_of(override):
     return override.split("=", 1)[0].lstrip("+~")
 
 
+# What a run folder's saved overrides may set: what defines a training run, as the command line
+# that started it could (the model, its data, the recipe, the framework, the seed, the evaluation).
+# A folder may come from anyone, so nothing else comes back from it: not hydra.* (callbacks run code,
+# the launcher, the output folders), not another task or its inputs and outputs, not where files go.
+RESTORABLE = ("model", "experiment", "profile", "dataset", "scale", "train", "framework", "paths", "seed", "device",
+              "checkpoint", "scales", "eval_bsize", "infer", "test", "debug", "on_bad_file", "paper", "task")
+NOT_RESTORED = [  # (key prefix, why a run folder may not set it), first match wins
+    (("hydra",), "hydra.* and hydra/* configure Hydra itself (callbacks and instantiation run code; the "
+                 "launcher, the sweeper and the output folders), never the run"),
+    (("output_dir", "run_name"), "it says where the run's files are written"),
+    (("input", "size", "output", "dir"), "it is a setting of another task (demo, report, serve)"),
+    (("task",), "resume= continues a training run: another task, or a task's other settings, would run instead"),
+    (("local",), "conf/local/ is this machine's own config, not a run's"),
+]
+# Hydra writes these of a run folder in place (open, truncate, write), not through a rename
+HYDRA_IN_PLACE = (os.path.join(".hydra", "config.yaml"), os.path.join(".hydra", "hydra.yaml"),
+                  os.path.join(".hydra", "overrides.yaml"), "run.log")  # the job's log: run.py's name
+MAX_OVERRIDE_CHARS = 4096   # the longest of the paper's settings is a list of a few numbers
+MAX_OVERRIDE_DEPTH = 16
+GROUP_OPTION = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # a file of conf/<group>/: no folder, no '..'
+
+
 def saved_overrides(run_dir):
-    """The overrides a run was started with (Hydra's `.hydra/overrides.yaml`), or None."""
+    """The overrides a run was started with (Hydra's `.hydra/overrides.yaml`), or None without one,
+    read as input (liif.run.untrusted.read_string_list: a size cap, no aliases) and each checked by
+    `restorable`: an ArgvError (or RunDirError) in one line for anything a run folder may not say."""
     path = os.path.join(run_dir, ".hydra", "overrides.yaml")
-    if not os.path.isfile(path):
+    if not os.path.lexists(path):
         return None
-    with open(path) as f:
-        saved = yaml.safe_load(f) or []
-    return [str(x) for x in saved if key_of(str(x)) not in ("resume", "hydra.run.dir")]
+    from liif.cli.main import CONF_DIR
+    saved, groups = [], config_groups(CONF_DIR)
+    for override in read_string_list(path):
+        kept = restorable(override, run_dir, groups)
+        if kept:
+            saved.append(kept)
+    return saved
+
+
+def restorable(override, run_dir, groups):
+    """`override` (a string of a run folder's overrides.yaml) if a resume may restore it; None for
+    the ones a resume replaces or drops: `resume=` (resume= adds its own), `table=` (it only chose
+    the sweep the run was a job of: conf/table/*.yaml set Hydra's mode and sweep; restored, it would
+    start the whole sweep again). Anything else is an ArgvError naming it and why. `groups`: the
+    config groups (`config_groups`), whose values must be names of their options."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    def refuse(why):
+        return ArgvError(f"resume={run_dir}: its saved override {printable(override)} is refused: {why}")
+    # measured before Hydra's parser sees it: it recurses once per bracket (30000 '[': a RecursionError after seconds)
+    if len(override) > MAX_OVERRIDE_CHARS or _bracket_depth(override) > MAX_OVERRIDE_DEPTH:
+        raise refuse(f"over {MAX_OVERRIDE_CHARS} characters or {MAX_OVERRIDE_DEPTH} brackets deep, which no run's "
+                     "setting is")
+    try:
+        parsed = OverridesParser.create().parse_override(override)
+    except HydraException as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise refuse(f"it is not an override Hydra can parse ({printable(first)})") from None
+    key = parsed.key_or_group
+    if key in ("resume", "table"):
+        return None
+    if parsed.package is not None:
+        raise refuse("a package (key@package=) puts a config elsewhere in the tree")
+    if parsed.is_sweep_override():
+        raise refuse("a sweep (a,b / glob / range / choice) is no single run's setting")
+    if any(_instantiation_key(part) for part in re.split(r"[./]", key)):
+        raise refuse("_target_ and the other _keys_ of Hydra's instantiation make objects (run code)")
+    if not _restorable_key(key):
+        raise refuse(_why_not_restored(key) + "; a resume restores only what defines the run (model, dataset, "
+                     "train.*, framework ...)")
+    value = parsed.value() if parsed.value_type is not None else None
+    problem = _value_problem(value)
+    if problem:
+        raise refuse(problem)
+    if key in groups and value is not None and not (isinstance(value, str) and GROUP_OPTION.fullmatch(value)):
+        raise refuse(f"{key}= takes the name of a file of conf/{key}/ (a path could load a YAML file from anywhere)")
+    if key == "task" and value != "train":
+        raise ArgvError(f"resume={run_dir}: that folder holds a task={printable(str(value))} run; resume= continues a "
+                        "training run")
+    return override
+
+
+def _bracket_depth(text):
+    depth = deepest = 0
+    for c in text:
+        depth += (c in "[{(") - (c in "]})")
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def _restorable_key(key):
+    return any(key == p or key.startswith(p + ".") or key.startswith(p + "/") for p in RESTORABLE) and \
+        not key.startswith("task.") and not key.startswith("task/")
+
+
+def _instantiation_key(name):
+    return len(name) > 2 and name.startswith("_") and name.endswith("_")  # _target_, _args_, _partial_ ...
+
+
+def _why_not_restored(key):
+    for prefixes, why in NOT_RESTORED:
+        if any(key == p or key.startswith(p + ".") or key.startswith(p + "/") for p in prefixes):
+            return why
+    return "no setting of a training run"
+
+
+def _value_problem(value):
+    """Why an override's value (as Hydra parses it: a primitive, or lists and dicts of them) cannot
+    come from a run folder, or None."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str) and "${" in item:
+            return ("an interpolation (${...}) is resolved into the run's config: ${oc.env:NAME} would copy an "
+                    "environment variable into config.yaml")
+        if isinstance(item, dict):
+            if any(_instantiation_key(str(k)) for k in item):
+                return "_target_ and the other _keys_ of Hydra's instantiation make objects (run code)"
+            stack += list(item.keys()) + list(item.values())
+        elif isinstance(item, list):
+            stack += item
+    return None
+
+
+def check_composes(saved, run_dir):
+    """The saved overrides, composed and made the typed config (liif.config.RunConfig, whose checks
+    run), as the resumed run will be: an ArgvError in one line if they do not, before Hydra starts."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from liif.cli.main import compose, typed_config
+    # output_dir and run_name resolve only inside a Hydra run: given, so that the rest resolves
+    try:
+        typed_config(compose([*saved, f"output_dir={_quote(run_dir)}", "run_name=resumed"]))
+    except (HydraException, OmegaConfBaseException, LiifError) as e:
+        cause = e.__cause__ if isinstance(e, HydraException) and e.__cause__ else None
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if cause is not None and str(cause).strip():
+            why += f" ({str(cause).strip().splitlines()[0]})"
+        raise ArgvError(f"resume={run_dir}: its saved overrides do not make a valid run: {printable(why, 300)}") from None
 
 
 def resume_in_place(argv):
     """argv with `resume=<run dir>` -> the run's saved overrides, the safe new ones, then
     `hydra.run.dir=<dir> resume=true`. Other forms of resume= (true, a checkpoint file, a
-    folder without `.hydra/`) are left to the trainer."""
+    folder without `.hydra/`) are left to the trainer. The folder is input: before
+    anything of it is used, no link in it may lead out of it (liif.run.untrusted.check_folder), and
+    its overrides must be ones a run folder may set (`restorable`) that compose (`check_composes`)."""
     resume = [a for a in argv if key_of(a) == "resume"]
     if not resume:
         return argv
     run_dir = resume[-1].split("=", 1)[1].strip("'\"").rstrip("/") or "/"
-    saved = saved_overrides(run_dir) if os.path.isdir(run_dir) else None
-    if saved is None:
-        return argv
+    if not (os.path.isdir(run_dir) and os.path.lexists(os.path.join(run_dir, ".hydra"))):
+        return argv  # a folder of checkpoints (the original code's): the trainer resumes from it in a new folder
+    if not os.path.lexists(os.path.join(run_dir, ".hydra", "overrides.yaml")):
+        raise ArgvError(f"resume={run_dir}: its .hydra/ holds no overrides.yaml (Hydra writes one in every run "
+                        "folder), so the run's settings are unknown; start a new run from its checkpoint with "
+                        f"resume={os.path.join(run_dir, 'checkpoints', 'epoch-last.pth')} and the run's settings")
     if any(a in ("-m", "--multirun") for a in argv):
         raise ArgvError(f"resume={run_dir} continues one run: drop -m/--multirun")
-    task = _run_task(run_dir, saved)
-    if task != "train":
-        raise ArgvError(f"resume={run_dir}: that folder holds a task={task} run; resume= continues a training run")
+    check_folder(run_dir, in_place=HYDRA_IN_PLACE)
+    saved = saved_overrides(run_dir)
+    check_composes(saved, run_dir)
     saved_by_key = {key_of(s): s for s in saved}
     extra = []
     for arg in argv:
@@ -87,16 +226,6 @@ def resume_in_place(argv):
                             f"python run.py {' '.join(saved + [arg])}")
         extra.append(arg)
     return saved + extra + [f"hydra.run.dir={_quote(run_dir)}", "resume=true"]
-
-
-def _run_task(run_dir, saved):
-    """The task the run was started with: its config.yaml's, else its overrides', else train."""
-    try:
-        with open(os.path.join(run_dir, "config.yaml")) as f:
-            return (yaml.safe_load(f) or {}).get("task", {}).get("name", "train")
-    except (OSError, AttributeError, yaml.YAMLError):
-        tasks = [s.split("=", 1)[1] for s in saved if key_of(s) == "task"]
-        return tasks[-1] if tasks else "train"
 
 
 def _why_not(key):

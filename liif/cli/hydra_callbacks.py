@@ -6,8 +6,10 @@
 - when the multirun ends, the full report with the plots; when jobs failed with a user error
   (one line each, liif.cli.main), what their messages share (e.g. the expected data layout) once,
   a profile=smoke hint when data was missing, and exit status 2.
-It reads only the jobs' metrics.json files, so it works with every launcher (basic, joblib,
-submitit), and it never raises: a broken report must not turn a finished sweep into a failure.
+It reads only the jobs' metrics.json files (within liif.report's bounds: the sweep folder may hold
+anyone's jobs), so it works with every launcher (basic, joblib, submitit), and it never raises: a
+broken report must not turn a finished sweep into a failure. What it prints of the jobs' errors
+has its control characters escaped (`terminal_text`).
 By hand, after anything: `python -m liif.report <sweep dir>`.
 """
 import logging
@@ -18,6 +20,7 @@ import sys
 from hydra.experimental.callback import Callback
 
 from liif.cli.main import register_run_name_resolver
+from liif.run.untrusted import printable
 
 log = logging.getLogger(__name__)
 
@@ -90,12 +93,27 @@ def _sweep_overrides(config):
         return []
 
 
+MAX_DETAIL_LINES = 40  # an expected data layout is a dozen lines
+
+
+def terminal_text(detail):
+    """The lines of a failed job's detail (from its metrics.json, which the sweep folder may have been
+    given by anyone) as they may reach a terminal: escape sequences and other control characters
+    written as escapes (one could retitle the window, rewrite the screen or set the clipboard), lines
+    cut, at most MAX_DETAIL_LINES of them."""
+    lines = detail.splitlines()
+    shown = [printable(line, 300) for line in lines[:MAX_DETAIL_LINES]]
+    if len(lines) > MAX_DETAIL_LINES:
+        shown.append(f"... ({len(lines) - MAX_DETAIL_LINES} more lines)")
+    return shown
+
+
 def failures_summary(failed, n_jobs, sweep_dir, overrides):
     """The end of a sweep with failed jobs: their count, each distinct detail once, what to do."""
     lines = [f"{len(failed)} of {n_jobs} jobs failed (one line each above; {os.path.join(sweep_dir, 'report.md')} "
              "lists them)"]
     for detail in dict.fromkeys(r.detail for r in failed if r.detail):
-        lines += [detail]
+        lines += terminal_text(detail)
     if any("expected layout" in (r.detail or "") or "DataLayoutError" in (r.reason or "") for r in failed):
         smoke = ["-m"] + [o for o in overrides if not o.startswith("profile=")] + ["profile=smoke"]
         lines += ["No data here yet? profile=smoke runs the same sweep on the embedded sample set (numbers "

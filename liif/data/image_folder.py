@@ -17,6 +17,7 @@ from PIL import Image
 
 from liif.errors import ConfigError, DataError, DataLayoutError, ImageError
 from liif.io import durable
+from liif.io.jsontext import nesting
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 CACHE_MODES = ("none", "in_memory", "bin")
@@ -148,6 +149,33 @@ def _cache_is_valid(bin_path, src):
         return False
 
 
+MAX_SPLIT_BYTES = 64 << 20  # CelebA-HQ's split of 30000 names is under 1 MB
+
+
+def split_names(path, key):
+    """The names under `key` of a split file (a JSON object of name lists). The path may come from a
+    run folder's saved settings: only a regular file is opened (/dev/zero would be read forever), and
+    at most MAX_SPLIT_BYTES of it; anything but a list of names there is a DataError."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DataLayoutError(f"split file not found (or not a regular file): {path}")
+    with open(path, "rb") as f:
+        data = f.read(MAX_SPLIT_BYTES + 1)
+    if len(data) > MAX_SPLIT_BYTES:
+        raise DataError(f"split file {path} is over {MAX_SPLIT_BYTES >> 20} MB: not a split of image names")
+    try:  # {key: [names]} nests 2 deep; measured first: json.loads recurses once per level
+        depth = nesting(data)
+        split = json.loads(data) if depth <= 2 else None
+    except ValueError as e:  # bad JSON or UTF-8
+        raise DataError(f"split file {path} is not JSON ({type(e).__name__}: {str(e)[:100]})") from None
+    if depth > 2:
+        raise DataError(f"split file {path} nests {depth} deep, not a JSON object of name lists")
+    names = split.get(key) if isinstance(split, dict) else None
+    if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        raise DataError(f"split file {path} has no list of image names under {key!r}")
+    return names
+
+
 class ImageFolder:
     """Images of one folder in sorted name order; item i is file i % n_files, uint8 HxWx3."""
 
@@ -160,8 +188,7 @@ class ImageFolder:
         if split_file is None:
             names = list_images(self.root, on_bad_file)
         else:  # the original's CelebA-HQ split: a json dict of name lists, kept in its order
-            with open(split_file) as f:
-                names = json.load(f)[split_key]
+            names = split_names(split_file, split_key)
         if first_k is not None:
             names = names[:first_k]
         if not names:

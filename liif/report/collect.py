@@ -2,11 +2,9 @@
 read as a `liif.run.record.RunRecord`, or why there is none, and its Hydra overrides)."""
 import json
 import os
-import re
-
-import numpy as np
 
 from liif.errors import BadInput
+from liif.io.jsontext import nesting
 from liif.run.record import RunRecord
 from liif.sizes import format_bytes
 
@@ -114,7 +112,7 @@ def read_run(path):
                    overrides)
     try:
         text = _read_at_most(metrics_path, MAX_METRICS_BYTES)
-        if _nesting(text) > MAX_NESTING:
+        if nesting(text) > MAX_NESTING:
             return Run(path, None, "unreadable metrics.json: nested too deeply to be a run's record", overrides,
                        status="unreadable")
         record = RunRecord.from_dict(json.loads(text, parse_int=_int))
@@ -127,20 +125,6 @@ def read_run(path):
 
 
 MAX_NESTING = 32  # a run's record nests 4 deep
-# a JSON string, or an unterminated one to the end (so that each match consumes what it scanned: linear)
-_JSON_STRING = re.compile(r'"[^"\\]*(?:\\[\s\S][^"\\]*)*"?')
-
-
-def _nesting(text):
-    """The deepest nesting of brackets in JSON `text`, strings left out, counted before parsing:
-    json.loads recurses once per level, and how deep it may go depends on the interpreter's
-    recursion limit, which a framework may have raised (Jittor sets 1e6: a file of a few MB of
-    '[' would then overflow the C stack instead of raising RecursionError)."""
-    if isinstance(text, bytes):
-        text = text.decode("utf-8")
-    brackets = np.frombuffer(_JSON_STRING.sub("", text).encode("utf-8"), np.uint8)
-    step = (brackets == ord("[")).astype(np.int64) + (brackets == ord("{")) - (brackets == ord("]")) - (brackets == ord("}"))
-    return int(step.cumsum().max(initial=0))
 
 
 def _int(digits):

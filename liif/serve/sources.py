@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from liif.errors import ImageError, InputTooLarge, LiifError
+from liif.errors import CheckpointError, ImageError, InputTooLarge, LiifError
+from liif.run.untrusted import inside, printable
 
 
 @dataclass
@@ -38,24 +39,36 @@ class Picture:
 
 
 def sweep_checkpoints(sweep_dir):
-    """epoch-last.pth of every run of a sweep folder (multirun/<date>/<time>), in run order."""
+    """epoch-last.pth of every run of a sweep folder (multirun/<date>/<time>), in run order. The
+    folder may be a copy of anyone's: a checkpoint that a link in it (the run, `checkpoints/` or the
+    file) takes out of the folder is refused, naming it; the viewer reads only the folder's own."""
     if not os.path.isdir(sweep_dir):
         raise LiifError(f"sweep folder not found: {sweep_dir}")
-    paths = sorted(glob.glob(os.path.join(sweep_dir, "*", "checkpoints", "epoch-last.pth")))
+    paths = sorted(glob.glob(os.path.join(glob.escape(sweep_dir), "*", "checkpoints", "epoch-last.pth")))
     if not paths:
         raise LiifError(f"no run of {sweep_dir} has a checkpoint (expected <run>/checkpoints/epoch-last.pth)")
+    for path in paths:
+        if not inside(path, sweep_dir):
+            raise CheckpointError(f"{printable(path, 300)} leads out of {sweep_dir} through a link: dir= shows only "
+                                  "the folder's own checkpoints (name another one with checkpoint=)")
     return paths
 
 
 def label(path, ckpt):
-    """Model, framework, run and epoch of a checkpoint, for the pane's title."""
+    """Model, framework, run and epoch of a checkpoint, for the pane's title. The checkpoint's own
+    fields are shown only when of the type a training writes (it may come from anyone)."""
     spec = ckpt["model"]
-    encoder = (spec.get("args") or {}).get("encoder_spec", {}).get("name")
+    encoder = _field(_field(spec, "args", dict, {}), "encoder_spec", dict, {}).get("name")
     folder = os.path.dirname(os.path.abspath(path))
     run = os.path.basename(os.path.dirname(folder)) if os.path.basename(folder) == "checkpoints" else os.path.basename(path)
-    return {"model": spec["name"] + (f" ({encoder})" if encoder else ""),
-            "framework": (ckpt.get("liif") or {}).get("framework", "original code"),
-            "run": run, "epoch": ckpt.get("epoch")}
+    return {"model": spec["name"] + (f" ({encoder})" if isinstance(encoder, str) else ""),
+            "framework": _field(_field(ckpt, "liif", dict, {}), "framework", str, "original code"),
+            "run": run, "epoch": _field(ckpt, "epoch", int, None)}
+
+
+def _field(mapping, key, kind, default):
+    value = mapping.get(key)
+    return value if isinstance(value, kind) and not isinstance(value, bool) else default
 
 
 def load_checkpoints(paths, framework="torch", device="auto", options=None):

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from liif import backends
 from liif.models import checkpoint, registry
-from liif.run import recovery, rundir, tblog
+from liif.run import recovery, rundir, tblog, untrusted
 from liif.io import durable
 from liif.config import FrameworkConfig, RunConfig, TrainConfig
 from liif.data import make_train_sets
@@ -37,7 +37,7 @@ from liif.errors import CheckpointError, ConfigError, OutputError, TrainingDiver
 from liif.training.step import train_step
 from liif.models.init import initial_state
 from liif.run.progress import Estimate, duration
-from liif.run.record import RunRecord, TestResult, TrainSummary
+from liif.run.record import HISTORY_TYPES, RunRecord, TestResult, TrainSummary
 from liif.training.schedule import learning_rate
 from liif.value_range import from_model_range, to_model_range
 
@@ -65,6 +65,8 @@ def main(config: RunConfig, choices: Optional[Dict[str, Any]] = None) -> List[Di
     if rank != 0:  # the other ranks neither claim nor write the run directory
         logging.getLogger().setLevel(logging.WARNING)
     out_dir = str(config.output_dir)
+    if config.resume:  # the folder may be a copy of anyone's: nothing is read or written through a link out of it
+        untrusted.check_folder(out_dir)
     trainer, records, stopped_by = None, [], None
     try:
         with rundir.RunLifecycle(out_dir, RunRecord.for_run(config, "train", choices), config=asdict(config),
@@ -369,21 +371,21 @@ class Trainer:
     def load(self, path: str) -> None:
         """Continue from checkpoint `path`: its weights, optimizer state, epoch, step and history."""
         ckpt = self.load_weights(path)
-        state = ckpt.get("liif")
-        if not state:  # an original checkpoint: epochs are complete, no mid-epoch state
-            state = {"next_epoch": ckpt["epoch"] + 1, "step_in_epoch": 0, "loss_sum": 0.0}
-        if ckpt.get("optimizer", {}).get("sd", {}).get("param_groups"):
+        state = training_state(ckpt, path)
+        optimizer = ckpt.get("optimizer")
+        sd = optimizer.get("sd") if isinstance(optimizer, dict) else None
+        if isinstance(sd, dict) and sd.get("param_groups"):
             try:
-                self.backend.load_optimizer_state_numpy(self.opt, ckpt["optimizer"]["sd"])
+                self.backend.load_optimizer_state_numpy(self.opt, sd)
             except ValueError as e:  # the backends' strict check of the saved optimizer state
                 raise CheckpointError(f"{path}: its optimizer state does not fit the model: {e}") from None
-        self.epoch, self.step_in_epoch = int(state["next_epoch"]), int(state["step_in_epoch"])
-        self.loss_sum, self.steps_done = float(state["loss_sum"]), int(state.get("steps_done", 0))
-        self.history = list(state.get("history", []))
+        self.epoch, self.step_in_epoch = state["next_epoch"], state["step_in_epoch"]
+        self.loss_sum, self.steps_done = float(state["loss_sum"]), state["steps_done"]
+        self.history = [dict(row) for row in state["history"]]
         # the history's best too: the history is the record, and a checkpoint's best_psnr can miss its own
         # epoch's validation (one saved before that value was counted in)
         psnrs = [row["val_psnr"] for row in self.history if row.get("val_psnr") is not None]
-        self.best_psnr = max([float(state.get("best_psnr", -math.inf)), *psnrs])
+        self.best_psnr = max([float(state["best_psnr"]), *psnrs])
         log.info("resumed from %s at epoch %d, step %d", path, self.epoch, self.step_in_epoch)
 
     def summary(self) -> Dict[str, Any]:
@@ -403,6 +405,9 @@ def resume_path(resume: "Union[bool, str, os.PathLike[str]]", out_dir: str) -> O
     the run's own folder began a training that was stopped before its first checkpoint."""
     target = out_dir if resume is True else str(resume)
     path = os.path.join(target, "checkpoints", "epoch-last.pth") if os.path.isdir(target) else target
+    if path != target and os.path.lexists(path) and not untrusted.inside(path, target):
+        raise CheckpointError(f"{path} is a link out of {target}: a run folder's checkpoint must be its own "
+                              "(resume=<checkpoint.pth> names a file anywhere)")
     own_ckpt_dir = os.path.join(out_dir, "checkpoints")
     if (not os.path.isfile(path) and os.path.isdir(target) and os.path.realpath(target) == os.path.realpath(out_dir)
             and os.path.isdir(own_ckpt_dir) and not recovery.holds_checkpoints(own_ckpt_dir)):
@@ -411,6 +416,48 @@ def resume_path(resume: "Union[bool, str, os.PathLike[str]]", out_dir: str) -> O
         raise CheckpointError(f"nothing to resume: {path} does not exist (resume=<run dir> or resume=<checkpoint.pth>; "
                         "resume=true resumes the run in hydra.run.dir)")
     return path
+
+
+def training_state(ckpt: Mapping[str, Any], path: str) -> Dict[str, Any]:
+    """Where checkpoint `ckpt` continues from: ours (its 'liif' entry: next_epoch, step_in_epoch,
+    loss_sum, steps_done, best_psnr and the history rows) or an original one's (complete epochs).
+    A checkpoint may come with a run folder from anyone: a field no training writes is a
+    CheckpointError naming it, not a TypeError in the middle of the resume."""
+    def bad(field: str, value: Any) -> CheckpointError:
+        shown = repr(value)
+        return CheckpointError(f"{path}: its training state is not one a training writes ({field}="
+                               f"{shown if len(shown) <= 60 else shown[:60] + '...'}); resume from another checkpoint")
+
+    def count(value: Any, least: int) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+    def number(value: Any) -> bool:  # best_psnr is -inf before any validation
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+
+    state = ckpt.get("liif")
+    if not state:  # an original checkpoint: epochs are complete, no mid-epoch state
+        if not count(ckpt.get("epoch"), 0):
+            raise bad("epoch", ckpt.get("epoch"))
+        return {"next_epoch": ckpt["epoch"] + 1, "step_in_epoch": 0, "loss_sum": 0.0, "steps_done": 0,
+                "best_psnr": -math.inf, "history": []}
+    if not isinstance(state, dict):
+        raise bad("liif", state)
+    state = {"steps_done": 0, "best_psnr": -math.inf, "history": [], **state}
+    for field, ok in (("next_epoch", count(state.get("next_epoch"), 1)),
+                      ("step_in_epoch", count(state.get("step_in_epoch"), 0)),
+                      ("steps_done", count(state["steps_done"], 0)),
+                      ("loss_sum", number(state.get("loss_sum")) and math.isfinite(state["loss_sum"])),
+                      ("best_psnr", number(state["best_psnr"])), ("history", isinstance(state["history"], list))):
+        if not ok:
+            raise bad(field, state.get(field))
+    last = 0
+    for row in state["history"]:  # each row an epoch's, in order, before the next epoch: history.csv's fields
+        if not (isinstance(row, dict) and set(row) <= set(HISTORY_TYPES) and count(row.get("epoch"), last + 1)
+                and row["epoch"] < state["next_epoch"]
+                and all(k == "epoch" or v is None or number(v) for k, v in row.items())):
+            raise bad("history row", row)
+        last = row["epoch"]
+    return state
 
 
 class _StopFlag(rundir.on_signals):

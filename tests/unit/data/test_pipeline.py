@@ -381,3 +381,26 @@ def test_workers_do_not_inherit_the_trainers_signal_handlers():
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert all(b["default_sigterm"].all() and b["ignores_sigint"].all() for b in batches)
+
+
+def test_a_split_file_is_read_as_input(tmp_path):
+    """A split file (CelebA-HQ's {split: [names]}) may be named by a run folder's saved settings: its names
+    are read in order; /dev/zero, a folder, deep nesting, another shape are one DataError line, at once."""
+    from liif.data.image_folder import split_names
+    from liif.errors import DataError
+    make_folder(str(tmp_path / "imgs"), 3)
+    split = tmp_path / "split.json"
+    split.write_text('{"train": ["0002.png", "0000.png"], "val": ["0001.png"]}')
+    assert [os.path.basename(f) for f in ImageFolder(tmp_path / "imgs", split_file=split, split_key="train").files] == [
+        "0002.png", "0000.png"]
+    with pytest.raises(DataLayoutError, match="not a regular file"):
+        split_names("/dev/zero", "train")  # was read forever
+    with pytest.raises(DataLayoutError, match="not a regular file"):
+        split_names(tmp_path, "train")
+    for text, words in [("[" * 100_000 + "]" * 100_000, "nests 100000 deep"), ('{"train": "0000.png"}', "no list"),
+                        ('{"train": [1, 2]}', "no list"), ('["0000.png"]', "no list"), ("\xff", "not JSON"),
+                        ('{"val": []}', "no list of image names under 'train'")]:
+        split.write_text(text, encoding="latin-1")
+        with pytest.raises(DataError, match=words) as e:
+            split_names(split, "train")
+        assert "\n" not in str(e.value)

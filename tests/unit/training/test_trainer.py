@@ -228,3 +228,28 @@ def test_the_final_test_of_task_train_tiles_within_infer_max_memory_and_tile(sam
     untiled = evaluate(model, cfg.dataset.test, cfg.eval_bsize, scales=[2])
     assert {len(p.rows) * len(p.cols) for p in plans} == {1}
     assert [r["psnr"] for r in tiled] == pytest.approx([r["psnr"] for r in untiled], abs=1e-4)
+
+
+GOOD_STATE = {"framework": "torch", "next_epoch": 3, "step_in_epoch": 1, "loss_sum": 0.25, "steps_done": 5,
+              "best_psnr": -float("inf"), "seed": 0,
+              "history": [{"epoch": 1, "loss": 0.5, "lr": 1e-4, "val_psnr": None, "seconds": 1.0},
+                          {"epoch": 2, "loss": 0.4, "lr": 1e-4, "val_psnr": 30.5, "seconds": 1.0}]}
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"next_epoch": 0}, "next_epoch"), ({"next_epoch": True}, "next_epoch"), ({"step_in_epoch": 1.5}, "step_in_epoch"),
+    ({"steps_done": -1}, "steps_done"), ({"loss_sum": float("inf")}, "loss_sum"), ({"loss_sum": "0"}, "loss_sum"),
+    ({"best_psnr": float("nan")}, "best_psnr"), ({"history": {}}, "history"),
+    ({"history": [{"epoch": 1, "val_psnr": "30"}]}, "history row"), ({"history": [{"epoch": 3}]}, "history row"),
+    ({"history": [{"epoch": 1, "evil": 1}]}, "history row"), ({"history": [["epoch", 1]]}, "history row")])
+def test_a_training_state_no_training_writes_is_named_not_a_type_error(change, field):
+    """A checkpoint may come with a run folder from anyone: its training state is checked field by field
+    before the resume uses it (`next_epoch: "2"` was a TypeError deep in the loop)."""
+    from liif.errors import CheckpointError
+    from liif.training.trainer import training_state
+    assert training_state({"liif": GOOD_STATE}, "p")["history"] == GOOD_STATE["history"]
+    with pytest.raises(CheckpointError, match=f"p: its training state is not one a training writes \\({field}="):
+        training_state({"liif": {**GOOD_STATE, **change}}, "p")
+    assert training_state({"epoch": 100}, "p")["next_epoch"] == 101  # an original checkpoint: complete epochs
+    with pytest.raises(CheckpointError, match="epoch="):
+        training_state({"epoch": "100"}, "p")
