@@ -17,12 +17,12 @@ import torch
 
 import liif
 from liif.backends import torch as T
-from liif.coords import make_coord
 from liif.inference import tiled
 from liif.inference.api import Model
 from liif.models import checkpoint, registry
 from liif.models.decoder import Footprint, Latent, crop_map
 from serve_helpers import assemble, expected_view, messages, photo, tiny_checkpoint
+from unit.inference.test_tiled import grid, image, normalised  # the tiled tests' inputs
 
 NAME = "test-toy-corners"  # registered by this file only
 ENCODER = {"name": "edsr-baseline", "args": {"n_resblocks": 1, "n_feats": 8, "no_upsampling": True}}
@@ -110,21 +110,6 @@ def untiled_query(model, inp, coord, cell):
     with backend.no_grad():
         latent = net.encode(backend.tensor(inp))
         return backend.to_numpy(net.decode(latent, backend.tensor(coord), backend.tensor(cell)))
-
-
-def image(h, w, seed=0):
-    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
-
-
-def normalised(img):
-    return (((img.astype(np.float32) / 255 - 0.5) / 0.5).transpose(2, 0, 1)[None]).copy()
-
-
-def grid(H, W):
-    coord = make_coord((H, W))[None]
-    cell = np.empty_like(coord)
-    cell[..., 0], cell[..., 1] = 2 / H, 2 / W
-    return coord, cell
 
 
 def wide_cells(h, w, n=4000, seed=0):
