@@ -303,6 +303,7 @@ def run_cli_inprocess(*args):
     except LiifError as e:  # as run.py's __main__ prints it
         return 2, "", f"error: {e}\n"
     out, err = io.StringIO(), io.StringIO()
+    logging_state = saved_logging()
     old_argv, old_env = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
     sys.argv = ["run.py", *argv]
     os.environ["HYDRA_FULL_ERROR"] = "0"
@@ -321,7 +322,32 @@ def run_cli_inprocess(*args):
         else:
             os.environ["HYDRA_FULL_ERROR"] = old_env
         GlobalHydra.instance().clear()
+        restore_logging(logging_state)
     return status, out.getvalue(), err.getvalue()
+
+
+def saved_logging():
+    """Every logger's handlers, level and switches: Hydra configures logging for each job (the root
+    logger gets a FileHandler on the job's run.log) and a process normally runs one job."""
+    import logging
+    loggers = [logging.getLogger()] + [v for v in logging.Logger.manager.loggerDict.values()
+                                       if isinstance(v, logging.Logger)]
+    return {lg: (lg.handlers[:], lg.level, lg.disabled, lg.propagate) for lg in loggers}
+
+
+def restore_logging(state):
+    """Back to `state` (from saved_logging), closing the handlers added since: an in-process run must
+    not leave a handler on its run.log behind, which the next test's log line would reopen after
+    that folder is gone (every later test that logs then failed with FileNotFoundError)."""
+    import logging
+    for lg in [logging.getLogger()] + [v for v in logging.Logger.manager.loggerDict.values()
+                                       if isinstance(v, logging.Logger)]:
+        handlers, level, disabled, propagate = state.get(lg, ([], logging.NOTSET, False, True))
+        for h in lg.handlers:
+            if h not in handlers:
+                h.close()
+        lg.handlers[:] = handlers
+        lg.level, lg.disabled, lg.propagate = level, disabled, propagate
 
 
 def run_task_with_overrides(base_cfg, *overrides):

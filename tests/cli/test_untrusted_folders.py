@@ -8,6 +8,7 @@ project error line; never a traceback, a hang, or a write outside the given fold
 
 In process: `run_cli_inprocess` is run.py's path (its argv rewriting included) without an interpreter start."""
 import json
+import logging
 import os
 import random
 import shutil
@@ -404,6 +405,7 @@ def test_fuzzed_run_folders_resume_or_give_one_error_line(finished_run, tmp_path
     ensure_sample_set(str(work / "data" / "sample"))
     monkeypatch.chdir(work)
     working = tree_state(work)
+    log_handlers = logging.getLogger().handlers[:]
     failures = []
     for case, rnd, changes in fuzz_cases(RESUME_FUZZ_CASES, ["run"]):
         root = tmp_path / str(case)
@@ -422,6 +424,8 @@ def test_fuzzed_run_folders_resume_or_give_one_error_line(finished_run, tmp_path
             failures.append(f"case {case} {changes}: {type(e).__name__}: {str(e)[:500]}")
         shutil.rmtree(root, ignore_errors=True)
     assert not failures, "\n".join(failures)
+    # no run's log handler is left behind on a folder now removed: the next test that logs would fail
+    assert logging.getLogger().handlers == log_handlers
 
 
 VIEWER_FUZZ_CASES = 60
