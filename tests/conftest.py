@@ -414,3 +414,22 @@ def photo(path, size=(40, 40), mode="RGB", bits16=False):
         img = img.convert(mode)
     img.save(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory):
+    """A throwaway one-node SLURM cluster for this session (tests/slurm/local_cluster.py), stopped at the end
+    with nothing left running: the environment (SLURM_CONF) for SLURM's commands and for run.py on it.
+    Skipped, with the reason, where it cannot start (not root; SLURM not installed: .ci/setup_slurm.sh)."""
+    sys.path.insert(0, str(ROOT / "tests" / "slurm"))
+    import local_cluster
+    try:
+        local_cluster.check_available()
+    except local_cluster.ClusterUnavailable as e:
+        pytest.skip(f"no local SLURM cluster: {e}")
+    folder = tmp_path_factory.mktemp("slurm")
+    env = local_cluster.start(folder)
+    yield env
+    subprocess.run(["scancel", "--user", "root"], env=env, capture_output=True, timeout=60)
+    local_cluster.stop(folder)
+    assert local_cluster.running(folder) == []

@@ -1,4 +1,6 @@
 """Framework-free helpers shared by the backend modules."""
+import re
+
 import numpy as np
 
 from liif.errors import CheckpointError, ConfigError, FrameworkError
@@ -62,3 +64,55 @@ def torchrun_world(environ):
                                  f"{high} (WORLD_SIZE={world}); {_NOT_TORCHRUN}")
         numbers[name] = int(value)
     return numbers["RANK"], numbers["LOCAL_RANK"], world
+
+
+# What `srun -n N` sets in each task of a job step. A batch script has SLURM_NTASKS and SLURM_PROCID=0
+# too, but it is one process: only a step's own count (SLURM_STEP_NUM_TASKS) says how many were started.
+SLURM_VARIABLES = ("SLURM_STEP_NUM_TASKS", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_STEP_NODELIST", "SLURM_JOB_ID")
+_NOT_SRUN = ("for one process, run it outside srun or with srun -n 1; for several, srun -n N python run.py ... "
+             "(one task per process) or torchrun")
+
+
+def slurm_world(environ):
+    """(rank, local_rank, world_size, master_address, master_port) of a process that `srun -n N`
+    started with others (N > 1), or None for anything else: outside SLURM, a batch script (one process
+    whatever its --ntasks), `srun -n 1`, a shell inside an allocation. Where torchrun's variables are
+    present (WORLD_SIZE), torchrun started the process: this is not asked.
+
+    The master is the first node of the step, the port MASTER_PORT when set, else one derived from the
+    job and step ids (the same in every task, different for steps that run at once). A step with more
+    than one task that lacks a variable or has an inconsistent one is a FrameworkError naming it."""
+    tasks = environ.get("SLURM_STEP_NUM_TASKS")
+    if tasks is None or tasks.strip() == "1":
+        return None
+    if not tasks.strip().isdigit() or int(tasks) < 1:
+        raise FrameworkError(f"SLURM_STEP_NUM_TASKS={tasks[:40]!r} in the environment must be a positive integer "
+                             f"(srun sets it to the number of tasks); {_NOT_SRUN}")
+    world = int(tasks)
+    missing = [name for name in SLURM_VARIABLES if not environ.get(name)]
+    if missing:
+        raise FrameworkError(f"SLURM_STEP_NUM_TASKS={world} is set but {', '.join(missing)} "
+                             f"{'is' if len(missing) == 1 else 'are'} not: this is not a task of srun, which sets all "
+                             f"of {', '.join(SLURM_VARIABLES)}; {_NOT_SRUN}")
+    numbers = {}
+    for name, low, high in (("SLURM_PROCID", 0, world - 1), ("SLURM_LOCALID", 0, world - 1),
+                            ("SLURM_JOB_ID", 0, 2 ** 63), ("SLURM_STEP_ID", 0, 2 ** 63), ("MASTER_PORT", 1, 65535)):
+        value = environ.get(name, "0" if name == "SLURM_STEP_ID" else None)
+        if name == "MASTER_PORT" and not value:
+            continue
+        if not value.strip().isdigit() or not low <= int(value) <= high:
+            raise FrameworkError(f"{name}={value[:40]!r} in the environment must be an integer from {low} to {high} "
+                                 f"(SLURM_STEP_NUM_TASKS={world}); {_NOT_SRUN}")
+        numbers[name] = int(value)
+    port = numbers.get("MASTER_PORT") or 20000 + (numbers["SLURM_JOB_ID"] * 97 + numbers["SLURM_STEP_ID"]) % 20000
+    return (numbers["SLURM_PROCID"], numbers["SLURM_LOCALID"], world,
+            first_host(environ["SLURM_STEP_NODELIST"]), port)
+
+
+def first_host(nodelist):
+    """The first host of a SLURM host list: `vm` -> vm, `gpu[07-09,12],cpu1` -> gpu07 (zero padding kept)."""
+    match = re.match(r"([^,\[]*)(?:\[([^\]]*)\])?([^,\[]*)", nodelist.strip())
+    prefix, ranges, suffix = match.groups()
+    if ranges is None:
+        return prefix + suffix
+    return prefix + ranges.split(",")[0].split("-")[0] + suffix

@@ -310,7 +310,14 @@ def set_threads(n):
 def distributed_init():
     """(rank, world_size) when launched by `mpirun -np N` (Jittor's multi-process launcher), else
     (0, 1). Jittor joins MPI when it is imported (jt.in_mpi, jt.rank, jt.world_size, read from
-    OpenMPI's environment; jittor_setup turns use_mpi on there), so there is nothing to start."""
+    OpenMPI's environment; jittor_setup turns use_mpi on there), so there is nothing to start.
+    Started by `srun -n N` without MPI, the N processes would each train alone into the same folder:
+    a FrameworkError says how to start them."""
+    import os
+    if not jt.in_mpi and _common.slurm_world(os.environ) is not None:
+        raise _FrameworkError("this process is one of several tasks of srun, but Jittor's processes form a group "
+                             "only under MPI: inside the allocation, start them with mpirun -np N python run.py "
+                             "framework=jittor ... (or srun -n 1 for one process; framework=torch runs under srun)")
     return (jt.rank, jt.world_size) if jt.in_mpi else (0, 1)
 
 

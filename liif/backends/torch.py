@@ -271,26 +271,34 @@ def set_threads(n):
 
 
 def distributed_init():
-    """Join the process group that `torchrun` describes (its variables in the environment: see
-    `common.torchrun_world`, which also says what is a plain run): NCCL on CUDA (each process on GPU
-    LOCAL_RANK), else gloo. Returns (rank, world_size); (0, 1) when not launched by torchrun. Idempotent."""
+    """Join the process group that `torchrun` or `srun -n N` describes (their variables in the
+    environment: see `common.torchrun_world` and `common.slurm_world`, which also say what is a plain
+    run): NCCL on CUDA (each process on the GPU of its local rank), else gloo. Returns (rank,
+    world_size); (0, 1) for a plain run. Idempotent."""
     import logging
     import os
     import torch.distributed as dist
     if _distributed():
         return dist.get_rank(), dist.get_world_size()
-    launched = _common.torchrun_world(os.environ)
+    if "WORLD_SIZE" in os.environ:  # torchrun's variables win: torchrun may run inside a SLURM job
+        launched, launcher = _common.torchrun_world(os.environ), "torchrun"
+        if launched is not None:
+            launched = (*launched, os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]))
+    else:
+        launched, launcher = _common.slurm_world(os.environ), "srun"
     if launched is None or not dist.is_available():
         return 0, 1
-    rank, local_rank, world = launched
+    rank, local_rank, world, address, port = launched
     # said before joining: the join waits for every rank, so a lone process shows here what it waits for
-    logging.getLogger(__name__).info("joining torchrun's process group: rank %d of %d, at %s:%s", rank, world,
-                                     os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"])
+    logging.getLogger(__name__).info("joining %s's process group: rank %d of %d, at %s:%s", launcher, rank, world,
+                                     address, port)
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)  # "cuda" now means this rank's GPU
-        dist.init_process_group("nccl")
+    kind = "nccl" if torch.cuda.is_available() else "gloo"
+    if launcher == "torchrun":  # env://: joins the store torchrun's agent already serves at MASTER_PORT
+        dist.init_process_group(kind)
     else:
-        dist.init_process_group("gloo")
+        dist.init_process_group(kind, init_method=f"tcp://{address}:{port}", rank=rank, world_size=world)
     return dist.get_rank(), dist.get_world_size()
 
 

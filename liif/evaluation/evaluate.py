@@ -47,10 +47,12 @@ def main(config: RunConfig, choices: Optional[Dict[str, Any]] = None) -> List[Di
     """
     from liif.inference.api import infer_options, load_model
     from liif.run.labels import model_label
-    from liif.run.rundir import Interrupted, RunLifecycle, interruptible
+    from liif.run import slurm
+    from liif.run.rundir import Interrupted, RunLifecycle, forward_to_launcher, interruptible
     out_dir = str(config.output_dir)
-    try:
-        with RunLifecycle(out_dir, RunRecord.for_run(config, "test", choices), config=asdict(config)) as run:
+    try:  # a test that SLURM started again (a requeue) runs again in its folder
+        with RunLifecycle(out_dir, RunRecord.for_run(config, "test", choices), config=asdict(config),
+                          resuming=slurm.requeued(out_dir)) as run:
             model = load_model(config.checkpoint, framework=config.framework.name, device=config.device,
                                **infer_options(config.framework))
             run.record.model_spec = model.spec
@@ -61,6 +63,7 @@ def main(config: RunConfig, choices: Optional[Dict[str, Any]] = None) -> List[Di
             run.record.records = [TestResult(**r) for r in records]
     except Interrupted as e:
         print(f"{e}; metrics.json says so; run the test again to finish it", file=sys.stderr)
+        forward_to_launcher(e.signum)  # submitit's SIGUSR2: it requeues the job
         raise SystemExit(128 + e.signum) from None
     print_table(records)
     print_run_files(out_dir)

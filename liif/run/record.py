@@ -57,16 +57,18 @@ class RunRecord:
     records: List[TestResult] = field(default_factory=list)
     error: Optional[str] = None              # "<type>: <message>" of a failure, or the interrupting signal
     train: Optional[TrainSummary] = None
+    slurm: Optional[Dict[str, str]] = None   # the SLURM job that wrote it (liif.run.slurm.job): job_id, restart_count ...
     extra: Dict[str, Any] = field(default_factory=dict)  # fields this version does not know, kept as read
 
     @classmethod
     def for_run(cls, config, task, choices=None):
         """The record of a run of `config` (a liif.config.RunConfig) as far as the config knows it;
         `choices`: Hydra's config-group choices (`model` names the preset)."""
+        from liif.run import slurm
         choices = dict(choices or {})
         return cls(task=task, run_name=config.run_name, model=choices.get("model"), framework=config.framework.name,
                    dataset=config.dataset.name, seed=config.seed,
-                   paper=dataclasses.asdict(config.paper) if config.paper else None, choices=choices)
+                   paper=dataclasses.asdict(config.paper) if config.paper else None, choices=choices, slurm=slurm.job())
 
     def to_dict(self):
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
@@ -89,6 +91,8 @@ class RunRecord:
         for name in ("model_spec", "paper"):
             kwargs[name] = _typed(data.get(name), dict)
         kwargs["choices"] = _typed(data.get("choices"), dict) or {}
+        kwargs["slurm"] = {k: v for k, v in (_typed(data.get("slurm"), dict) or {}).items()
+                           if isinstance(k, str) and isinstance(v, str)} or None
         if kwargs["paper"] is not None:
             kwargs["paper"] = _clean(kwargs["paper"], PAPER_TYPES)
         kwargs["records"] = [_dataclass_from(TestResult, _clean(r, RESULT_TYPES))

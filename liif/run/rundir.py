@@ -238,7 +238,7 @@ def log_to_files(logger, level, message):
 
 
 class Interrupted(Exception):
-    """SIGINT or SIGTERM arrived during work with no clean stopping point (a test pass)."""
+    """SIGINT, SIGTERM (or a launcher's SIGUSR2) arrived during work with no clean stopping point (a test pass)."""
 
     def __init__(self, signum):
         super().__init__(f"interrupted by {signal.Signals(signum).name}")
@@ -258,16 +258,16 @@ class on_signals:
 
     def __enter__(self):
         self._old, self._echo = {}, None
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in stop_signals():
             try:
-                self._old[sig] = signal.signal(sig, lambda signum, frame: self.handler(signum))
+                self._old[sig] = signal.signal(sig, _OurHandler(self.handler))
                 # restart interrupted system calls (SA_RESTART): native code does not expect EINTR
                 # (Jittor's kernel-cache lock, fcntl(F_SETLKW), failed a check on it: measured)
                 signal.siginterrupt(sig, False)
             except ValueError:  # not the main thread (e.g. a launcher's worker thread)
                 pass
         if self.announce and self._old:
-            self._echo = _SignalEcho(self.announce)
+            self._echo = _SignalEcho(self.announce, tuple(self._old))
         return self
 
     def __exit__(self, *exc):
@@ -278,13 +278,13 @@ class on_signals:
 
 
 class _SignalEcho:
-    """A thread that calls `announce(signum)` as soon as SIGINT or SIGTERM arrives (the C-level
+    """A thread that calls `announce(signum)` as soon as one of `signals` arrives (the C-level
     handler writes the signal number to the wakeup fd immediately, whatever the main thread does)."""
 
     _END = b"\0"  # not a signal number: what close() writes to end the thread
 
-    def __init__(self, announce):
-        self.announce, self.announced = announce, False
+    def __init__(self, announce, signals):
+        self.announce, self.signals, self.announced = announce, signals, False
         self.read_fd, self.write_fd = os.pipe()
         os.set_blocking(self.write_fd, False)
         self.old_fd = signal.set_wakeup_fd(self.write_fd, warn_on_full_buffer=False)
@@ -294,9 +294,9 @@ class _SignalEcho:
     def _run(self):
         while True:
             data = os.read(self.read_fd, 64)
-            if not self.announced and any(b in (signal.SIGINT, signal.SIGTERM) for b in data):
+            if not self.announced and any(b in self.signals for b in data):
                 self.announced = True
-                self.announce(next(b for b in data if b in (signal.SIGINT, signal.SIGTERM)))
+                self.announce(next(b for b in data if b in self.signals))
             if not data or self._END in data:  # the scope ended
                 return
 
@@ -313,8 +313,39 @@ class _SignalEcho:
         os.close(self.read_fd)
 
 
+def stop_signals():
+    """SIGINT, SIGTERM, and SIGUSR2 where a launcher handles it in Python: submitit's warning that the
+    SLURM time limit is near (sent `signal_delay_s` before it), on which it requeues the job. The run
+    stops for it as for SIGTERM; `forward_to_launcher` then hands it on."""
+    usr2 = signal.getsignal(signal.SIGUSR2)
+    launcher = callable(usr2) and not isinstance(usr2, _OurHandler)
+    return (signal.SIGINT, signal.SIGTERM) + ((signal.SIGUSR2,) if launcher else ())
+
+
+class _OurHandler:
+    """A handler `on_signals` installed (so that a nested scope does not take it for a launcher's)."""
+
+    def __init__(self, handler):
+        self.handler = handler
+
+    def __call__(self, signum, frame):
+        self.handler(signum)
+
+
+def forward_to_launcher(signum):
+    """Call the launcher's own handler of `signum` (see `stop_signals`), now that the run that the signal
+    stopped is saved and its metrics.json written: submitit's checkpoints the job, runs
+    `scontrol requeue` and exits; the job starts again and continues in its folder
+    (`liif.run.slurm.requeued`). Nothing for SIGINT, SIGTERM or a signal no launcher handles."""
+    if signum != signal.SIGUSR2:
+        return
+    handler = signal.getsignal(signum)
+    if callable(handler) and not isinstance(handler, _OurHandler):
+        handler(signum, None)
+
+
 def interruptible():
-    """SIGINT/SIGTERM raise `Interrupted`: the `finally` that writes metrics.json runs, instead
+    """SIGINT/SIGTERM (and a launcher's SIGUSR2: `stop_signals`) raise `Interrupted`: the `finally` that writes metrics.json runs, instead
     of the process dying (SIGTERM's default) with no record of the run."""
     def raise_interrupted(signum):
         raise Interrupted(signum)

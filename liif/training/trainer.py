@@ -15,6 +15,7 @@ batch (an unevenly split last batch included: see share_of_global_batch). Rank 0
 writes (checkpoints, history, TensorBoard, metrics.json) and evaluates.
 """
 import copy
+import dataclasses
 import logging
 import math
 import os
@@ -29,7 +30,7 @@ from tqdm import tqdm
 
 from liif import backends
 from liif.models import checkpoint, registry
-from liif.run import recovery, rundir, tblog, untrusted
+from liif.run import recovery, rundir, slurm, tblog, untrusted
 from liif.io import durable
 from liif.config import FrameworkConfig, RunConfig, TrainConfig
 from liif.data import make_train_sets
@@ -65,6 +66,8 @@ def main(config: RunConfig, choices: Optional[Dict[str, Any]] = None) -> List[Di
     if rank != 0:  # the other ranks neither claim nor write the run directory
         logging.getLogger().setLevel(logging.WARNING)
     out_dir = str(config.output_dir)
+    if not config.resume and slurm.requeued(out_dir):  # SLURM started this job again: it continues where it stopped
+        config = dataclasses.replace(config, resume=True)
     if config.resume:  # the folder may be a copy of anyone's: nothing is read or written through a link out of it
         untrusted.check_folder(out_dir)
     trainer, records, stopped_by = None, [], None
@@ -100,6 +103,7 @@ def main(config: RunConfig, choices: Optional[Dict[str, Any]] = None) -> List[Di
                        f"{trainer.ckpt_dir}; continue with: python run.py resume={out_dir}")
             print(message, file=sys.stderr)  # once: the console, not also through the log's console handler
             rundir.log_to_files(log, logging.WARNING, message)
+        rundir.forward_to_launcher(stopped_by)  # submitit's SIGUSR2: it requeues the job, which continues here
         raise SystemExit(128 + stopped_by)
     if rank == 0:
         print_table(records)
@@ -461,7 +465,7 @@ def training_state(ckpt: Mapping[str, Any], path: str) -> Dict[str, Any]:
 
 
 class _StopFlag(rundir.on_signals):
-    """Turns SIGINT/SIGTERM into a flag checked after each step, so the loop can save a
+    """Turns SIGINT/SIGTERM (and a launcher's SIGUSR2: `rundir.stop_signals`) into a flag checked after each step, so the loop can save a
     resumable checkpoint and exit instead of dying mid-write. The signal is acknowledged at
     once (a step may take a while), the outcome is printed once when the loop has stopped."""
 

@@ -245,7 +245,7 @@ def test_report_callback_is_registered():
 
 
 @pytest.mark.parametrize("launcher,expected", [
-    ("slurm", ["submitit_launcher.SlurmLauncher", "gpus_per_node: 1", "tasks_per_node: 1", "timeout_min:",
+    ("slurm", ["hydra_plugins.liif_launchers.SlurmLauncher", "max_num_timeout: 30", "signal_delay_s:", "gpus_per_node: 1", "tasks_per_node: 1", "timeout_min:",
                "cpus_per_task:", "mem_gb:", "partition:", "array_parallelism:"]),
     ("parallel", ["joblib_launcher.JoblibLauncher", "n_jobs: 2"]),
 ])

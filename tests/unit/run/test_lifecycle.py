@@ -203,3 +203,41 @@ def test_the_signal_echo_ends_with_its_scope_while_a_forked_worker_lives():
     finally:
         pool.terminate()
         pool.join()
+
+
+def test_a_launchers_sigusr2_stops_the_run_as_sigterm_does_then_goes_on_to_the_launcher():
+    """submitit handles SIGUSR2 (the SLURM time limit is near) in Python: during the run ours takes it (the
+    run stops and saves, announced at once); once the run is saved, `forward_to_launcher` hands it to
+    submitit's handler (which requeues the job). Without a launcher's handler SIGUSR2 is not ours."""
+    from liif.run.rundir import forward_to_launcher, on_signals, stop_signals
+    launcher, stopped, heard = [], [], []
+    old = signal.signal(signal.SIGUSR2, lambda signum, frame: launcher.append(signum))
+    try:
+        assert signal.SIGUSR2 in stop_signals()
+        with on_signals(stopped.append, announce=heard.append):
+            os.kill(os.getpid(), signal.SIGUSR2)
+            deadline = time.monotonic() + 5
+            while not (stopped and heard) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            forward_to_launcher(signal.SIGUSR2)  # inside the scope: ours is installed, nothing is forwarded
+        assert stopped == heard == [signal.SIGUSR2] and launcher == []
+        forward_to_launcher(signal.SIGTERM)
+        assert launcher == []
+        forward_to_launcher(signal.SIGUSR2)
+        assert launcher == [signal.SIGUSR2]
+        signal.signal(signal.SIGUSR2, signal.SIG_DFL)
+        assert signal.SIGUSR2 not in stop_signals()
+        forward_to_launcher(signal.SIGUSR2)  # no launcher: nothing (the default would end the process)
+    finally:
+        signal.signal(signal.SIGUSR2, old)
+
+
+def test_a_run_of_a_slurm_job_records_the_job(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.setenv("SLURM_JOB_PARTITION", "gpu")
+    from conftest import typed
+    record = RunRecord.for_run(typed(), "train")
+    assert record.slurm == {"job_id": "77", "partition": "gpu"}
+    assert RunRecord.from_dict(json.loads(json.dumps(record.to_dict()))).slurm == record.slurm
+    assert RunRecord.from_dict({"slurm": {"job_id": 5, "x": "y"}}).slurm == {"x": "y"}  # a tampered field: dropped
+    assert RunRecord.from_dict({"slurm": "77"}).slurm is None
