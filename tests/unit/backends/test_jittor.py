@@ -407,3 +407,16 @@ print("RESULT" + json.dumps(out))
         want = torch.load(path, weights_only=True)["model"]["sd"]
         assert got[path] == pytest.approx({k: float(v.double().sum()) for k, v in want.items()}, rel=1e-12, abs=0)
     assert got["n"] == len(torch.load(ckpt, weights_only=True)["model"]["sd"])
+
+
+def test_srun_tasks_without_mpi_are_refused_not_trained_alone_into_one_folder(monkeypatch):
+    """`srun -n 2 python run.py framework=jittor`: Jittor forms a group only under MPI, so each task would
+    train alone into the same folder; one line says how to start them instead. One task is a plain run."""
+    from liif.errors import FrameworkError
+    for name, value in {"SLURM_STEP_NUM_TASKS": "2", "SLURM_PROCID": "1", "SLURM_LOCALID": "1",
+                        "SLURM_STEP_NODELIST": "vm", "SLURM_JOB_ID": "5"}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(FrameworkError, match="^[^\n]*mpirun -np N python run.py framework=jittor[^\n]*$"):
+        J.distributed_init()
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "1")
+    assert J.distributed_init() == (0, 1)
