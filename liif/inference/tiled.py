@@ -383,6 +383,7 @@ class Encoding:
                     buf[:, start:start + len(part)] = pred.float()
                     buf = backend.materialize(buf)
                 out[staged] = backend.to_numpy(buf)[0]
+            del latent  # not alive while the next tile's is encoded (the loop variable would keep it)
         return out
 
     def render(self, size: Tuple[int, int], out: Optional[np.ndarray] = None) -> npt.NDArray[np.uint8]:
@@ -441,6 +442,7 @@ class Encoding:
                         if callable(self.progress):  # the demo's estimate (liif/inference/demo.py)
                             self.progress(done, height * width)
                 out[y0:y1, c0:c1] = backend.to_numpy(buf).reshape(y1 - y0, block_w, 3)
+            del latent, buf  # not alive while the next tile's latent is encoded (loop variables would keep them)
         return out
 
     @staticmethod
