@@ -107,18 +107,28 @@ def matmul_rate(threads, n=4096, repeats=5):
 
 # --- inference ------------------------------------------------------------------------------------
 
+def alternate(runs, repeats):
+    """{name: [seconds]} of each callable in `runs`, alternating (the order reversed every other
+    round, so that neither always runs first), after one warm-up round."""
+    times = {name: [] for name in runs}
+    names = list(runs)
+    for rnd in range(repeats + 1):  # round 0 is the warm-up
+        for name in (names if rnd % 2 == 0 else names[::-1]):
+            t0 = time.perf_counter()
+            runs[name]()
+            if rnd:
+                times[name].append(time.perf_counter() - t0)
+    return times
+
+
 def bench_inference(model, image, scale, repeats):
     size = (image.shape[0] * scale, image.shape[1] * scale)
-    times = {"fast": [], "reference": []}
     outs = {}
-    for rnd in range(repeats + 1):  # round 0 is the warm-up
-        order = ("fast", "reference") if rnd % 2 == 0 else ("reference", "fast")
-        for path in order:
-            use(model, path)
-            t0 = time.perf_counter()
-            outs[path] = model.upscale(image, size, bsize=BSIZE)
-            if rnd:
-                times[path].append(time.perf_counter() - t0)
+
+    def upscale(path):
+        use(model, path)
+        outs[path] = model.upscale(image, size, bsize=BSIZE)
+    times = alternate({path: lambda path=path: upscale(path) for path in ("fast", "reference")}, repeats)
     use(model, "fast")
     diff = int(np.abs(outs["fast"].astype(int) - outs["reference"]).max())
     return times, size, diff
@@ -145,15 +155,11 @@ def bench_training(model, repeats):
     net.train()
     opt = T.adam(net, 1e-4)
     batch = training_batch(np.random.default_rng(0))
-    times = {"fast": [], "reference": []}
-    for rnd in range(repeats + 1):
-        order = ("fast", "reference") if rnd % 2 == 0 else ("reference", "fast")
-        for path in order:
-            use(model, path)
-            t0 = time.perf_counter()
-            train_step(T, net, opt, batch)
-            if rnd:
-                times[path].append(time.perf_counter() - t0)
+
+    def step(path):
+        use(model, path)
+        train_step(T, net, opt, batch)
+    times = alternate({path: lambda path=path: step(path) for path in ("fast", "reference")}, repeats)
     use(model, "fast")
     net.eval()
     return times, batch

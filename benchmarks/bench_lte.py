@@ -23,7 +23,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 
 import numpy as np
 
@@ -31,7 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-from bench_inference import BSIZE, astronaut_64, cpu_model, training_batch  # noqa: E402
+from bench_inference import BSIZE, alternate, astronaut_64, cpu_model, training_batch  # noqa: E402
 
 
 def build(name, threads):
@@ -82,20 +81,6 @@ def liif_table_macs_per_lr_pixel(n_feats=64, width=256):
 
 
 # --- timing ---------------------------------------------------------------------------------------
-
-def alternate(runs, repeats):
-    """{name: [seconds]} of each callable in `runs`, alternating (the order reversed every other
-    round), after one warm-up round."""
-    times = {name: [] for name in runs}
-    names = list(runs)
-    for rnd in range(repeats + 1):
-        for name in (names if rnd % 2 == 0 else names[::-1]):
-            t0 = time.perf_counter()
-            runs[name]()
-            if rnd:
-                times[name].append(time.perf_counter() - t0)
-    return times
-
 
 def main():
     parser = argparse.ArgumentParser()
