@@ -21,4 +21,4 @@ fi
 for pidfile in /run/slurmctld.pid /run/slurmd.pid /run/slurmdbd.pid /run/mysqld/mysqld.pid /run/munge/munged.pid; do
     if [ -s "$pidfile" ]; then $SUDO kill "$(cat "$pidfile")" 2>/dev/null || true; fi
 done
-echo "[setup_slurm] $(sbatch --version)"
+echo "[setup_slurm] slurm-wlm $(dpkg-query -W -f='${Version}' slurm-wlm)"

@@ -94,7 +94,7 @@ def test_time_limit_and_preemption_requeue_and_continue_with_the_same_losses(clu
              "train.epoch_val=100"]  # 6,750 steps: ~90 s on 2 busy cores, well past the first warning (20-50 s in)
     limited, preempted = tmp_path / "limited", tmp_path / "preempted"
     procs = [submit(cluster, tmp_path, *train, *ON_THIS_CLUSTER, "hydra.launcher.timeout_min=1",
-                    "hydra.launcher.signal_delay_s=10", "hydra.launcher.max_num_timeout=6", f"hydra.sweep.dir={limited}"),
+                    "hydra.launcher.signal_delay_s=10", "hydra.launcher.max_num_timeout=20", f"hydra.sweep.dir={limited}"),
              submit(cluster, tmp_path, *train, *ON_THIS_CLUSTER, f"hydra.sweep.dir={preempted}")]
     # the preempted one: requeued once its first epoch is saved
     deadline = time.monotonic() + 300
