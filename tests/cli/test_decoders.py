@@ -4,11 +4,13 @@ with its family's cell protocol (recorded in metrics.json), and its checkpoint u
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from conftest import run_cli
 
 
+@pytest.mark.slow  # three CLI runs, ~11 s: the whole suite's, not the edit-test loop's
 def test_lte_trains_tests_and_upscales_from_the_command_line(tmp_path):
     run = tmp_path / "run"
     r = run_cli("model=edsr_baseline_lte", "profile=smoke", "framework.threads=1", f"hydra.run.dir={run}")
