@@ -51,19 +51,31 @@ def torchrun_world(environ):
     world = int(world)
     if world == 1:
         return None
-    missing = [name for name in TORCHRUN_VARIABLES if not environ.get(name)]
-    if missing:
-        raise FrameworkError(f"WORLD_SIZE={world} is set but {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
-                             f"not: this is not a process of torchrun, which sets all of "
-                             f"{', '.join(TORCHRUN_VARIABLES)}; {_NOT_TORCHRUN}")
-    numbers = {}
-    for name, low, high in (("RANK", 0, world - 1), ("LOCAL_RANK", 0, world - 1), ("MASTER_PORT", 1, 65535)):
-        value = environ[name].strip()
-        if not value.isdigit() or not low <= int(value) <= high:
-            raise FrameworkError(f"{name}={environ[name][:40]!r} in the environment must be an integer from {low} to "
-                                 f"{high} (WORLD_SIZE={world}); {_NOT_TORCHRUN}")
-        numbers[name] = int(value)
+    numbers = _launcher_integers(environ, f"WORLD_SIZE={world}", "a process of torchrun", TORCHRUN_VARIABLES,
+                                 (("RANK", 0, world - 1), ("LOCAL_RANK", 0, world - 1), ("MASTER_PORT", 1, 65535)),
+                                 _NOT_TORCHRUN)
     return numbers["RANK"], numbers["LOCAL_RANK"], world
+
+
+def _launcher_integers(environ, size, process, required, ranges, advice):
+    """The integers `ranges` names ((name, low, high): a name absent from `environ` is skipped) of a
+    process a launcher started, after checking that every variable of `required` is set. `size` (the
+    set's size, e.g. "WORLD_SIZE=4") and `process` ("a process of torchrun") name them in the
+    FrameworkError, one line ending with `advice`, for a variable missing or out of its range."""
+    missing = [name for name in required if not environ.get(name)]
+    if missing:
+        raise FrameworkError(f"{size} is set but {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not: "
+                             f"this is not {process}, which sets all of {', '.join(required)}; {advice}")
+    numbers = {}
+    for name, low, high in ranges:
+        value = environ.get(name)
+        if value is None:
+            continue
+        if not value.strip().isdigit() or not low <= int(value) <= high:
+            raise FrameworkError(f"{name}={value[:40]!r} in the environment must be an integer from {low} to {high} "
+                                 f"({size}); {advice}")
+        numbers[name] = int(value)
+    return numbers
 
 
 # What `srun -n N` sets in each task of a job step. A batch script has SLURM_NTASKS and SLURM_PROCID=0
@@ -89,22 +101,12 @@ def slurm_world(environ):
         raise FrameworkError(f"SLURM_STEP_NUM_TASKS={tasks[:40]!r} in the environment must be a positive integer "
                              f"(srun sets it to the number of tasks); {_NOT_SRUN}")
     world = int(tasks)
-    missing = [name for name in SLURM_VARIABLES if not environ.get(name)]
-    if missing:
-        raise FrameworkError(f"SLURM_STEP_NUM_TASKS={world} is set but {', '.join(missing)} "
-                             f"{'is' if len(missing) == 1 else 'are'} not: this is not a task of srun, which sets all "
-                             f"of {', '.join(SLURM_VARIABLES)}; {_NOT_SRUN}")
-    numbers = {}
-    for name, low, high in (("SLURM_PROCID", 0, world - 1), ("SLURM_LOCALID", 0, world - 1),
-                            ("SLURM_JOB_ID", 0, 2 ** 63), ("SLURM_STEP_ID", 0, 2 ** 63), ("MASTER_PORT", 1, 65535)):
-        value = environ.get(name, "0" if name == "SLURM_STEP_ID" else None)
-        if name == "MASTER_PORT" and not value:
-            continue
-        if not value.strip().isdigit() or not low <= int(value) <= high:
-            raise FrameworkError(f"{name}={value[:40]!r} in the environment must be an integer from {low} to {high} "
-                                 f"(SLURM_STEP_NUM_TASKS={world}); {_NOT_SRUN}")
-        numbers[name] = int(value)
-    port = numbers.get("MASTER_PORT") or 20000 + (numbers["SLURM_JOB_ID"] * 97 + numbers["SLURM_STEP_ID"]) % 20000
+    numbers = _launcher_integers(environ, f"SLURM_STEP_NUM_TASKS={world}", "a task of srun", SLURM_VARIABLES,
+                                 (("SLURM_PROCID", 0, world - 1), ("SLURM_LOCALID", 0, world - 1),
+                                  ("SLURM_JOB_ID", 0, 2 ** 63), ("SLURM_STEP_ID", 0, 2 ** 63))
+                                 + ((("MASTER_PORT", 1, 65535),) if environ.get("MASTER_PORT") else ()), _NOT_SRUN)
+    step = numbers.get("SLURM_STEP_ID", 0)
+    port = numbers.get("MASTER_PORT") or 20000 + (numbers["SLURM_JOB_ID"] * 97 + step) % 20000
     return (numbers["SLURM_PROCID"], numbers["SLURM_LOCALID"], world,
             first_host(environ["SLURM_STEP_NODELIST"]), port)
 
