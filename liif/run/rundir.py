@@ -317,9 +317,13 @@ def stop_signals():
     """SIGINT, SIGTERM, and SIGUSR2 where a launcher handles it in Python: submitit's warning that the
     SLURM time limit is near (sent `signal_delay_s` before it), on which it requeues the job. The run
     stops for it as for SIGTERM; `forward_to_launcher` then hands it on."""
-    usr2 = signal.getsignal(signal.SIGUSR2)
-    launcher = callable(usr2) and not isinstance(usr2, _OurHandler)
-    return (signal.SIGINT, signal.SIGTERM) + ((signal.SIGUSR2,) if launcher else ())
+    return (signal.SIGINT, signal.SIGTERM) + ((signal.SIGUSR2,) if _launchers_handler(signal.SIGUSR2) else ())
+
+
+def _launchers_handler(signum):
+    """The Python handler of `signum` that someone else (a launcher) installed, or None."""
+    handler = signal.getsignal(signum)
+    return handler if callable(handler) and not isinstance(handler, _OurHandler) else None
 
 
 class _OurHandler:
@@ -337,10 +341,8 @@ def forward_to_launcher(signum):
     stopped is saved and its metrics.json written: submitit's checkpoints the job, runs
     `scontrol requeue` and exits; the job starts again and continues in its folder
     (`liif.run.slurm.requeued`). Nothing for SIGINT, SIGTERM or a signal no launcher handles."""
-    if signum != signal.SIGUSR2:
-        return
-    handler = signal.getsignal(signum)
-    if callable(handler) and not isinstance(handler, _OurHandler):
+    handler = _launchers_handler(signum) if signum == signal.SIGUSR2 else None
+    if handler is not None:
         handler(signum, None)
 
 
