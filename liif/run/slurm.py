@@ -4,6 +4,7 @@ that job started again after a requeue: preemption, `scontrol requeue`, or submi
 the time limit. A requeued job continues in its own folder, as `resume=<folder>` would.
 
 Read from the environment SLURM gives every job; nothing here calls SLURM."""
+import json
 import os
 from typing import Dict, Mapping, Optional
 
@@ -24,9 +25,20 @@ def job(environ: Optional[Mapping[str, str]] = None) -> Optional[Dict[str, str]]
 
 def requeued(out_dir: str, environ: Optional[Mapping[str, str]] = None) -> bool:
     """True when this process is a SLURM job started again (SLURM_RESTART_COUNT of 1 or more) and
-    `out_dir` already holds this run (its config.yaml): the job continues there. Hydra's run folder of
+    `out_dir` already holds this run: its config.yaml, and a metrics.json that names this job (an
+    earlier start that was killed outright wrote none; one that names another job, or none, is
+    another run's, which stray SLURM variables in a shell must not take over). Hydra's run folder of
     a job is fixed when the job is submitted, so the folder is the one its first start wrote."""
     environ = os.environ if environ is None else environ
     restarts = environ.get("SLURM_RESTART_COUNT", "").strip()
-    return (bool(environ.get("SLURM_JOB_ID")) and restarts.isdigit() and int(restarts) >= 1
-            and os.path.isfile(os.path.join(out_dir, "config.yaml")))
+    if not (environ.get("SLURM_JOB_ID") and restarts.isdigit() and int(restarts) >= 1
+            and os.path.isfile(os.path.join(out_dir, "config.yaml"))):
+        return False
+    try:
+        with open(os.path.join(out_dir, "metrics.json")) as f:
+            recorded = json.load(f).get("slurm") or {}
+    except FileNotFoundError:
+        return True
+    except (OSError, ValueError, AttributeError):  # unreadable: not shown to be this job's
+        return False
+    return isinstance(recorded, dict) and recorded.get("job_id") == job(environ)["job_id"]

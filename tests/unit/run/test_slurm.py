@@ -20,3 +20,17 @@ def test_only_a_restarted_job_whose_folder_holds_its_run_continues_there(tmp_pat
     assert not slurm.requeued(str(tmp_path), {**JOB, "SLURM_RESTART_COUNT": "x"})
     assert not slurm.requeued(str(tmp_path), {"SLURM_RESTART_COUNT": "1"})  # not in a SLURM job
     assert not slurm.requeued(str(tmp_path / "new"), JOB)  # nothing there yet: a fresh start
+
+
+def test_a_folder_whose_record_names_another_job_or_none_is_not_taken_over(tmp_path):
+    """A finished plain run, or another job's, stays refused to stray SLURM variables (a shell in an
+    allocation); a record of this job, or none (an earlier start killed outright), is continued."""
+    import json
+    (tmp_path / "config.yaml").write_text("task: train\n")
+    metrics = tmp_path / "metrics.json"
+    for record, continued in [({"status": "ok"}, False), ({"status": "ok", "slurm": {"job_id": "40"}}, False),
+                              ({"status": "interrupted", "slurm": {"job_id": "41"}}, True), ([1], False)]:
+        metrics.write_text(json.dumps(record))
+        assert slurm.requeued(str(tmp_path), JOB) is continued, record
+    metrics.write_text("{not json")
+    assert not slurm.requeued(str(tmp_path), JOB)
