@@ -38,7 +38,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
         watch = NeverStarts(os.path.abspath(str(self.params["submitit_folder"]).replace("%j", "")))
         watch.start()
         try:
-            with contextlib.redirect_stderr(printed), patient_results():
+            with contextlib.redirect_stderr(printed):
                 return super().launch(job_overrides, initial_job_idx)
         except UncompletedJobError as e:
             cause = e.__cause__
@@ -58,40 +58,6 @@ class SlurmLauncher(SubmititSlurmLauncher):
             sys.stderr.write(printed.getvalue())
         finally:
             watch.stop()
-
-
-@contextlib.contextmanager
-def patient_results():
-    """Within it, a SLURM job's `results()` waits on while SLURM still lists the job (squeue): submitit
-    takes the job for finished on one accounting state seen while the job is requeued (seen on the
-    local test cluster: the sweep gave up on a job that went on to finish), then finds no result
-    file and raises. A job that SLURM no longer lists ends the wait as before."""
-    from submitit.core.utils import UncompletedJobError
-    from submitit.slurm.slurm import SlurmJob
-    results = SlurmJob.results
-
-    def patient(job):
-        while True:
-            try:
-                return results(job)
-            except UncompletedJobError:
-                if not _still_queued(job.job_id):
-                    raise
-                time.sleep(5)
-    SlurmJob.results = patient
-    try:
-        yield
-    finally:
-        SlurmJob.results = results
-
-
-def _still_queued(job_id):
-    """Whether squeue lists `job_id` (pending, running, completing, requeued; not ended)."""
-    try:
-        return bool(subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%T"], capture_output=True, text=True,
-                                   timeout=60).stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        return False
 
 
 class NeverStarts(threading.Thread):
