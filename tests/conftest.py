@@ -52,6 +52,20 @@ def lte_fixtures_dir():
     return LTE_FIXTURES
 
 
+# The framework parameter of tests run on both: the Jittor case needs Jittor (skipped, with the reason, without it)
+NEEDS_JITTOR = [pytest.mark.jittor, pytest.mark.skipif(importlib.util.find_spec("jittor") is None,
+                                                        reason="jittor is not installed")]
+FRAMEWORKS = ["torch", pytest.param("jittor", marks=NEEDS_JITTOR)]
+# The same with the Jittor case in the full suite only: the fast tier compares Jittor with PyTorch on
+# every model (tests/unit/backends/test_jittor.py) and PyTorch with the original code.
+FRAMEWORKS_JITTOR_SLOW = ["torch", pytest.param("jittor", marks=[*NEEDS_JITTOR, pytest.mark.slow])]
+
+
+def slow_case(*values, id=None):
+    """A parametrized case for the full suite only (`slow`): the fast tier keeps its cheaper siblings."""
+    return pytest.param(*values, marks=pytest.mark.slow, id=id)
+
+
 # The device of the exactness tests against the fixtures (test_oracle.py, test_lte.py, test_step.py):
 # the CPU, or another one named by LIIF_TEST_DEVICE (benchmarks/gpu_acceptance.py runs them with cuda)
 TEST_DEVICE = os.environ.get("LIIF_TEST_DEVICE", "cpu")

@@ -22,6 +22,7 @@ def run_folder(path, overrides, task="train"):
     return path
 
 
+@pytest.mark.slow
 def test_resume_dir_restores_the_runs_overrides_and_its_folder(tmp_path):
     run = run_folder(tmp_path / "run", ["model=rdn_liif", "train.epochs=5", "resume=true"])
     assert resume_in_place([f"resume={run}"]) == ["model=rdn_liif", "train.epochs=5", f"hydra.run.dir={run}",

@@ -64,6 +64,7 @@ def test_corrupt_image(folder_cfg, tmp_path, folder):
     fails_cleanly(train(folder_cfg, tmp_path, f"dataset.path={folder}"), "1.png")
 
 
+@pytest.mark.slow
 def test_non_image_file_is_an_error_or_skipped_by_setting(folder_cfg, tmp_path, folder):
     (folder / "notes.txt").write_text("not an image")
     fails_cleanly(train(folder_cfg, tmp_path, f"dataset.path={folder}"), "notes.txt")
@@ -72,6 +73,7 @@ def test_non_image_file_is_an_error_or_skipped_by_setting(folder_cfg, tmp_path, 
     assert status == 0, err[-2000:]
 
 
+@pytest.mark.slow
 def test_grey_rgba_palette_and_16bit_images_train_and_test(folder_cfg, tmp_path):
     d = tmp_path / "modes"
     d.mkdir()
@@ -130,6 +132,7 @@ def test_a_number_too_large_for_a_float_through_the_cli(tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1 and not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_a_stray_world_size_does_not_make_a_plain_run_distributed(folder_cfg, tmp_path, folder, monkeypatch):
     """A shell inside a cluster job may hold some of torchrun's variables. WORLD_SIZE=1 (or none) is one
     process whatever the rest says; WORLD_SIZE=2 without the others was a ValueError traceback from

@@ -48,6 +48,7 @@ def expected_psnr(model, lr, hr, scale):
     return -10 * np.log10(np.mean(diff ** 2))
 
 
+@pytest.mark.slow
 def test_benchmark_folder_by_name(myset, tmp_path, fixtures_dir):
     ckpt = str(fixtures_dir / "ckpt_edsr-baseline-liif.pth")
     run_dir = tmp_path / "run"

@@ -403,6 +403,7 @@ def test_testing_a_metasr_checkpoint_labels_the_run_with_the_checkpoints_model(t
     assert metrics["model"] == "edsr_baseline_metasr" and metrics["run_name"] == "edsr_baseline_metasr"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", importlib.import_module("liif.models.presets").names())
 def test_every_model_preset_is_named_back_from_its_spec(preset):
     """What the label of a checkpoint's run relies on: the spec of preset P is named P."""

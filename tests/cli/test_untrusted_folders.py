@@ -297,6 +297,7 @@ def test_a_checkpoints_own_fields_of_another_type_leave_its_label_plain(finished
 
 
 # ---- the tail of a sweep -------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_the_tail_of_a_sweep_prints_its_jobs_errors_without_terminal_codes(tmp_path, capsys):
     """A sweep's end prints the details its failed jobs share: from their metrics.json, which a sweep folder
     given by anyone holds. Escape sequences (retitle the window, set the clipboard: OSC 52) are printed

@@ -1,9 +1,7 @@
 """Every config composes, and each model preset builds the model the paper names."""
-from pathlib import Path
-
 import pytest
 
-from conftest import ROOT, compose
+from conftest import ROOT, compose, slow_case
 from liif import backends
 from liif.models import presets, registry
 
@@ -57,7 +55,7 @@ def test_wrong_names_get_hydra_clear_error():
         compose("model=no_such_model")
 
 
-@pytest.mark.parametrize("group", ["dataset", "train", "scale", "framework", "task"])
+@pytest.mark.parametrize("group", [slow_case("dataset"), "train", slow_case("scale"), "framework", slow_case("task")])
 def test_every_option_composes(group):
     for option in sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml")):
         extra = ["dataset.path=/tmp"] if option == "folder" else []

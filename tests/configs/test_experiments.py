@@ -55,6 +55,7 @@ def build(cfg):
     return registry.make(OmegaConf.to_container(cfg.model, resolve=True), backends.get("torch"))
 
 
+@pytest.mark.slow
 def test_every_paper_row_has_an_experiment():
     expected = {"table1_edsr_baseline", "table1_edsr_baseline_metasr", "table1_edsr_baseline_liif", "table1_rdn_metasr",
                 "table1_rdn_liif", "table2_rdn", "table2_rdn_metasr", "table2_rdn_liif", "ablation_liif", "ablation_c",
@@ -69,6 +70,7 @@ def test_every_paper_row_has_an_experiment():
                 assert (number, row) in tagged, f"Table {number} row {row!r} has no experiment"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_composes_with_its_paper_tag(experiment):
     cfg = compose_experiment(experiment)
@@ -81,6 +83,7 @@ def test_experiment_composes_with_its_paper_tag(experiment):
     assert spec["name"] in registry.names()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_smoke_profile_keeps_the_experiment_but_shrinks_it(experiment):
     plain, cfg = compose_experiment(experiment), compose_experiment(experiment, "profile=smoke")
@@ -99,6 +102,7 @@ def test_smoke_profile_keeps_the_experiment_but_shrinks_it(experiment):
     assert n_params < limit, f"{experiment}: smoke model has {n_params} parameters"
 
 
+@pytest.mark.slow
 def test_ablations_inherit_from_ablation_liif():
     for name, flags in ABLATION_FLAGS.items():
         cfg = compose_as_cli(f"experiment={name}")
@@ -112,6 +116,7 @@ def test_ablations_inherit_from_ablation_liif():
         assert cfg.paper.row == f"LIIF (x{k}-only)"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("experiment,k", sorted(FIXED_SCALE.items()))
 def test_fixed_scale_rows_train_and_test_at_their_scale(experiment, k):
     cfg = compose_as_cli(f"experiment={experiment}")
@@ -159,6 +164,7 @@ def test_fixed_scale_row_trains_on_the_lr_files(tmp_path):
     assert status == 2 and "DIV2K_train_LR_bicubic/X3" in err
 
 
+@pytest.mark.slow
 def test_table2_trains_on_div2k_and_tests_on_the_benchmarks():
     for name in ("table2_rdn", "table2_rdn_metasr", "table2_rdn_liif"):
         cfg = compose_as_cli(f"experiment={name}")
@@ -203,6 +209,7 @@ def test_table4_is_config_only_and_cannot_silently_train_the_wrong_recipe():
     assert up.model.args.encoder_spec.args.scale == 8 and up.dataset.train.gt_resize == 256
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("table", TABLES)
 def test_table_config_sweeps_exactly_its_experiments(table):
     from hydra.types import RunMode

@@ -59,6 +59,7 @@ def test_the_dry_run_runs_every_step_and_records_a_planted_failure(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["gpu_acceptance.json", "gpu_acceptance.md", "logs"]
 
 
+@pytest.mark.slow
 def test_a_failing_or_overrunning_step_is_recorded_and_the_next_runs(kit, tmp_path, monkeypatch):
     monkeypatch.setattr(kit, "MIN_STEP_S", 0)
     monkeypatch.setattr(kit, "GRACE_S", 1)  # a child step's own deadline comes first

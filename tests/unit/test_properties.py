@@ -92,6 +92,7 @@ def tiny_models():
     return [Model(registry.make(spec, backend), backend, spec, "cpu") for spec in specs]
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.integers(1, 2), st.integers(1, 9), st.integers(1, 9), st.integers(1, 50), st.integers(0, 10_000),
        st.floats(0.1, 3.0))
@@ -229,6 +230,7 @@ def demo_base():
     return compose("task=demo", "device=cpu", "framework.threads=1")
 
 
+@pytest.mark.slow
 @CONTRACT
 @given(size=st.one_of(VALID_SIZES, BAD_SIZES), bsize=st.one_of(VALID_BSIZES, BAD_BSIZES),
        output=st.sampled_from(["new file", "new nested folders", "existing file", "unknown extension", "the input",

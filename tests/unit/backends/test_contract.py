@@ -2,18 +2,16 @@
 surface written down in liif.backends.contract.Tensor, with torch's meaning (checked against NumPy),
 and the framework-neutral code uses nothing beyond it."""
 import ast
-import importlib.util
 import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import FRAMEWORKS
 from liif import backends
 from liif.backends.contract import ATTRIBUTES, BACKEND_NAMES, METHODS, Tensor
 
-FRAMEWORKS = ["torch", pytest.param("jittor", marks=[pytest.mark.jittor, pytest.mark.skipif(
-    importlib.util.find_spec("jittor") is None, reason="jittor is not installed")])]
 ROOT = Path(__file__).resolve().parents[3]
 
 

@@ -231,6 +231,7 @@ def _torch_grads(tnet, batch):
     return grads
 
 
+@pytest.mark.slow
 def test_official_training_step(fixtures_dir):
     """One step of the original trainer (L1, Adam lr 1e-4) on its own batch, on both backends."""
     data, ref = np.load(fixtures_dir / "data_pipeline.npz"), np.load(fixtures_dir / "train_step.npz")
@@ -316,6 +317,7 @@ def test_chunked_upscale_matches_torch(fixtures_dir):
     np.testing.assert_array_equal(liif.load_model(path, framework="jittor", device="cpu").upscale(lr, (25, 19), bsize=60), want)
 
 
+@pytest.mark.slow
 def test_float64_models_and_training_agree_far_below_float32_noise():
     """In float64 the two backends' differing summation orders cost ~1e-16 instead of ~1e-7, so
     outputs and 30 L1/Adam steps (which amplify float32 noise past 1e-3 within ~50 steps, see
@@ -378,6 +380,7 @@ def test_checkpoints_cross_backends(tmp_path, fixtures_dir):
         np.testing.assert_array_equal(back[k], own[k])
 
 
+@pytest.mark.slow
 def test_checkpoint_read_and_load_model_with_torch_blocked(tmp_path, fixtures_dir):
     legacy = str(tmp_path / "legacy.pth")
     torch.save({"model": {"name": "mlp", "args": {"in_dim": 4, "out_dim": 2, "hidden_list": [3]},

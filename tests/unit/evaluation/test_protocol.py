@@ -93,12 +93,14 @@ def test_impossible_settings_are_one_line_config_errors(bad):
         TestConfig(cell_clip=bad)
 
 
+@pytest.mark.slow
 def test_the_cli_setting_reaches_the_typed_config():
     assert typed("task=test", "checkpoint=x.pth").test.cell_clip is None  # the default: published protocols
     for value, expected in (("4", 4), ("false", False), ("2.5", 2.5), ("null", None)):
         assert typed("task=test", "checkpoint=x.pth", f"test.cell_clip={value}").test.cell_clip == expected
 
 
+@pytest.mark.slow
 def test_metrics_json_records_the_protocol_of_each_number(tmp_path, crop_folder, fixtures_dir):
     ckpt = str(fixtures_dir / "ckpt_edsr-baseline-liif.pth")
     base = compose("task=test", f"checkpoint={ckpt}", "dataset=folder", f"dataset.path={crop_folder}",
@@ -120,6 +122,7 @@ def test_metrics_json_records_the_protocol_of_each_number(tmp_path, crop_folder,
 LTE_FIXTURES = ROOT / "tests" / "fixtures" / "official_lte"  # the lte model's oracle fixtures (they land with it)
 
 
+@pytest.mark.slow
 def test_lte_protocol_reproduces_the_authors_evaluation(tmp_path):
     """eval_cellclip.npz: the authors' code (EDSR-baseline-LTE, ckpt_edsr-baseline-lte.pth) on one
     96x120 crop at x2, x6, x12, with their cell clip (the default for lte) and without it

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import slow_case
+
 import liif
 from liif.inference import tiled
 from liif.models import registry
@@ -111,7 +113,8 @@ def check_tiled(model, scales=SCALES, tiles=(2, 3)):
 
 # --- every model ----------------------------------------------------------------------------
 
-FLAGS = list(itertools.product([True, False], repeat=3))
+# every flag on and every flag off in the fast tier, the mixed ones in the full suite
+FLAGS = [flags if len(set(flags)) == 1 else slow_case(*flags) for flags in itertools.product([True, False], repeat=3)]
 
 
 @pytest.mark.parametrize("unfold, ensemble, cell", FLAGS, ids=lambda f: str(int(f)))
@@ -119,7 +122,7 @@ def test_liif_every_flag_combination(unfold, ensemble, cell):
     check_tiled(build(liif_spec(feat_unfold=unfold, local_ensemble=ensemble, cell_decode=cell)))
 
 
-@pytest.mark.parametrize("enc", ["edsr-baseline", "edsr", "rdn"])
+@pytest.mark.parametrize("enc", ["edsr-baseline", slow_case("edsr"), slow_case("rdn")])
 def test_every_encoder(enc):
     check_tiled(build(liif_spec(enc)))
 
@@ -132,14 +135,14 @@ def lte_spec(enc="edsr-baseline"):
     return {"name": "lte", "args": {"encoder_spec": encoder(enc), "imnet_spec": MLP, "hidden_dim": 16}}
 
 
-@pytest.mark.parametrize("enc", ["edsr-baseline", "rdn"])
+@pytest.mark.parametrize("enc", ["edsr-baseline", slow_case("rdn")])
 def test_lte(enc):
     """LTE goes through the engine with no code of its own there: only its reach and footprint."""
     check_tiled(build(lte_spec(enc)))
 
 
 @pytest.mark.parametrize("enc, scale", [("edsr-baseline", 2), ("edsr-baseline", 3), ("edsr-baseline", 4),
-                                        ("rdn", 2), ("rdn", 3), ("rdn", 4)])
+                                        slow_case("rdn", 2), slow_case("rdn", 3), slow_case("rdn", 4)])
 def test_fixed_scale_baselines(enc, scale):
     check_tiled(build({"name": "liif", "args": {"encoder_spec": encoder(enc, upsample=scale)}}),
                 scales={"own scale": (9, 13, 9 * scale, 13 * scale), "x4": (11, 9, 44, 36)})
@@ -171,6 +174,7 @@ def test_arbitrary_queries_outside_and_on_borders():
 
 # --- the original checkpoints ----------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["edsr-baseline-liif", "edsr-baseline-liif-c", "edsr-baseline-liif-u",
                                      "edsr-baseline-liif-e", "edsr-baseline-liif-d", "edsr-baseline-metasr"])
 def test_original_checkpoints_tiled(variant, fixtures_dir):
@@ -188,6 +192,7 @@ def test_original_checkpoints_tiled(variant, fixtures_dir):
         assert err <= 1e-5, f"{variant} {case}: max abs error {err}"
 
 
+@pytest.mark.slow
 def test_authors_lte_checkpoint_tiled(fixtures_dir, lte_fixtures_dir):
     """Every case of the LTE authors' outputs (its inputs are LIIF's), through the public API in 16x16 tiles."""
     from liif.inference.tiled import Encoding
@@ -361,8 +366,8 @@ def test_the_latent_table_is_built_in_blocks_within_the_budget(monkeypatch):
 
 @pytest.mark.jittor
 @JITTOR
-@pytest.mark.parametrize("spec", [liif_spec(), {"name": "metasr", "args": {"encoder_spec": encoder("rdn")}},
-                                  liif_spec(feat_unfold=False, local_ensemble=False), lte_spec(), lte_spec("rdn")],
+@pytest.mark.parametrize("spec", [slow_case(liif_spec()), {"name": "metasr", "args": {"encoder_spec": encoder("rdn")}},
+                                  liif_spec(feat_unfold=False, local_ensemble=False), slow_case(lte_spec()), lte_spec("rdn")],
                          ids=["liif", "metasr", "liif-u-e", "lte", "lte-rdn"])
 def test_jittor_tiled_equals_untiled(spec):
     from liif.backends import jittor as J
@@ -433,6 +438,7 @@ def test_whole_image_evaluation_is_tiled_exactly():
     assert shape == (36, 28) and np.abs(got - want).max() <= 1e-5
 
 
+@pytest.mark.slow
 def test_demo_cli_tiled_and_its_budget_errors(tmp_path, fixtures_dir):
     """task=demo's infer.* settings, the CLI's path after composition (in process)."""
     from PIL import Image

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import FRAMEWORKS
+
 import liif
 from liif import backends
 from liif.errors import CheckpointError
@@ -104,8 +106,6 @@ def test_checkpoint_of_another_model_names_the_mismatch(tmp_path, fixtures_dir):
         liif.load_model(str(tmp_path / "mismatch.pth"), device="cpu")
 
 
-FRAMEWORKS = ["torch", pytest.param("jittor", marks=[pytest.mark.jittor, pytest.mark.skipif(
-    __import__("importlib").util.find_spec("jittor") is None, reason="jittor is not installed")])]
 EDSR = {"name": "edsr-baseline", "args": {"no_upsampling": True}}
 
 

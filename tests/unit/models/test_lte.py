@@ -2,13 +2,12 @@
 their checkpoint's outputs for every case, the MLP's inputs, one training step, the predictions of
 their evaluation with and without the cell clip, and checkpoints in their layout both ways.
 The references are tests/fixtures/official_lte (its inputs are LIIF's: `fixtures_dir / inputs.npz`)."""
-import importlib.util
 import json
 
 import numpy as np
 import pytest
 
-from conftest import record_forward
+from conftest import FRAMEWORKS, FRAMEWORKS_JITTOR_SLOW, record_forward
 
 import liif
 from liif.coords import make_cell, make_coord
@@ -18,8 +17,6 @@ from liif.training.step import train_step
 from liif.training.trainer import normalise
 from liif.value_range import from_model_range, to_model_range
 
-FRAMEWORKS = ["torch", pytest.param("jittor", marks=[pytest.mark.jittor, pytest.mark.skipif(
-    importlib.util.find_spec("jittor") is None, reason="jittor is not installed")])]
 CKPT = "ckpt_edsr-baseline-lte.pth"
 BSIZE = 30000  # the authors' eval_bsize: their batched_predict decodes in chunks of this many queries
 
@@ -45,7 +42,7 @@ def predict(model, inp, coord, cell, bsize=BSIZE):
                                for i in range(0, coord.shape[1], bsize)], axis=1)
 
 
-@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("framework", FRAMEWORKS_JITTOR_SLOW)
 def test_original_checkpoint_reproduces_every_case(framework, fixtures_dir, lte_fixtures_dir, device):
     inputs, out = np.load(fixtures_dir / "inputs.npz"), np.load(lte_fixtures_dir / "out_edsr-baseline-lte.npz")
     model = load(lte_fixtures_dir, framework, device)
@@ -79,7 +76,7 @@ def test_decoder_inputs_match_the_trace(framework, lte_fixtures_dir, device):
     np.testing.assert_allclose(pred, dbg["pred"], atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("framework", FRAMEWORKS_JITTOR_SLOW)
 def test_one_adam_step_reproduces_the_original(framework, fixtures_dir, lte_fixtures_dir, device):
     """The authors' training step (L1, Adam 1e-4) on LIIF's recorded training item: loss, the
     prediction, the gradients and the updated weights of the recorded parameters."""
@@ -117,7 +114,7 @@ def test_one_adam_step_reproduces_the_original(framework, fixtures_dir, lte_fixt
         assert (err[noisy] <= 2e-4 + 1e-7).all() and moved.max() > 5e-5, name
 
 
-@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("framework", FRAMEWORKS_JITTOR_SLOW)
 def test_the_training_step_is_exact_given_the_relu_decisions(framework, fixtures_dir, lte_fixtures_dir):
     """Why the gradients below the MLP's ReLUs differ from the fixture's by ~1e-4 in float32 (above),
     and that nothing else does. The same step in float64 (torch) takes each ReLU's decision
@@ -177,7 +174,7 @@ def _gradients(model, optimizer):
             for p, g in zip(group["params"], group["grads"]) if id(p) in by_id}
 
 
-@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("framework", FRAMEWORKS_JITTOR_SLOW)
 def test_evaluation_predictions_with_and_without_the_cell_clip(framework, lte_fixtures_dir, device):
     """The authors' test.py on one 96x120 crop at x2, x6, x12: the prediction (clamped to [0, 1])
     for the cell times max(s / 4, 1) (their protocol: 'clip') and for the cell itself ('noclip')."""
@@ -241,6 +238,7 @@ def test_our_checkpoint_has_the_authors_layout_and_reloads_bitwise(tmp_path, lte
     np.testing.assert_array_equal(predict(model, inp, coord, cell), predict(reloaded, inp, coord, cell))
 
 
+@pytest.mark.slow  # the fast tier: windows through the tiled engine (unit/inference/test_tiled.py)
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_a_window_decodes_as_the_whole_map(framework, fixtures_dir, lte_fixtures_dir, device):
     """encode(crop, window) then decode in the whole map's coordinates: the queries that reach
@@ -268,6 +266,7 @@ def test_a_window_decodes_as_the_whole_map(framework, fixtures_dir, lte_fixtures
     assert np.abs(windowed[0, ~inside] - whole[0, ~inside]).max() > 1e-3  # the rest does reach outside
 
 
+@pytest.mark.slow  # the fast tier: the same at random weights, gradients included (below)
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_the_fast_decoding_is_the_reference(framework, fixtures_dir, lte_fixtures_dir):
     """`decode` (one row of the table `encode` prepares, per query and corner) computes what

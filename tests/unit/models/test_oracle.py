@@ -1,15 +1,12 @@
 """Both backends compute exactly what the original LIIF code computes."""
-import importlib.util
 
 import numpy as np
 import pytest
 
-from conftest import record_forward
+from conftest import FRAMEWORKS, FRAMEWORKS_JITTOR_SLOW, record_forward
 
 import liif
 
-FRAMEWORKS = ["torch", pytest.param("jittor", marks=[pytest.mark.jittor, pytest.mark.skipif(
-    importlib.util.find_spec("jittor") is None, reason="jittor is not installed")])]
 
 VARIANTS = ["edsr-baseline-liif", "edsr-baseline-liif-c", "edsr-baseline-liif-u", "edsr-baseline-liif-e",
             "edsr-baseline-liif-d", "edsr-baseline-metasr"]
@@ -20,7 +17,7 @@ def inputs(fixtures_dir):
     return np.load(fixtures_dir / "inputs.npz")
 
 
-@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("framework", FRAMEWORKS_JITTOR_SLOW)
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_original_checkpoint_reproduces_every_case(variant, framework, fixtures_dir, inputs, device):
     model = liif.load_model(str(fixtures_dir / f"ckpt_{variant}.pth"), framework=framework, device=device)

@@ -1,6 +1,5 @@
 """liif.list_models / create_model: the presets of liif/models/presets.py, the very ones `python run.py
 model=<name>` composes (one source, no second copy in conf/), and inference without Hydra & co."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,13 +10,11 @@ import pytest
 from omegaconf import OmegaConf
 
 import liif
-from conftest import ROOT, compose
+from conftest import FRAMEWORKS, ROOT, compose
 from liif import backends
 from liif.models import presets
 from liif.errors import BadInput, CheckpointError, UnknownName
 
-FRAMEWORKS = ["torch", pytest.param("jittor", marks=[pytest.mark.jittor, pytest.mark.skipif(
-    importlib.util.find_spec("jittor") is None, reason="jittor is not installed")])]
 TINY = {"encoder_spec": {"args": {"n_resblocks": 1, "n_feats": 8}}, "imnet_spec": {"args": {"hidden_list": [8]}}}
 
 
@@ -28,6 +25,7 @@ def test_list_models_is_hydras_model_group():
         assert OmegaConf.to_container(compose(f"model={name}").model, resolve=True) == presets.spec(name), name
 
 
+@pytest.mark.slow
 def test_hydra_still_swaps_the_parts_of_a_preset():
     cfg = compose("model=edsr_baseline_liif_c", "model/encoder=rdn")
     assert cfg.model.args.encoder_spec.name == "rdn" and cfg.model.args.cell_decode is False
@@ -78,6 +76,7 @@ def test_bad_names_and_overrides_are_named():
         liif.create_model("edsr_baseline_liif", encoder_spec={"args": {"n_feats": "64"}})
 
 
+@pytest.mark.slow
 def test_inference_imports_neither_hydra_nor_the_training_and_report_libraries(tmp_path, fixtures_dir):
     script = f"""
 import json, sys

@@ -75,6 +75,7 @@ def test_report_md_lists_ours_paper_delta_and_every_problem(sweep):
     assert "The paper also reports x3, x6, x12, x18, x24, x30 (not tested here)." in md
 
 
+@pytest.mark.slow
 def test_report_csv_has_one_line_per_record_with_the_paper_number(sweep):
     report.write(sweep)
     rows = list(csv.DictReader((sweep / "report.csv").open()))
@@ -125,6 +126,7 @@ def test_a_multi_line_error_is_one_list_line_and_its_detail_once(tmp_path):
     assert "```\n" + layout + "\n```" in md  # the detail once, as a code block after the list
 
 
+@pytest.mark.slow
 def test_two_frameworks_and_several_sweeps_are_merged(tmp_path):
     torch_sweep, jittor_sweep = tmp_path / "torch", tmp_path / "jittor"
     for i, row in enumerate(["RDN-LIIF", "RDN-MetaSR"]):

@@ -277,6 +277,7 @@ def test_an_out_folder_that_cannot_be_made_is_one_line(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("error: cannot create the report's folder ") and "too long" in err[0]
 
 
+@pytest.mark.slow
 def test_plots_of_hostile_names_stay_in_the_folder_and_are_drawn(tmp_path, caplog):
     """A table tag "/../../escaped" with a folder psnr_vs_scale_ planted beside the jobs aimed the plot two
     folders up; a row "$\\frac{$" failed the plots' legends (matplotlib's TeX); scales that are text or
@@ -396,6 +397,7 @@ OPS = ["value"] * 4 + ["splice"] * 2 + ["flip", "truncate", "drop key", "swap ty
 FUZZ_CASES = 150
 
 
+@pytest.mark.slow
 def test_fuzzed_run_folders_give_a_report_or_one_error_line(tmp_path, monkeypatch):
     """Seeded, so every run tries the same cases: 1 to 4 changes to metrics.json, history.csv, config.yaml
     or .hydra/*.yaml of a small sweep, then the report. Each case: the report is written (every job listed,

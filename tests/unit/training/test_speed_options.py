@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import liif
-from conftest import compose, run_task_with_overrides, typed
+from conftest import compose, run_task_with_overrides, slow_case, typed
 from liif.models import registry
 from liif.inference.api import Model
 from liif.backends import torch as T
@@ -83,6 +83,7 @@ def test_bf16_training_steps_are_within_1_percent_of_fp32():
     assert all(p.dtype == torch.float32 for p in bf16.net.parameters())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant, rel, levels", [("edsr-baseline-liif", 0.01, 1), ("edsr-baseline-metasr", 0.03, 6)])
 def test_bf16_inference_is_close_to_fp32(variant, rel, levels, fixtures_dir):
     """The original checkpoints (random weights) on the top-left 24x24 of the fixture's input, queried
@@ -226,7 +227,7 @@ TINY = ["model.args.encoder_spec.args.n_resblocks=1", "model.args.encoder_spec.a
         "dataset.val.repeat=1", "framework.threads=1"]
 
 
-@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("workers", [0, slow_case(2)])
 def test_prefetching_changes_no_loss(sample_dir, tmp_path, workers):
     losses = {}
     for on in (False, True):
@@ -278,6 +279,7 @@ def test_jittor_rejects_the_pytorch_options():
             liif.build_model(tiny_spec(), framework="jittor", device="cpu", **{option: True})
 
 
+@pytest.mark.slow
 @pytest.mark.jittor
 def test_jittor_rejects_bf16_training_in_one_line(tmp_path):
     """task=train, the CLI's path after composition (in process)."""

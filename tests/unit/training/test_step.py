@@ -3,12 +3,14 @@ L1 loss, backward, torch's Adam at lr 1e-4, on the fixture's recorded sample."""
 import numpy as np
 import pytest
 
+from conftest import slow_case
+
 import liif
 from liif.training.trainer import normalise
 from liif.training.step import train_step
 
 
-@pytest.mark.parametrize("framework", ["torch", "jittor"])
+@pytest.mark.parametrize("framework", ["torch", slow_case("jittor")])
 def test_one_adam_step_reproduces_the_original(fixtures_dir, framework, device):
     if framework == "jittor":
         import importlib.util

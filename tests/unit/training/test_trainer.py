@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import liif.training.trainer
-from conftest import typed
+from conftest import slow_case, typed
 from liif.training.trainer import Trainer
 
 TINY = ["model.args.encoder_spec.args.n_resblocks=2", "model.args.encoder_spec.args.n_feats=16",
@@ -27,7 +27,7 @@ def tiny_cfg(sample_dir, out_dir, *extra):
     return typed(f"paths.sample_dir={sample_dir}", *TINY, f"output_dir={out_dir}", *extra)
 
 
-@pytest.mark.parametrize("options", [(), ("framework.channels_last=true",)], ids=["default", "channels_last"])
+@pytest.mark.parametrize("options", [(), slow_case(("framework.channels_last=true",))], ids=["default", "channels_last"])
 def test_resume_after_interruption_gives_the_same_losses(sample_dir, tmp_path, options, monkeypatch):
     full = Trainer.from_config(tiny_cfg(sample_dir, tmp_path / "full", *options), str(tmp_path / "full"))
     assert full.fit() is None
@@ -55,6 +55,7 @@ def test_resume_after_interruption_gives_the_same_losses(sample_dir, tmp_path, o
     assert [r["lr"] for r in resumed.history] == [4e-4, 4e-4, 2e-4]  # decayed once, not twice
 
 
+@pytest.mark.slow
 def test_a_mid_epoch_resume_makes_only_the_batches_it_trains_on(sample_dir, tmp_path, monkeypatch):
     """The batches are those of an uninterrupted run, and the steps already done cost no item."""
     cfg = lambda out, *extra: tiny_cfg(sample_dir, out, "train.epochs=1", *extra)  # noqa: E731
@@ -97,6 +98,7 @@ def test_a_mid_epoch_resume_makes_only_the_batches_it_trains_on(sample_dir, tmp_
         assert got.keys() == expected.keys() and all(np.array_equal(got[k], expected[k]) for k in got)
 
 
+@pytest.mark.slow
 def test_same_seed_same_run_other_seed_other_run(sample_dir, tmp_path):
     runs = [Trainer.from_config(tiny_cfg(sample_dir, tmp_path / str(i), f"seed={seed}", "train.epochs=1"), str(tmp_path / str(i)))
             for i, seed in enumerate([3, 3, 4])]
@@ -146,6 +148,7 @@ def test_a_tiny_model_learns_to_beat_bicubic_at_x2(sample_dir, tmp_path):
     assert record["psnr"] > record["psnr_bicubic"], record
 
 
+@pytest.mark.slow
 def test_the_seed_fixes_the_same_initial_weights_on_every_framework(sample_dir, tmp_path):
     import importlib.util
     if importlib.util.find_spec("jittor") is None:
@@ -160,6 +163,7 @@ def test_the_seed_fixes_the_same_initial_weights_on_every_framework(sample_dir, 
     assert not np.array_equal(other.backend.state_dict_numpy(other.net)["imnet.layers.0.weight"], a["imnet.layers.0.weight"])
 
 
+@pytest.mark.slow
 def test_float64_training_matches_float32_at_first_and_resumes_in_float64(sample_dir, tmp_path):
     f32 = Trainer.from_config(tiny_cfg(sample_dir, tmp_path / "f32", "train.epochs=1"), str(tmp_path / "f32"))
     f32.fit()
@@ -175,6 +179,7 @@ def test_float64_training_matches_float32_at_first_and_resumes_in_float64(sample
     assert np.isfinite(resumed.history[-1]["val_psnr"])
 
 
+@pytest.mark.slow
 def test_sigterm_during_the_final_test_is_recorded_and_resume_finishes_it(sample_dir, tmp_path, monkeypatch):
     import liif.evaluation.evaluate
     from liif.training.trainer import main
@@ -205,6 +210,7 @@ def test_sigterm_during_the_final_test_is_recorded_and_resume_finishes_it(sample
     assert metrics["train"]["steps"] == 4  # no step was trained twice
 
 
+@pytest.mark.slow
 def test_the_final_test_of_task_train_tiles_within_infer_max_memory_and_tile(sample_dir, tmp_path, monkeypatch):
     """`infer.max_memory` and `infer.tile` reach the test that ends `task=train`, as they reach task=test."""
     import liif.inference.tiled
