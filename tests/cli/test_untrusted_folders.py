@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from conftest import photo, run_cli_inprocess, tree_state
+from hostile_files import billion_laughs, change_bytes
 from liif.errors import LiifError
 
 # a run small enough to train in a second: a non-default model, so its overrides must come back
@@ -93,13 +94,6 @@ def replaced(name, make):
         path.unlink()
         make(path, out)
     return craft
-
-
-def billion_laughs(levels=9):
-    text = "- &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
-    for i in range(1, levels):
-        text += f"- &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]\n"
-    return text
 
 
 def group_path_attack(run, out):
@@ -337,37 +331,15 @@ def mutate(path, rnd):
     """One change to the file at `path`, chosen by the seeded `rnd`."""
     if path.is_symlink() or not path.is_file():  # made a link, a folder or a fifo by an earlier change, or removed
         return
-    data = path.read_bytes()
     op = rnd.choice(["flip"] * 2 + ["truncate"] + ["splice"] * 3 + ["override"] * 4 + [
         "replace", "remove", "folder", "fifo", "link out", "link to /dev/zero"])
-    if op == "flip" and data:
-        data = bytearray(data)
-        for _ in range(rnd.randint(1, 4)):
-            data[rnd.randrange(len(data))] ^= 1 << rnd.randrange(8)
-        path.write_bytes(bytes(data))
-    elif op == "truncate":
-        path.write_bytes(data[:rnd.randint(0, max(0, len(data) - 1))])
-    elif op == "splice":
-        at = rnd.randint(0, len(data))
-        path.write_bytes(data[:at] + rnd.choice(HOSTILE_BYTES) + data[at:])
-    elif op == "override":  # a hostile override among the saved ones (in any YAML-valid spelling)
-        lines = data.decode(errors="replace").splitlines()
+    if op == "override":  # a hostile override among the saved ones (in any YAML-valid spelling)
+        lines = path.read_text(errors="replace").splitlines()
         lines.insert(rnd.randint(0, len(lines)), "- " + json.dumps(rnd.choice(HOSTILE_OVERRIDES)))
         path.write_text("\n".join(lines) + "\n")
-    elif op == "replace":
-        path.write_bytes(rnd.choice([b"", b"null", b"[]", b"{}", billion_laughs().encode(), b"- x\n" * 20_000,
-                                     os.urandom(64)]))
-    elif op == "remove":
-        path.unlink()
-    elif op == "folder":
-        path.unlink()
-        path.mkdir()
-    elif op == "fifo":
-        path.unlink()
-        os.mkfifo(path)
-    elif op in ("link out", "link to /dev/zero"):
-        path.unlink()
-        path.symlink_to("/dev/zero" if op == "link to /dev/zero" else "/etc/hostname")
+    else:
+        change_bytes(path, op, rnd, HOSTILE_BYTES, max_flips=4, replacements=[
+            b"", b"null", b"[]", b"{}", billion_laughs().encode(), b"- x\n" * 20_000, os.urandom(64)])
 
 
 def fuzz_cases(n, folders, files=FILES):

@@ -14,6 +14,7 @@ import pytest
 from markdown_it import MarkdownIt
 
 from conftest import compose, run_task_with_overrides, tree_state
+from hostile_files import billion_laughs, change_bytes
 from liif import report
 from liif.errors import LiifError
 from liif.io import durable
@@ -220,13 +221,6 @@ def test_two_seeds_of_huge_finite_psnrs_give_a_number_not_an_overflow(tmp_path):
 
 
 # ---- the folder itself --------------------------------------------------------------------------------------------
-def billion_laughs(levels=9):
-    text = "- &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
-    for i in range(1, levels):
-        text += f"- &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]\n"
-    return text
-
-
 @pytest.mark.parametrize("overrides", [billion_laughs(), "[" * 50_000 + "]" * 50_000, "- x=1\n" * 20_000, "\xff: [",
                                        "- {a: 1}\n- [b]\n- 3\n"],
                          ids=["billion laughs", "nested 50000 deep", "over 64 KB", "not yaml", "not strings"])
@@ -351,20 +345,9 @@ def mutate(path, op, rnd):
     """One change to the file at `path`, chosen by `op` and the seeded `rnd`."""
     if path.is_symlink() or path.is_dir():  # made a link or a folder by an earlier change
         return
-    data = path.read_bytes() if path.is_file() else b""
-    if op == "flip" and data:
-        data = bytearray(data)
-        for _ in range(rnd.randint(1, 8)):
-            data[rnd.randrange(len(data))] ^= 1 << rnd.randrange(8)
-        path.write_bytes(bytes(data))
-    elif op == "truncate":
-        path.write_bytes(data[:rnd.randint(0, max(0, len(data) - 1))])
-    elif op == "splice":
-        at = rnd.randint(0, len(data))
-        path.write_bytes(data[:at] + rnd.choice(HOSTILE_BYTES) + data[at:])
-    elif op in ("value", "drop key", "swap type"):
+    if op in ("value", "drop key", "swap type"):
         try:
-            tree = json.loads(data)
+            tree = json.loads(path.read_bytes() if path.is_file() else b"")
         except (ValueError, RecursionError):  # not JSON (any more): a splice instead
             return mutate(path, "splice", rnd)
         where, node = rnd.choice(list(_json_nodes(tree)))
@@ -377,17 +360,10 @@ def mutate(path, op, rnd):
                 {str(i): v for i, v in enumerate(node)} if isinstance(node, list) else [node])
             tree = _set(tree, where, swapped)
         path.write_text(json.dumps(tree, indent=rnd.choice([None, 2])))
-    elif op == "replace":
-        path.write_bytes(rnd.choice([b"", b"null", b"[]", b"{}", b"[" * 100_000 + b"]" * 100_000,
-                                     billion_laughs().encode(), b"{" + b" " * (8 << 20) + b"}", os.urandom(64)]))
-    elif op == "remove" and path.is_file():
-        path.unlink()
-    elif op == "folder" and path.is_file():
-        path.unlink()
-        path.mkdir()
-    elif op == "link to /dev/zero" and path.is_file():
-        path.unlink()
-        path.symlink_to("/dev/zero")
+    else:
+        change_bytes(path, op, rnd, HOSTILE_BYTES, max_flips=8, replacements=[
+            b"", b"null", b"[]", b"{}", b"[" * 100_000 + b"]" * 100_000, billion_laughs().encode(),
+            b"{" + b" " * (8 << 20) + b"}", os.urandom(64)])
 
 
 OPS = ["value"] * 4 + ["splice"] * 2 + ["flip", "truncate", "drop key", "swap type", "replace", "remove", "folder",
