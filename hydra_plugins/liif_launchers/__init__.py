@@ -87,6 +87,7 @@ class NeverStarts(threading.Thread):
                 self.reason = f"job {job} is pending with reason {reason}: {NEVER_STARTS[reason]}"
                 subprocess.run(["scancel", *sorted({j for j, *_ in ours})], capture_output=True, timeout=60)
                 from submitit.slurm.slurm import SlurmJob
+                SlurmJob._results_timeout_s = 0  # none of them ran: no result file will come (submitit waits 15 s for one)
                 time.sleep(1)
                 SlurmJob.watcher.update()  # the waiting jobs see their end now, not at sacct's next poll
                 return
