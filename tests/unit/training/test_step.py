@@ -3,19 +3,15 @@ L1 loss, backward, torch's Adam at lr 1e-4, on the fixture's recorded sample."""
 import numpy as np
 import pytest
 
-from conftest import slow_case
+from conftest import FRAMEWORKS_JITTOR_SLOW
 
 import liif
 from liif.training.trainer import normalise
 from liif.training.step import train_step
 
 
-@pytest.mark.parametrize("framework", ["torch", slow_case("jittor")])
+@pytest.mark.parametrize("framework", FRAMEWORKS_JITTOR_SLOW)
 def test_one_adam_step_reproduces_the_original(fixtures_dir, framework, device):
-    if framework == "jittor":
-        import importlib.util
-        if importlib.util.find_spec("jittor") is None:
-            pytest.skip("jittor is not installed")
     data, ref = np.load(fixtures_dir / "data_pipeline.npz"), np.load(fixtures_dir / "train_step.npz")
     model = liif.load_model(str(fixtures_dir / "ckpt_edsr-baseline-liif.pth"), framework=framework, device=device)
     backend = model.backend
