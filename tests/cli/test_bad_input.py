@@ -203,6 +203,7 @@ def test_a_checkpoint_that_is_a_fifo_or_a_device_is_not_reported_missing(tmp_pat
     fails_cleanly(run_task_with_overrides(cfg, f"output_dir={tmp_path / 'run'}"), f"checkpoint={path} is not a regular file")
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_model(folder_cfg, tmp_path, folder, fixtures_dir):
     metasr = fixtures_dir / "ckpt_edsr-baseline-metasr.pth"
     fails_cleanly(train(folder_cfg, tmp_path, f"dataset.path={folder}", f"checkpoint={metasr}"),  # the default model

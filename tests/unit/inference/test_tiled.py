@@ -122,7 +122,8 @@ def test_liif_every_flag_combination(unfold, ensemble, cell):
     check_tiled(build(liif_spec(feat_unfold=unfold, local_ensemble=ensemble, cell_decode=cell)))
 
 
-@pytest.mark.parametrize("enc", ["edsr-baseline", slow_case("edsr"), slow_case("rdn")])
+@pytest.mark.slow  # EDSR-baseline's LIIF is test_liif_every_flag_combination's every flag on (LIIF's defaults)
+@pytest.mark.parametrize("enc", ["edsr", "rdn"])
 def test_every_encoder(enc):
     check_tiled(build(liif_spec(enc)))
 
