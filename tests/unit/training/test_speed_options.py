@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import liif
-from conftest import compose, run_task_with_overrides, slow_case, typed
+from conftest import compose, run_task_with_overrides, typed
 from liif.models import registry
 from liif.inference.api import Model
 from liif.backends import torch as T
@@ -227,7 +227,8 @@ TINY = ["model.args.encoder_spec.args.n_resblocks=1", "model.args.encoder_spec.a
         "dataset.val.repeat=1", "framework.threads=1"]
 
 
-@pytest.mark.parametrize("workers", [0, slow_case(2)])
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [0, 2])
 def test_prefetching_changes_no_loss(sample_dir, tmp_path, workers):
     losses = {}
     for on in (False, True):
