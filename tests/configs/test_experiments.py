@@ -12,7 +12,7 @@ from liif.cli.main import register_model_presets
 import liif.models  # noqa: F401  (registers the model names)
 from liif import backends
 from liif.report import paper
-from liif.models import presets, registry
+from liif.models import registry
 
 CONF = ROOT / "conf"
 register_model_presets()  # the model presets (compose_as_cli and the other direct compositions below)
