@@ -63,15 +63,20 @@ class SlurmLauncher(SubmititSlurmLauncher):
 class NeverStarts(threading.Thread):
     """Watches the sweep's pending jobs (those whose batch script is in `folder`, submitit's) every
     `poll_s` seconds; when SLURM says one can never start (NEVER_STARTS), cancels all of them and keeps
-    the reason, so that the sweep ends with it instead of waiting forever."""
+    the reason, so that the sweep ends with it instead of waiting forever. Until `stop`, the cancelled
+    jobs' wait for a result file is cut short (submitit's is one setting for all its SLURM jobs)."""
 
     def __init__(self, folder, poll_s=5.0):
         super().__init__(name="slurm-never-starts", daemon=True)
         self.folder, self.poll_s, self.reason = folder, poll_s, None
         self._stopped = threading.Event()
+        self._results_timeout_s = None  # submitit's, while this one is in force
 
     def stop(self):
         self._stopped.set()
+        if self._results_timeout_s is not None:  # another sweep in this process waits as submitit would
+            from submitit.slurm.slurm import SlurmJob
+            SlurmJob._results_timeout_s = self._results_timeout_s
 
     def run(self):
         while not self._stopped.wait(self.poll_s):
@@ -87,7 +92,8 @@ class NeverStarts(threading.Thread):
                 self.reason = f"job {job} is pending with reason {reason}: {NEVER_STARTS[reason]}"
                 subprocess.run(["scancel", *sorted({j for j, *_ in ours})], capture_output=True, timeout=60)
                 from submitit.slurm.slurm import SlurmJob
-                SlurmJob._results_timeout_s = 0  # none of them ran: no result file will come (submitit waits 15 s for one)
+                # all are cancelled: no result file will come (submitit waits 15 s for one, for a slow file system)
+                self._results_timeout_s, SlurmJob._results_timeout_s = SlurmJob._results_timeout_s, 0
                 time.sleep(1)
                 SlurmJob.watcher.update()  # the waiting jobs see their end now, not at sacct's next poll
                 return
