@@ -323,6 +323,7 @@ HOSTILE_OVERRIDES = ["+hydra.callbacks.x._target_=builtins.open", "hydra.run.dir
                      "train.epochs=-1", "scales=[2,3]", "model=rdn_liif", "table=table1", "resume=/", "=", "",
                      "x" * 5000, "device=cuda:7", "+train.x=1", "dataset.path=/nonexistent", "\x1b]0;x\x07=1",
                      "scales=" + "[" * 20_000, "dataset.train.split_file=/dev/zero"]
+REPLACEMENTS = [b"", b"null", b"[]", b"{}", billion_laughs().encode(), b"- x\n" * 20_000, os.urandom(64)]  # whole files
 HOSTILE_BYTES = [b"&a [*a, *a]", b"*a", b"&a", b"[" * 5000, b"{", b"}", b":", b"- ", b"\n- ", b"\xff\xfe", b"\x00",
                  b"!!python/object:os.system", b"'", b'"', b"\t", b"---\n", b"%YAML 1.1\n"]
 
@@ -338,8 +339,7 @@ def mutate(path, rnd):
         lines.insert(rnd.randint(0, len(lines)), "- " + json.dumps(rnd.choice(HOSTILE_OVERRIDES)))
         path.write_text("\n".join(lines) + "\n")
     else:
-        change_bytes(path, op, rnd, HOSTILE_BYTES, max_flips=4, replacements=[
-            b"", b"null", b"[]", b"{}", billion_laughs().encode(), b"- x\n" * 20_000, os.urandom(64)])
+        change_bytes(path, op, rnd, HOSTILE_BYTES, REPLACEMENTS, max_flips=4)
 
 
 def fuzz_cases(n, folders, files=FILES):

@@ -320,6 +320,9 @@ HOSTILE_VALUES = [None, True, -1, 0, 2.5, float("nan"), float("inf"), -float("in
                   "=HYPERLINK(1)", "+1", "-1", "@x", "\t=1", "x\r=1", "<script>x</script>", "```\n# Owned", "../../x",
                   "/../../x", "\ud800", "x|y", "x\\|y", "$\\frac{$", [], {}, [[[[[[]]]]]], {"a": {"b": [1, "2"]}},
                   "x" * 10_000]
+# whole files put in place of one (made once: one is 8 MB)
+REPLACEMENTS = [b"", b"null", b"[]", b"{}", b"[" * 100_000 + b"]" * 100_000, billion_laughs().encode(),
+                b"{" + b" " * (8 << 20) + b"}", os.urandom(64)]
 HOSTILE_BYTES = [b"NaN", b"1e309", b"-Infinity", b'"=cmd|x"', b"<script>", b"```\n# x\n", b"[" * 5000, b"9" * 5000,
                  b"&a [*a, *a]", b"\xff\xfe", b"\x00", b"\n#", b"{", b"}", b",", b'"']
 
@@ -361,9 +364,7 @@ def mutate(path, op, rnd):
             tree = _set(tree, where, swapped)
         path.write_text(json.dumps(tree, indent=rnd.choice([None, 2])))
     else:
-        change_bytes(path, op, rnd, HOSTILE_BYTES, max_flips=8, replacements=[
-            b"", b"null", b"[]", b"{}", b"[" * 100_000 + b"]" * 100_000, billion_laughs().encode(),
-            b"{" + b" " * (8 << 20) + b"}", os.urandom(64)])
+        change_bytes(path, op, rnd, HOSTILE_BYTES, REPLACEMENTS, max_flips=8)
 
 
 OPS = ["value"] * 4 + ["splice"] * 2 + ["flip", "truncate", "drop key", "swap type", "replace", "remove", "folder",
