@@ -53,8 +53,8 @@ def lte_fixtures_dir():
 
 
 # The framework parameter of tests run on both: the Jittor case needs Jittor (skipped, with the reason, without it)
-NEEDS_JITTOR = [pytest.mark.jittor, pytest.mark.skipif(importlib.util.find_spec("jittor") is None,
-                                                        reason="jittor is not installed")]
+SKIP_WITHOUT_JITTOR = pytest.mark.skipif(importlib.util.find_spec("jittor") is None, reason="jittor is not installed")
+NEEDS_JITTOR = [pytest.mark.jittor, SKIP_WITHOUT_JITTOR]
 FRAMEWORKS = ["torch", pytest.param("jittor", marks=NEEDS_JITTOR)]
 # The same with the Jittor case in the full suite only: the fast tier compares Jittor with PyTorch on
 # every model (tests/unit/backends/test_jittor.py) and PyTorch with the original code.

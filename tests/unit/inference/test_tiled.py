@@ -5,14 +5,13 @@ non-square inputs, inputs smaller than a tile and every scale; budgets and their
 whole input, the decoder on every query), not the engine with one tile. Random small weights
 and tiny tiles (2-5 input pixels), so that nearly every query is near a seam.
 """
-import importlib.util
 import itertools
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import slow_case
+from conftest import SKIP_WITHOUT_JITTOR, slow_case
 
 import liif
 from liif.inference import tiled
@@ -22,7 +21,6 @@ from liif.backends import torch as T
 from liif.coords import make_coord
 from liif.errors import BudgetTooSmall, NotEnoughMemory
 
-JITTOR = pytest.mark.skipif(importlib.util.find_spec("jittor") is None, reason="jittor is not installed")
 MLP = {"name": "mlp", "args": {"out_dim": 3, "hidden_list": [16, 16]}}
 
 
@@ -366,7 +364,7 @@ def test_the_latent_table_is_built_in_blocks_within_the_budget(monkeypatch):
 # --- Jittor ----------------------------------------------------------------------------------
 
 @pytest.mark.jittor
-@JITTOR
+@SKIP_WITHOUT_JITTOR
 @pytest.mark.parametrize("spec", [slow_case(liif_spec()), {"name": "metasr", "args": {"encoder_spec": encoder("rdn")}},
                                   liif_spec(feat_unfold=False, local_ensemble=False), slow_case(lte_spec()), lte_spec("rdn")],
                          ids=["liif", "metasr", "liif-u-e", "lte", "lte-rdn"])
@@ -383,7 +381,7 @@ def test_jittor_tiled_equals_untiled(spec):
 
 @pytest.mark.slow
 @pytest.mark.jittor
-@JITTOR
+@SKIP_WITHOUT_JITTOR
 @pytest.mark.parametrize("spec", [lte_spec(), lte_spec("rdn")], ids=["lte", "lte-rdn"])
 def test_jittor_lte_tiled_equals_untiled_at_every_scale(spec):
     """LTE on Jittor, both encoders, at x1.3, x4, x12.5 and x30 in tiles of 2 and 3 (the torch cases'
@@ -393,7 +391,7 @@ def test_jittor_lte_tiled_equals_untiled_at_every_scale(spec):
 
 
 @pytest.mark.jittor
-@JITTOR
+@SKIP_WITHOUT_JITTOR
 def test_jittor_latent_table_in_row_blocks_equals_whole(monkeypatch):
     """The table written block by block into one Jittor Var (setitem, then sync) = the table built whole."""
     from liif.backends import jittor as J
@@ -410,7 +408,7 @@ def test_jittor_latent_table_in_row_blocks_equals_whole(monkeypatch):
 
 
 @pytest.mark.jittor
-@JITTOR
+@SKIP_WITHOUT_JITTOR
 def test_jittor_windowed_lookup_equals_torch():
     from liif.backends import jittor as J
     rng = np.random.default_rng(1)

@@ -7,13 +7,14 @@ The toy decoder is small but has what makes tiling hard: a 3x3 convolution of it
 distance grows with the query's cell, so that its `reach` depends on `max_cell`. A toy that
 understates its reach gives another output in tiles: the tiled test can tell a lie.
 """
-import importlib.util
 import math
 import warnings
 
 import numpy as np
 import pytest
 import torch
+
+from conftest import SKIP_WITHOUT_JITTOR
 
 import liif
 from liif.backends import torch as T
@@ -169,7 +170,7 @@ def test_tiled_equals_untiled_in_tiny_tiles(scale):
 
 
 @pytest.mark.jittor
-@pytest.mark.skipif(importlib.util.find_spec("jittor") is None, reason="jittor is not installed")
+@SKIP_WITHOUT_JITTOR
 def test_the_same_class_on_jittor_tiled_equals_untiled():
     """The toy is framework-neutral, as the project's models: on Jittor, in 3-pixel tiles, it gives its
     untiled output, and the torch model's."""
