@@ -61,9 +61,9 @@ FRAMEWORKS = ["torch", pytest.param("jittor", marks=NEEDS_JITTOR)]
 FRAMEWORKS_JITTOR_SLOW = ["torch", pytest.param("jittor", marks=[*NEEDS_JITTOR, pytest.mark.slow])]
 
 
-def slow_case(*values, id=None):
+def slow_case(*values):
     """A parametrized case for the full suite only (`slow`): the fast tier keeps its cheaper siblings."""
-    return pytest.param(*values, marks=pytest.mark.slow, id=id)
+    return pytest.param(*values, marks=pytest.mark.slow)
 
 
 # The device of the exactness tests against the fixtures (test_oracle.py, test_lte.py, test_step.py):
