@@ -193,14 +193,17 @@ def _connects(port):
 
 
 def _start_database(folder, port):
-    data = folder / "db"
+    data, tmp = folder / "db", folder / "db-tmp"
+    # its own temporary folder: two clusters at once (two test sessions) each setting up MariaDB in /tmp
+    # lost each other's temporary tables ("Unknown table 'mysql.tmp_user_sys'") and did not start
+    tmp.mkdir(exist_ok=True)
     if not (data / "mysql").is_dir():
         subprocess.run([_which("mariadb-install-db"), f"--datadir={data}", "--user=root", "--skip-test-db",
-                        "--auth-root-authentication-method=normal"], check=True, capture_output=True, timeout=300)
+                        "--auth-root-authentication-method=normal", f"--tmpdir={tmp}"], check=True, capture_output=True, timeout=300)
     log = open(folder / "mariadb.log", "ab")
     subprocess.Popen([_which("mariadbd"), "--no-defaults", f"--datadir={data}", "--user=root", "--bind-address=127.0.0.1",
                       f"--port={port}", f"--socket={folder / 'mariadb.socket'}", f"--pid-file={folder / 'mariadbd.pid'}",
-                      "--skip-name-resolve", "--innodb-buffer-pool-size=32M"],
+                      f"--tmpdir={tmp}", "--skip-name-resolve", "--innodb-buffer-pool-size=32M"],
                      stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
     _wait_for("MariaDB", lambda: _connects(port) and _pid(folder, "mariadbd") is not None, folder)
     # root may connect over TCP from 127.0.0.1 (slurmdbd has no socket setting), without a password: the
