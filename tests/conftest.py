@@ -82,6 +82,22 @@ def device():
     return TEST_DEVICE
 
 
+# The whole suite runs on pytest-xdist workers (`-n auto --dist loadgroup`, README): one per core.
+def pytest_configure(config):
+    # The workers are the parallelism: each computes on one thread (torch's default is one per core),
+    # set before torch is imported so that the CLI's fork server and child processes inherit it.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+
+
+def pytest_collection_modifyitems(config, items):
+    """On xdist workers, the longest tests first (the SLURM group, one chain of minutes, then the slow
+    ones) so that no worker ends with a long test while the others are idle. A stable sort: the order
+    is otherwise the files' own, the same on every worker, as xdist requires."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=lambda item: (item.get_closest_marker("slurm") is None, item.get_closest_marker("slow") is None))
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """A test skipped for a missing fixture or data file fails instead: a fresh clone must run every

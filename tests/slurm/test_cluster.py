@@ -11,7 +11,7 @@ import pytest
 
 from conftest import ROOT, assert_same_training, noise_photos, train_twice
 
-# one cluster, so one xdist worker (conftest's pytest_configure)
+# one cluster for them all: one xdist worker under `--dist loadgroup` (README's test command)
 pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.xdist_group("slurm")]
 
 ON_THIS_CLUSTER = ["hydra/launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.cpus_per_task=1",
