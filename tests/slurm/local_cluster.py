@@ -9,13 +9,17 @@ What it starts, as root (Debian's `slurm-wlm`, `slurmdbd`, `munge` and `mariadb-
 slurmdbd (job accounting, so that `sacct` works: submitit asks it whether a job has ended), slurmctld
 and slurmd (one node: this machine, its CPUs; one partition, `debug`). Every configuration file, socket,
 state, log and PID file is in the folder; the daemons listen on free ports, so a cluster of the machine's
-own (ports 6817-6819, /run/munge) is left alone. `stop` kills what the PID files name, waits for each to
-end, and leaves no daemon running; the folder stays, with the daemons' logs, until removed.
+own (ports 6817-6819, /run/munge) is left alone. slurmd runs in a CPU cgroup of its own, where the
+kernel allows one, so that `cpu_quota` can slow the node's jobs down (see there). `stop` kills what the
+PID files name, waits for each to end, and leaves no daemon running (and no cgroup); the folder stays,
+with the daemons' logs, until removed.
 
 `start` raises ClusterUnavailable (what is missing: root, a package) where a cluster cannot start.
 Measured on Debian 12 with Slurm 22.05: a requeued job waits ~1 minute (its BeginTime) unless
 `scontrol update jobid=N starttime=now`; a batch script sees SLURM_NTASKS but no SLURM_STEP_NUM_TASKS.
 """
+import contextlib
+import hashlib
 import os
 import secrets
 import shutil
@@ -174,6 +178,7 @@ def start(folder, cpus=None, memory_mb=None):
         _wait_for("slurmctld", lambda: _run(["scontrol", "ping"], folder).stdout.count("UP") > 0, folder)
         subprocess.run([_which("slurmd"), "-N", node_name()], env=env, check=True, capture_output=True, timeout=60)
         _wait_for("the node", lambda: _run(["sinfo", "-h", "-o", "%T"], folder).stdout.strip() == "idle", folder)
+        _confine_the_node(folder)
     except (subprocess.SubprocessError, OSError) as e:
         stop(folder)
         detail = getattr(e, "stderr", b"") or b""
@@ -213,6 +218,68 @@ def _start_database(folder, port):
                    check=True, capture_output=True, timeout=60)
 
 
+# The node's CPU cgroup: slurmd is moved into it at start, so every job step it forks is in it too, and
+# `cpu_quota` can make the node's jobs slow without making them costly: a test of SLURM's time limit
+# needs a job that is still running a minute after it started, not a minute of CPU. cgroup v1's `cpu`
+# hierarchy or cgroup v2 with the `cpu` controller enabled at the root; none where neither is writable.
+_CGROUP_V1, _CGROUP_V2 = Path("/sys/fs/cgroup/cpu"), Path("/sys/fs/cgroup")
+
+
+def _node_cgroup(folder):
+    name = "liif-test-slurm-" + hashlib.sha1(str(Path(folder).resolve()).encode()).hexdigest()[:12]
+    if (_CGROUP_V1 / "cpu.cfs_quota_us").exists():
+        return _CGROUP_V1 / name
+    controllers = _CGROUP_V2 / "cgroup.subtree_control"
+    if controllers.exists() and "cpu" in controllers.read_text().split():
+        return _CGROUP_V2 / name
+    return None
+
+
+def _confine_the_node(folder):
+    cgroup = _node_cgroup(folder)
+    if cgroup is None:
+        return
+    try:
+        cgroup.mkdir(exist_ok=True)
+        (cgroup / "cgroup.procs").write_text(str(_pid(folder, "slurmd")))
+    except OSError:  # a read-only cgroup file system (a container): the node runs unconfined
+        with contextlib.suppress(OSError):
+            cgroup.rmdir()
+
+
+def _free_the_node(folder):
+    """Move what is left in the node's cgroup to the root and remove it (an empty folder of the kernel's)."""
+    cgroup = _node_cgroup(folder)
+    if cgroup is None or not cgroup.is_dir():
+        return
+    for pid in (cgroup / "cgroup.procs").read_text().split():
+        with contextlib.suppress(OSError):
+            (cgroup.parent / "cgroup.procs").write_text(pid)
+    with contextlib.suppress(OSError):
+        cgroup.rmdir()
+
+
+@contextlib.contextmanager
+def cpu_quota(folder, cores):
+    """While inside, the jobs of the cluster in `folder` together get at most `cores` CPUs (0.25: a
+    quarter of one) from the kernel's scheduler. Yields False, and limits nothing, where the node
+    could not be put in a CPU cgroup."""
+    cgroup = _node_cgroup(folder)
+    if cgroup is None or not (cgroup / "cgroup.procs").exists():
+        yield False
+        return
+    period = 100_000  # microseconds
+    if cgroup.parent == _CGROUP_V1:
+        limit, unlimited, quota = cgroup / "cpu.cfs_quota_us", "-1", str(int(cores * period))
+    else:
+        limit, unlimited, quota = cgroup / "cpu.max", f"max {period}", f"{int(cores * period)} {period}"
+    limit.write_text(quota)
+    try:
+        yield True
+    finally:
+        limit.write_text(unlimited)
+
+
 def stop(folder, seconds=30):
     """Stop every daemon of the cluster in `folder` by its PID file (SIGTERM, then SIGKILL after
     `seconds`) and wait until each has ended. Returns the names of those that were running."""
@@ -231,6 +298,7 @@ def stop(folder, seconds=30):
             os.kill(pid, signal.SIGKILL)
             while _alive(pid):
                 time.sleep(0.1)
+    _free_the_node(folder)
     return stopped
 
 

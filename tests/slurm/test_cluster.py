@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import local_cluster
 from conftest import ROOT, assert_same_training, noise_photos, train_twice
 
 # one cluster for them all: one xdist worker under `--dist loadgroup` (README's test command)
@@ -97,7 +98,15 @@ def test_a_sweep_runs_as_slurm_jobs_and_writes_its_report(cluster, tmp_path):
         assert sacct_states(cluster, job_of(m)) == ["COMPLETED"]
 
 
-def test_preemption_then_the_time_limit_requeue_and_continue_with_the_same_losses(cluster, tmp_path):
+@pytest.fixture
+def slowed_node(cluster):
+    """The node's jobs limited to a quarter of one CPU while the test runs (local_cluster.cpu_quota): a job
+    that outlives its time limit without costing a minute of CPU. False where that cannot be done."""
+    with local_cluster.cpu_quota(Path(cluster["SLURM_CONF"]).parent, cores=0.25) as slowed:
+        yield slowed
+
+
+def test_preemption_then_the_time_limit_requeue_and_continue_with_the_same_losses(cluster, slowed_node, tmp_path):
     """A training of ~1-2 minutes on the cluster under a 1-minute SLURM time limit, stopped both ways a
     cluster stops a job: requeued by `scontrol requeue` after its first checkpoint (preemption: SIGTERM),
     then, once started again, by its time limit (SIGUSR2 10 s before it: the run saves and submitit
@@ -105,10 +114,12 @@ def test_preemption_then_the_time_limit_requeue_and_continue_with_the_same_losse
     each time and ends with the losses, bit for bit, and the test PSNR of one uninterrupted run. (One
     job meets both: a second job of the same length cost a third of the test's CPU time.)"""
     data = noise_photos(tmp_path / "imgs")
-    # 11,250 steps: ~70 s on an idle 2-core machine beside the reference run, so that the job still trains
-    # when its time limit's warning comes (20-50 s after its start: SLURM checks every 30 s)
-    train = [*TINY, f"dataset.path={data}", "train.epochs=50", "dataset.train.repeat=300", "train.max_steps_per_epoch=null",
-             "train.epoch_val=100"]
+    # The job must still train when its time limit's warning comes, 20-50 s after its second start (SLURM
+    # checks every 30 s). On the slowed node, 20 epochs of 225 steps take ~80 s of training (~18 core-s,
+    # twice what the 50 s after the restart train); unslowed, 50 epochs take ~70 s (~50 core-s) on an idle
+    # 2-core machine beside the reference run.
+    train = [*TINY, f"dataset.path={data}", f"train.epochs={20 if slowed_node else 50}", "dataset.train.repeat=300",
+             "train.max_steps_per_epoch=null", "train.epoch_val=100"]
     sweep = tmp_path / "sweep"
     procs = [submit(cluster, tmp_path, *train, *ON_THIS_CLUSTER, "hydra.launcher.timeout_min=1",
                     "hydra.launcher.signal_delay_s=10", "hydra.launcher.max_num_timeout=20", f"hydra.sweep.dir={sweep}")]
