@@ -136,7 +136,7 @@ def test_a_tiny_model_learns_to_beat_bicubic_at_x2(sample_dir, tmp_path):
                   "model.args.encoder_spec.args.n_resblocks=2", "model.args.encoder_spec.args.n_feats=32",
                   "model.args.imnet_spec.args.hidden_list=[64,64]", "train.batch_size=4", "train.inp_size=24",
                   "train.sample_q=576", "train.max_steps_per_epoch=null", "train.epochs=4", "train.lr=2e-3",
-                  "train.milestones=[2,3]", "framework.threads=2")
+                  "train.milestones=[2,3]")
     trainer = Trainer.from_config(cfg, str(tmp_path))
     trainer.fit()
     losses = trainer.step_losses
