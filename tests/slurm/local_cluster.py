@@ -273,7 +273,11 @@ def cpu_quota(folder, cores):
         limit, unlimited, quota = cgroup / "cpu.cfs_quota_us", "-1", str(int(cores * period))
     else:
         limit, unlimited, quota = cgroup / "cpu.max", f"max {period}", f"{int(cores * period)} {period}"
-    limit.write_text(quota)
+    try:
+        limit.write_text(quota)
+    except OSError:  # a cgroup that takes processes but no limit
+        yield False
+        return
     try:
         yield True
     finally:
