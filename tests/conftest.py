@@ -293,10 +293,14 @@ def noise_photos(folder, low=0):
 
 def train_twice(launch, args, run_dir, single_dir):
     """The same training run through `launch` (a multi-process launcher: CLI arguments -> a finished
-    process) into `run_dir`, and as one process into `single_dir`; both must succeed."""
+    process) into `run_dir`, and as one process into `single_dir`; both must succeed. A failure's whole
+    stderr (every rank's) is kept beside the run folder: the message shows only its end."""
     for run, out in ((launch, run_dir), (lambda *a: run_cli(*a, timeout=300), single_dir)):
         r = run(*args, f"hydra.run.dir={out}")
-        assert r.returncode == 0, r.stderr[-3000:]
+        if r.returncode != 0:
+            kept = Path(out).parent / f"{Path(out).name}.stderr.txt"
+            kept.write_text(r.stderr)
+            pytest.fail(f"exit status {r.returncode}; whole stderr in {kept}; its end:\n{r.stderr[-3000:]}")
 
 
 def assert_same_training(run_dir, single_dir, n_epochs):
