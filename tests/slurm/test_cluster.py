@@ -111,13 +111,12 @@ def test_preemption_then_the_time_limit_requeue_and_continue_with_the_same_losse
     cluster stops a job: requeued by `scontrol requeue` after its first checkpoint (preemption: SIGTERM),
     then, once started again, by its time limit (SIGUSR2 10 s before it: the run saves and submitit
     requeues it; then the limit is raised, or it would come every 30 s). It continues in its folder
-    each time and ends with the losses, bit for bit, and the test PSNR of one uninterrupted run. (One
-    job meets both: a second job of the same length cost a third of the test's CPU time.)"""
+    each time and ends with the losses, bit for bit, and the test PSNR of one uninterrupted run."""
     data = noise_photos(tmp_path / "imgs")
     # The job must still train when its time limit's warning comes, 20-50 s after its second start (SLURM
     # checks every 30 s). On the slowed node, 20 epochs of 225 steps take ~80 s of training (~18 core-s,
-    # twice what the 50 s after the restart train), whatever the CPU. Unslowed, the CPU sets the pace (a job
-    # sized for one 2-core machine ended before its limit on a faster one): 100 epochs, ~100 s here.
+    # twice what the 50 s after the restart train), whatever the CPU. Unslowed, the CPU sets the pace, so
+    # the job is sized for a fast one: 100 epochs, ~100 s on an idle 2-core machine.
     train = [*TINY, f"dataset.path={data}", f"train.epochs={20 if slowed_node else 100}", "dataset.train.repeat=300",
              "train.max_steps_per_epoch=null", "train.epoch_val=100"]
     sweep = tmp_path / "sweep"
