@@ -299,8 +299,12 @@ def train_twice(launch, args, run_dir, single_dir):
         r = run(*args, f"hydra.run.dir={out}")
         if r.returncode != 0:
             kept = Path(out).parent / f"{Path(out).name}.stderr.txt"
-            kept.write_text(r.stderr)
-            pytest.fail(f"exit status {r.returncode}; whole stderr in {kept}; its end:\n{r.stderr[-3000:]}")
+            try:
+                kept.write_text(r.stderr)
+                where = f"whole stderr in {kept}"
+            except OSError as e:  # a full disk: the failure itself is still what the test reports
+                where = f"whole stderr not kept ({e})"
+            pytest.fail(f"exit status {r.returncode}; {where}; its end:\n{r.stderr[-3000:]}")
 
 
 def assert_same_training(run_dir, single_dir, n_epochs):
