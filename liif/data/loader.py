@@ -26,9 +26,22 @@ def _init_worker(dataset):
     # A worker forked during training inherits the trainer's SIGTERM handler (which only sets a
     # flag), and Pool.terminate() stops workers with SIGTERM: restore the default, else the worker
     # keeps running and terminate() waits for it forever; leave Ctrl-C to the parent, which then
-    # terminates the pool.
+    # terminates the pool. SIGTERM came blocked from the fork (`_forked_pool`): one sent before this
+    # point waited, and ends the worker now.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+
+def _forked_pool(num_workers, dataset):
+    """A pool of forked workers whose SIGTERM is blocked until `_init_worker` has reset its handler
+    (a worker still running the inherited one would take Pool.terminate()'s SIGTERM for the trainer's
+    and live on). The parent's own SIGTERM, meanwhile, waits and then reaches its handler."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        return multiprocessing.get_context("fork").Pool(num_workers, _init_worker, (dataset,))
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def _get_item(i):
@@ -90,7 +103,7 @@ def iterate_batches(dataset, batch_size, shuffle=False, seed=0, epoch=0, drop_la
     sizes = sizes[start_batch:stop_batch]
 
     if num_workers > 0:
-        pool = multiprocessing.get_context("fork").Pool(num_workers, _init_worker, (dataset,))
+        pool = _forked_pool(num_workers, dataset)
         items = pool.imap(_get_item, order, chunksize=max(1, batch_size // num_workers))
     else:
         pool, items = None, (dataset[i] for i in order)

@@ -383,6 +383,37 @@ def test_workers_do_not_inherit_the_trainers_signal_handlers():
     assert all(b["default_sigterm"].all() and b["ignores_sigint"].all() for b in batches)
 
 
+@pytest.mark.slow
+def test_a_worker_terminated_before_it_has_reset_the_trainers_handler_still_ends(monkeypatch):
+    """Pool.terminate() may come before a worker has run its initializer (a worker slow to start, on a
+    busy machine, when the others made every item): the SIGTERM must not reach the trainer's handler
+    that the worker inherited, which only sets a flag; else the worker lives on and the join waits for
+    ever (seen once: a test hung the suite)."""
+    import multiprocessing
+    import signal
+    import threading
+    import time
+    from liif.data import loader
+    original = loader._init_worker
+
+    def slow_to_start(dataset):
+        time.sleep(1)  # terminate() comes meanwhile: no batch is asked for
+        original(dataset)
+    monkeypatch.setattr(loader, "_init_worker", slow_to_start)
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        done = threading.Thread(target=lambda: list(loader.iterate_batches(_SignalReport(), 2, num_workers=2, stop_batch=0)),
+                                daemon=True)
+        done.start()
+        done.join(timeout=30)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        hung = done.is_alive()
+        for child in multiprocessing.active_children():  # a hung pool's workers, not to outlive the test
+            child.kill()
+    assert not hung, "Pool.terminate() left a worker running: the join waited"
+
+
 def test_a_split_file_is_read_as_input(tmp_path):
     """A split file (CelebA-HQ's {split: [names]}) may be named by a run folder's saved settings: its names
     are read in order; /dev/zero, a folder, deep nesting, another shape are one DataError line, at once."""
