@@ -264,6 +264,8 @@ def cpu_quota(folder, cores):
     """While inside, the jobs of the cluster in `folder` together get at most `cores` CPUs (0.25: a
     quarter of one) from the kernel's scheduler. Yields False, and limits nothing, where the node
     could not be put in a CPU cgroup."""
+    if not cores > 0:  # the kernel takes any negative quota for "no limit"
+        raise ValueError(f"cores must be more than 0, not {cores}")
     cgroup = _node_cgroup(folder)
     if cgroup is None or not (cgroup / "cgroup.procs").exists():
         yield False
